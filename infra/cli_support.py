@@ -1,0 +1,97 @@
+"""Shared CLI plumbing: settings from global flags, JSON / rich output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.settings import ConfigError, Settings, load_settings
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of rich output.")]
+console = Console(stderr=False)
+
+
+class CommandError(Exception):
+    """A command failed at run time; exit code 1 with this one-line message."""
+
+
+class GlobalOptions:
+    def __init__(self, config: Path | None, overrides: dict[str, Any]) -> None:
+        self.config = config
+        self.overrides = overrides
+        self._settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config, self.overrides)
+        return self._settings
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    opts = ctx.find_object(GlobalOptions)
+    return opts.settings() if opts is not None else load_settings()
+
+
+def emit(
+    result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None] | None = None
+) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str, sort_keys=True) + "\n")
+        sys.stdout.flush()
+    elif render is not None:
+        render(result)
+    else:
+        console.print_json(json.dumps(result, default=str))
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    console.print(t)
+
+
+def fail(message: str, code: int) -> None:
+    line = " ".join(message.split())
+    if "--json" in sys.argv:
+        sys.stdout.write(json.dumps({"ok": False, "error": line}) + "\n")
+    if line:  # empty when click already printed the help text
+        sys.stderr.write(f"rtml: {line}\n")
+    raise SystemExit(code)
+
+
+def run_app(app: typer.Typer) -> None:
+    """Run the typer app; every failure becomes a one-line message and a non-zero exit."""
+    try:  # typer >= 0.29 vendors click
+        from typer._click import exceptions as click
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as click  # type: ignore[no-redef]
+
+    from infra.stack import StackError
+
+    try:
+        rv = app(standalone_mode=False)
+    except click.UsageError as exc:
+        fail(exc.format_message(), 2)
+    except click.ClickException as exc:
+        fail(exc.format_message(), 1)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    except (CommandError, StackError) as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - e.g. typer's Abort: still one line
+        if type(exc).__name__ != "Abort":
+            raise
+        fail("aborted", 130)
+    raise SystemExit(rv if isinstance(rv, int) else 0)

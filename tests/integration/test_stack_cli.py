@@ -1,0 +1,106 @@
+"""`rtml up / status / down` as a user runs them: real processes on free ports."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import group_members, rtml, stack_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_status_up_again_down(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "state")
+    t0 = time.monotonic()
+    code, out, err = rtml("up", "--json", env=env, timeout=120)
+    took = time.monotonic() - t0
+    try:
+        assert code == 0, err
+        assert out is not None and out["ok"] is True
+        services = out["services"]
+        assert set(services) == {"kafka", "mlflow", "prefect"}
+        assert all(s["healthy"] and s["action"] == "started" for s in services.values()), services
+        assert took <= 60, f"stack took {took:.1f}s"
+        assert all(s["url"].split("//")[-1].startswith("127.0.0.1:") for s in services.values())
+        assert set(out["topics_created"]) == {
+            "rtml.events",
+            "rtml.labels",
+            "rtml.scores",
+            "rtml.quarantine",
+            "rtml.alerts",
+        }
+        pids = {n: s["pid"] for n, s in services.items()}
+
+        code, status, _ = rtml("status", "--json", env=env)
+        assert code == 0 and all(s["healthy"] and s["managed"] for s in status["services"].values())
+
+        code, again, _ = rtml("up", "--json", env=env)
+        assert code == 0
+        assert {n: s["action"] for n, s in again["services"].items()} == dict.fromkeys(pids, "reused")
+        assert {n: s["pid"] for n, s in again["services"].items()} == pids
+        assert again["topics_created"] == []
+        groups = {pid: group_members(pid) for pid in pids.values()}
+        assert all(groups.values())
+    finally:
+        code, down, _ = rtml("down", "--json", env=env)
+    assert code == 0 and set(down["stopped"]) == {"kafka", "mlflow", "prefect"}
+    time.sleep(0.5)
+    assert all(group_members(pid) == [] for pid in pids.values()), "processes left behind"
+    assert not list((tmp_path / "state" / "run").glob("*.json"))
+    # state (logs, MLflow db) is kept: down removes nothing else
+    assert (tmp_path / "state" / "mlflow" / "mlflow.db").exists()
+    code, status, _ = rtml("status", "--json", env=env)
+    assert code == 1 and not any(s["healthy"] for s in status["services"].values())
+
+
+def test_port_in_use_fails_cleanly(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "state")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(env["RTML_PORTS__PREFECT"])))
+        blocker.listen()
+        code, out, err = rtml("up", "--json", env=env)
+    assert code == 1
+    assert out == {"ok": False, "error": out["error"]}
+    assert "prefect: port" in out["error"] and "in use" in out["error"]
+    assert len(err.strip().splitlines()) == 1
+    run = tmp_path / "state" / "run"
+    assert not run.exists() or not list(run.glob("*.json")), "half-started services recorded"
+
+
+@pytest.mark.parametrize(
+    ("args", "extra_env", "needle", "want_code"),
+    [
+        (("--tracking-uri", "http://127.0.0.1:9"), {}, "mlflow: external service", 1),
+        ((), {"RTML_PORTS__KAFKA": "not-a-port"}, "ports.kafka", 2),
+        ((), {"RTML_KAFKA__BOOTSTRAPSERVERS": "x:1"}, "unknown setting", 2),
+    ],
+)
+def test_bad_configuration_starts_nothing(
+    tmp_path: Path, args: tuple, extra_env: dict, needle: str, want_code: int
+) -> None:
+    env = stack_env(tmp_path / "state", **extra_env)
+    code, out, err = rtml(*args, "up", "--json", env=env)
+    assert code == want_code
+    assert needle in out["error"]
+    assert len(err.strip().splitlines()) == 1
+    run = tmp_path / "state" / "run"
+    assert not run.exists() or not list(run.glob("*.json"))
+
+
+def test_unknown_key_in_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "rtml.yaml"
+    cfg.write_text(json.dumps({"kafka": {"topics": {"event": "x"}}}))
+    code, out, err = rtml("--config", str(cfg), "up", "--json", env=stack_env(tmp_path / "s"))
+    assert code == 2
+    assert out["error"].startswith("config error: kafka.topics.event: unknown setting")
+
+
+def test_usage_error_is_one_line(tmp_path: Path) -> None:
+    code, out, err = rtml("up", "--no-such-flag", "--json", env=stack_env(tmp_path / "s"))
+    assert code == 2 and "No such option" in out["error"]
+    assert len(err.strip().splitlines()) == 1

@@ -1,0 +1,74 @@
+"""Stream spec loading and validation (pure logic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.settings import ConfigError
+from infra.spec import load_spec, parse_duration_seconds
+
+
+def test_default_spec_declares_the_fraud_stream() -> None:
+    spec = load_spec()
+    assert spec.task == "classification"
+    assert spec.label is not None and spec.label.field == "is_fraud"
+    assert set(spec.categorical_names) == {"merchant_category", "channel"}
+    assert "card_id_count_10m" in spec.aggregate_names
+    assert spec.event_fields[:3] == ["transaction_id", "event_time", "card_id"]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "spec.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = """
+name: s
+task: regression
+event_id: id
+event_time: ts
+entity_key: sku
+label: {field: price, type: double}
+features:
+"""
+
+
+def test_user_spec_without_fraud_columns(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, BASE + "  - {name: demand, type: double, min: 0}\n"))
+    assert spec.numeric_names == ["demand"]
+    assert spec.aggregate_names == []
+
+
+@pytest.mark.parametrize(
+    ("features", "needle"),
+    [
+        ("  - {name: demand, type: double, categories: [a]}\n", "categories only apply"),
+        ("  - {name: demand, type: string, min: 1}\n", "min/max only apply"),
+        ("  - {name: demand, type: double}\n  - {name: demand, type: double}\n", "declared twice"),
+        ("  - {name: 'bad name', type: double}\n", "identifier"),
+        ("  - {name: demand, type: float}\n", "features.0.type"),
+        ("  - {name: demand, type: double, colour: red}\n", "unknown setting"),
+    ],
+)
+def test_bad_specs_are_rejected_with_reason(tmp_path: Path, features: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_spec(_write(tmp_path, BASE + features))
+    assert needle in str(err.value)
+    assert str(err.value).startswith("spec error")
+
+
+def test_classification_needs_label(tmp_path: Path) -> None:
+    text = BASE.replace("task: regression", "task: classification").replace(
+        "label: {field: price, type: double}\n", ""
+    )
+    with pytest.raises(ConfigError, match="needs a label"):
+        load_spec(_write(tmp_path, text + "  - {name: demand, type: double}\n"))
+
+
+def test_durations() -> None:
+    assert parse_duration_seconds("2d") == 172800
+    with pytest.raises(ValueError):
+        parse_duration_seconds("soon")
