@@ -1,0 +1,342 @@
+"""Kafka for Spark through PySpark's Python Data Source API and kafka-python.
+
+Registered as format ``rtml_kafka`` (the short name ``kafka`` is reserved by Spark). Rows look like
+Spark's own Kafka source: key, value, topic, partition, offset, timestamp, timestampType, headers.
+Offsets per topic-partition live in the Spark checkpoint as ``{"topic": {"0": n, ...}}`` with a
+stable key order. Read options: ``subscribe`` (comma-separated topics), ``startingOffsets``
+(earliest | latest | JSON), ``maxOffsetsPerTrigger``. Write options: ``topic``.
+Connection options: see :func:`spark_options`.
+
+The true end of a partition is taken from the high-water mark of a fetch response, not from
+ListOffsets, which some Kafka-compatible brokers answer short of the end (see ../shared/NOTES.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceArrowWriter,
+    DataSourceStreamArrowWriter,
+    DataSourceStreamReader,
+    InputPartition,
+    WriterCommitMessage,
+)
+from pyspark.sql.streaming.datasource import (
+    ReadAllAvailable,
+    ReadLimit,
+    ReadMaxRows,
+    SupportsTriggerAvailableNow,
+)
+
+FORMAT = "rtml_kafka"
+SCHEMA = (
+    "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+    "timestampType int, headers array<struct<key: string, value: binary>>"
+)
+_SECRET_KEY = "kafka.sasl.password"  # Spark redacts option keys matching 'password' in plans and UI
+
+
+def spark_options(conn: dict[str, Any]) -> dict[str, str]:
+    """kafka-python connection options -> string options for the data source (secret kept apart)."""
+    conn = dict(conn)
+    secret = conn.pop("sasl_plain_password", None)
+    out = {"kafka.connection": json.dumps(conn)}
+    if secret is not None:
+        out[_SECRET_KEY] = secret
+    return out
+
+
+def connection_from_options(options: dict[str, str]) -> dict[str, Any]:
+    conn = json.loads(options["kafka.connection"])
+    if "api_version" in conn and conn["api_version"] is not None:
+        conn["api_version"] = tuple(conn["api_version"])
+    if options.get(_SECRET_KEY) is not None:
+        conn["sasl_plain_password"] = options[_SECRET_KEY]
+    return conn
+
+
+def _consumer(conn: dict[str, Any]):  # noqa: ANN202
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(
+        **conn,
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+
+
+def true_end_offsets(consumer: Any, tps: list[Any]) -> dict[Any, int]:
+    """End offset of each partition from fetch high-water marks (exact even where ListOffsets is not)."""
+    listed = consumer.end_offsets(tps)
+    begin = consumer.beginning_offsets(tps)
+    ends: dict[Any, int] = {}
+    probe = []
+    for tp in tps:
+        if listed[tp] <= begin[tp]:
+            ends[tp] = listed[tp]  # nothing there at all
+        else:
+            probe.append(tp)
+    if probe:
+        consumer.assign(probe)
+        for tp in probe:
+            consumer.seek(tp, max(listed[tp] - 1, begin[tp]))
+        seen: dict[Any, int] = {}
+        deadline = time.monotonic() + 10
+        while len(seen) < len(probe) and time.monotonic() < deadline:
+            for tp, recs in consumer.poll(timeout_ms=200, max_records=1_000_000).items():
+                if recs:
+                    seen[tp] = recs[-1].offset + 1
+        for tp in probe:
+            hw = consumer.highwater(tp)
+            ends[tp] = max(hw or 0, seen.get(tp, listed[tp]))
+    return ends
+
+
+@dataclass
+class KafkaPartition(InputPartition):
+    topic: str
+    partition: int
+    start: int
+    end: int
+    conn: dict[str, Any]
+
+
+def _offsets_json(d: dict[tuple[str, int], int]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (topic, part), off in sorted(d.items()):
+        out.setdefault(topic, {})[str(part)] = int(off)
+    return out
+
+
+def _from_json(d: dict[str, dict[str, int]]) -> dict[tuple[str, int], int]:
+    return {(t, int(p)): int(o) for t, parts in d.items() for p, o in parts.items()}
+
+
+class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    def __init__(self, options: dict[str, str]) -> None:
+        self.options = options
+        self.topics = [t.strip() for t in options["subscribe"].split(",") if t.strip()]
+        self.conn = connection_from_options(options)
+        self.max_rows = int(options["maxOffsetsPerTrigger"]) if options.get("maxOffsetsPerTrigger") else None
+        self.starting = options.get("startingOffsets", "earliest")
+        self._client: Any = None  # created lazily: the reader is pickled and instantiated more than once
+        self._target: dict[tuple[str, int], int] | None = None
+
+    def _c(self) -> Any:
+        if self._client is None:
+            self._client = _consumer(self.conn)
+        return self._client
+
+    def _tps(self) -> list[Any]:
+        from kafka import TopicPartition
+
+        c = self._c()
+        tps = []
+        for t in self.topics:
+            parts = c.partitions_for_topic(t)
+            if parts is None:
+                raise RuntimeError(f"topic '{t}' does not exist on {self.conn['bootstrap_servers']}")
+            tps += [TopicPartition(t, p) for p in sorted(parts)]
+        return tps
+
+    def _ends(self) -> dict[tuple[str, int], int]:
+        ends = true_end_offsets(self._c(), self._tps())
+        return {(tp.topic, tp.partition): e for tp, e in ends.items()}
+
+    def initialOffset(self) -> dict:
+        tps = self._tps()
+        if self.starting == "earliest":
+            begin = self._c().beginning_offsets(tps)
+            return _offsets_json({(tp.topic, tp.partition): o for tp, o in begin.items()})
+        if self.starting == "latest":
+            return _offsets_json(self._ends())
+        return _offsets_json(_from_json(json.loads(self.starting)))
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self._target = self._ends()
+
+    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+        begin = _from_json(start)
+        ends = self._target if self._target is not None else self._ends()
+        ends = {k: max(v, begin.get(k, 0)) for k, v in ends.items()}
+        for k in begin:  # never move backwards, never drop a partition we tracked
+            ends.setdefault(k, begin[k])
+        if isinstance(limit, ReadMaxRows):
+            ends = _apply_row_limit(begin, ends, limit.max_rows)
+        return _offsets_json(ends)
+
+    def partitions(self, start: dict, end: dict) -> list[InputPartition]:
+        s, e = _from_json(start), _from_json(end)
+        return [
+            KafkaPartition(t, p, s.get((t, p), 0), off, self.conn)
+            for (t, p), off in sorted(e.items())
+            if off > s.get((t, p), 0)
+        ]
+
+    def read(self, partition: KafkaPartition) -> Iterator[Any]:  # type: ignore[override]
+        yield from read_partition(partition)
+
+    def commit(self, end: dict) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _apply_row_limit(begin: dict, ends: dict, max_rows: int) -> dict:
+    """Split a row budget across partitions proportionally to their backlog, remainder included."""
+    backlog = {k: max(0, ends[k] - begin.get(k, 0)) for k in ends}
+    total = sum(backlog.values())
+    if total <= max_rows:
+        return ends
+    keys = sorted(backlog)
+    share = {k: backlog[k] * max_rows // total for k in keys}
+    left = max_rows - sum(share.values())
+    for k in sorted(keys, key=lambda k: backlog[k] - share[k], reverse=True):
+        if left == 0:
+            break
+        if share[k] < backlog[k]:
+            share[k] += 1
+            left -= 1
+    return {k: begin.get(k, 0) + share[k] for k in keys}
+
+
+def read_partition(p: KafkaPartition, chunk: int = 20_000) -> Iterator[Any]:
+    """Records [start, end) of one partition as Arrow record batches."""
+    import pyarrow as pa
+    from kafka import TopicPartition
+
+    schema = pa.schema(
+        [
+            ("key", pa.binary()),
+            ("value", pa.binary()),
+            ("topic", pa.string()),
+            ("partition", pa.int32()),
+            ("offset", pa.int64()),
+            ("timestamp", pa.timestamp("us", tz="UTC")),
+            ("timestampType", pa.int32()),
+            ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
+        ]
+    )
+    consumer = _consumer(p.conn)
+    tp = TopicPartition(p.topic, p.partition)
+    consumer.assign([tp])
+    consumer.seek(tp, p.start)
+    pos = p.start
+    idle_deadline = time.monotonic() + 60
+    try:
+        while pos < p.end:
+            recs = consumer.poll(timeout_ms=500, max_records=chunk).get(tp, [])
+            recs = [r for r in recs if r.offset < p.end]
+            if not recs:
+                pos = max(pos, consumer.position(tp))
+                if time.monotonic() > idle_deadline:
+                    raise TimeoutError(f"{p.topic}[{p.partition}]: no data between {pos} and {p.end} for 60s")
+                continue
+            idle_deadline = time.monotonic() + 60
+            pos = recs[-1].offset + 1
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array([r.key for r in recs], pa.binary()),
+                    pa.array([r.value for r in recs], pa.binary()),
+                    pa.array([p.topic] * len(recs), pa.string()),
+                    pa.array([p.partition] * len(recs), pa.int32()),
+                    pa.array([r.offset for r in recs], pa.int64()),
+                    pa.array([r.timestamp * 1000 for r in recs], pa.timestamp("us", tz="UTC")),
+                    pa.array([max(r.timestamp_type, 0) for r in recs], pa.int32()),
+                    pa.array(
+                        [[{"key": k, "value": v} for k, v in (r.headers or [])] for r in recs],
+                        schema.field("headers").type,
+                    ),
+                ],
+                schema=schema,
+            )
+    finally:
+        consumer.close()
+
+
+# Writing ------------------------------------------------------------------------------------------
+@dataclass
+class Written(WriterCommitMessage):
+    rows: int
+
+
+def produce_arrow(conn: dict[str, Any], default_topic: str | None, batches: Iterator[Any]) -> int:
+    """Send rows with columns value [, key, topic, partition, headers] to Kafka; return the count."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**conn, acks="all", linger_ms=5, batch_size=512 * 1024, max_request_size=8 << 20)
+    n = 0
+    try:
+        for batch in batches:
+            cols = batch.to_pydict()
+            values = cols["value"]
+            keys = cols.get("key") or [None] * len(values)
+            topics = cols.get("topic") or [default_topic] * len(values)
+            parts = cols.get("partition") or [None] * len(values)
+            headers = cols.get("headers") or [None] * len(values)
+            for v, k, t, part, h in zip(values, keys, topics, parts, headers, strict=True):
+                v = v.encode() if isinstance(v, str) else v
+                k = k.encode() if isinstance(k, str) else k
+                hs = [(x["key"], x["value"]) for x in h] if h else None
+                producer.send(t or default_topic, value=v, key=k, partition=part, headers=hs)
+            n += len(values)
+        producer.flush()
+    finally:
+        producer.close()
+    return n
+
+
+class KafkaBatchWriter(DataSourceArrowWriter):
+    def __init__(self, options: dict[str, str]) -> None:
+        self.conn = connection_from_options(options)
+        self.topic = options.get("topic")
+
+    def write(self, iterator: Iterator[Any]) -> Written:
+        return Written(produce_arrow(self.conn, self.topic, iterator))
+
+
+class KafkaStreamWriter(DataSourceStreamArrowWriter):
+    def __init__(self, options: dict[str, str]) -> None:
+        self.conn = connection_from_options(options)
+        self.topic = options.get("topic")
+
+    def write(self, iterator: Iterator[Any]) -> Written:
+        return Written(produce_arrow(self.conn, self.topic, iterator))
+
+    def commit(self, messages: list, batchId: int) -> None:  # noqa: N803 - Spark's name
+        pass
+
+    def abort(self, messages: list, batchId: int) -> None:  # noqa: N803
+        pass
+
+
+class KafkaDataSource(DataSource):
+    @classmethod
+    def name(cls) -> str:
+        return FORMAT
+
+    def schema(self) -> str:
+        return SCHEMA
+
+    def streamReader(self, schema: Any) -> KafkaStreamReader:  # noqa: N802
+        return KafkaStreamReader(dict(self.options))
+
+    def writer(self, schema: Any, overwrite: bool) -> KafkaBatchWriter:
+        return KafkaBatchWriter(dict(self.options))
+
+    def streamWriter(self, schema: Any, overwrite: bool) -> KafkaStreamWriter:  # noqa: N802
+        return KafkaStreamWriter(dict(self.options))

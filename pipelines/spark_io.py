@@ -1,0 +1,81 @@
+"""Spark session and Kafka read/write, through the Python data source or the native connector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.settings import Settings
+from pipelines.kafka_clients import connection_options
+from pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
+
+
+def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
+    """A SparkSession bound to 127.0.0.1 with the rtml Kafka data source registered."""
+    import os
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    # Workers must run this interpreter (it has the project and its dependencies installed).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark.master)
+        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.bindAddress", settings.host)
+        .config("spark.driver.host", settings.host)
+        .config("spark.ui.enabled", "false")
+        .config(
+            "spark.sql.streaming.stateStore.providerClass",
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        )
+        .config("spark.python.worker.reuse", "true")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.dataSource.register(KafkaDataSource)
+    return spark
+
+
+def _native_options(settings: Settings) -> dict[str, str]:
+    k = settings.kafka
+    opts = {
+        "kafka.bootstrap.servers": settings.kafka_bootstrap,
+        "kafka.security.protocol": k.security_protocol,
+    }
+    if k.sasl_mechanism:
+        opts["kafka.sasl.mechanism"] = k.sasl_mechanism
+        user = k.sasl_username or ""
+        pwd = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        module = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule"
+            if k.sasl_mechanism.startswith("SCRAM")
+            else "org.apache.kafka.common.security.plain.PlainLoginModule"
+        )
+        opts["kafka.sasl.jaas.config"] = f'{module} required username="{user}" password="{pwd}";'
+    if k.ssl_cafile:
+        opts["kafka.ssl.truststore.location"] = k.ssl_cafile
+    return opts
+
+
+def read_kafka_stream(
+    spark: Any, settings: Settings, topic: str, starting: str = "earliest", max_per_trigger: int | None = None
+) -> Any:
+    """Streaming DataFrame with Spark's Kafka source columns."""
+    native = settings.kafka.connector == "native"
+    reader = spark.readStream.format("kafka" if native else FORMAT)
+    opts = _native_options(settings) if native else spark_options(connection_options(settings))
+    opts |= {"subscribe": topic, "startingOffsets": starting}
+    if max_per_trigger:
+        opts["maxOffsetsPerTrigger"] = str(max_per_trigger)
+    return reader.options(**opts).load()
+
+
+def write_kafka(df: Any, settings: Settings, topic: str) -> None:
+    """Batch-write a DataFrame with columns value [, key, headers] to a topic."""
+    native = settings.kafka.connector == "native"
+    opts = _native_options(settings) if native else spark_options(connection_options(settings))
+    df.write.format("kafka" if native else FORMAT).options(**opts, topic=topic).mode("append").save()
