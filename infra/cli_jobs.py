@@ -1,3 +1,170 @@
-"""Job commands of the `rtml` CLI (produce, bootstrap, score, ...), registered on the main app."""
+"""Job commands of the `rtml` CLI (produce, replay, bootstrap, score), registered on the main app."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from infra.cli import app
+from infra.cli_support import CommandError, JsonOpt, console, emit, settings_of, table
+
+
+def _spec(ctx: typer.Context):  # noqa: ANN202
+    from infra.spec import load_spec
+
+    return load_spec(settings_of(ctx).spec)
+
+
+def _render_produce(r: dict) -> None:
+    table(
+        "produced",
+        ["", "count"],
+        [
+            ["events", r["events"]],
+            ["valid", r["valid"]],
+            ["malformed", r["malformed_total"]],
+            ["labels", r["labels"]],
+            ["events/s", r["events_per_s"]],
+        ],
+    )
+
+
+def _progress_stream(total: int, quiet: bool, run):  # noqa: ANN001, ANN202
+    if quiet:
+        return run(None)
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("producing", total=total)
+        return run(lambda n: bar.advance(task, n))
+
+
+@app.command()
+def produce(
+    ctx: typer.Context,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of events.")] = 10_000,
+    rate: Annotated[
+        float | None, typer.Option(min=1, help="Events per second (default: as fast as possible).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same stream).")] = 1,
+    drift_at: Annotated[
+        int | None, typer.Option(min=0, help="Switch distribution and concept at event N.")
+    ] = None,
+    malformed_rate: Annotated[float, typer.Option(min=0, max=0.99, help="Fraction of invalid events.")] = 0.0,
+    label_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds before labels (chargebacks) follow.")
+    ] = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate synthetic card transactions onto the events topic; labels follow on the labels topic."""
+    from pipelines.producer import ProduceError, generated_frames, stream_frames
+
+    s, spec = settings_of(ctx), _spec(ctx)
+    chunk = max(100, min(5000, int(rate / 10) if rate else 5000))
+    try:
+        frames = generated_frames(spec, n, seed, drift_at, chunk)
+        result = _progress_stream(
+            n,
+            as_json,
+            lambda cb: stream_frames(
+                s,
+                spec,
+                frames,
+                rate=rate,
+                malformed_rate=malformed_rate,
+                label_delay_s=label_delay,
+                seed=seed,
+                on_progress=cb,
+            ),
+        )
+    except ProduceError as exc:
+        raise CommandError(str(exc)) from None
+    emit({"ok": True, **result}, as_json, _render_produce)
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file whose columns match the stream spec.")],
+    rate: Annotated[float | None, typer.Option(min=1, help="Events per second.")] = None,
+    label_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds before labels follow (if a label column).")
+    ] = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stream a CSV/Parquet file of events (and labels, when it has the label column) onto Kafka."""
+    from pipelines.producer import ProduceError, file_frames, stream_frames
+
+    s, spec = settings_of(ctx), _spec(ctx)
+    try:
+        result = stream_frames(s, spec, file_frames(file, spec, 5000), rate=rate, label_delay_s=label_delay)
+    except ProduceError as exc:
+        raise CommandError(str(exc)) from None
+    emit({"ok": True, **result}, as_json, _render_produce)
+
+
+@app.command()
+def bootstrap(
+    ctx: typer.Context,
+    n: Annotated[int, typer.Option("--n", "-n", min=1000, help="Generated history size.")] = 50_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated history.")] = 7,
+    from_file: Annotated[Path | None, typer.Option("--from", help="Labelled history (CSV/Parquet).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing champion.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train an initial model, register it in MLflow and point alias `champion` at it."""
+    from models.bootstrap import BootstrapError
+    from models.bootstrap import bootstrap as run
+
+    try:
+        result = run(settings_of(ctx), _spec(ctx), n=n, seed=seed, from_file=from_file, force=force)
+    except BootstrapError as exc:
+        raise CommandError(str(exc)) from None
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(
+            r["reason"]
+            if r["skipped"]
+            else f"registered version {r['champion']} as @champion; "
+            f"holdout F1 {r['metrics']['holdout_f1']:.3f}"
+        ),
+    )
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    available_now: Annotated[bool, typer.Option(help="Process what is in the topic, then exit.")] = False,
+    max_seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the streaming scoring job (until SIGTERM/Ctrl-C, or once with --available-now)."""
+    from pipelines.score_job import run_scoring
+
+    try:
+        result = run_scoring(
+            settings_of(ctx), _spec(ctx), available_now=available_now, max_seconds=max_seconds
+        )
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
+
+    def render(r: dict) -> None:
+        table(
+            "scoring",
+            ["", "value"],
+            [
+                [k, r[k]]
+                for k in ("read", "scored", "quarantined", "batches", "model_versions", "events_per_s")
+            ],
+        )
+        if r["quarantined_by_reason"]:
+            table(
+                "quarantined by reason",
+                ["reason", "events"],
+                list(map(list, r["quarantined_by_reason"].items())),
+            )
+
+    emit(result, as_json, render)

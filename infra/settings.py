@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_FILE = Path("rtml.yaml")
@@ -96,6 +104,9 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(default=2, ge=1)
     trigger_interval: str = "0 seconds"
     max_events_per_trigger: int = Field(default=50_000, ge=1)
+    entity_buckets: int = Field(
+        default=8, ge=1, le=4096, description="State groups for per-entity aggregates."
+    )
 
 
 class PortSettings(_Section):
@@ -108,6 +119,14 @@ class ScoringSettings(_Section):
     pseudonymise_entities: bool = False
     pseudonym_key: SecretStr | None = None
     max_event_bytes: int = Field(default=16_384, ge=64)
+
+    @model_validator(mode="after")
+    def _key_when_pseudonymising(self) -> ScoringSettings:
+        if self.pseudonymise_entities and not self.pseudonym_key:
+            raise ValueError(
+                "pseudonymise_entities needs scoring.pseudonym_key (set RTML_SCORING__PSEUDONYM_KEY)"
+            )
+        return self
 
 
 class Settings(BaseSettings):

@@ -52,7 +52,13 @@ def spark_options(conn: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _lower(options: Any) -> dict[str, str]:
+    """Spark hands options as a case-insensitive dict whose keys come out lower-cased."""
+    return {str(k).lower(): v for k, v in dict(options).items()}
+
+
 def connection_from_options(options: dict[str, str]) -> dict[str, Any]:
+    options = _lower(options)
     conn = json.loads(options["kafka.connection"])
     if "api_version" in conn and conn["api_version"] is not None:
         conn["api_version"] = tuple(conn["api_version"])
@@ -122,11 +128,11 @@ def _from_json(d: dict[str, dict[str, int]]) -> dict[tuple[str, int], int]:
 
 class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def __init__(self, options: dict[str, str]) -> None:
-        self.options = options
+        options = _lower(options)
         self.topics = [t.strip() for t in options["subscribe"].split(",") if t.strip()]
         self.conn = connection_from_options(options)
-        self.max_rows = int(options["maxOffsetsPerTrigger"]) if options.get("maxOffsetsPerTrigger") else None
-        self.starting = options.get("startingOffsets", "earliest")
+        self.max_rows = int(options["maxoffsetspertrigger"]) if options.get("maxoffsetspertrigger") else None
+        self.starting = options.get("startingoffsets", "earliest")
         self._client: Any = None  # created lazily: the reader is pickled and instantiated more than once
         self._target: dict[tuple[str, int], int] | None = None
 
@@ -303,7 +309,7 @@ def produce_arrow(conn: dict[str, Any], default_topic: str | None, batches: Iter
 class KafkaBatchWriter(DataSourceArrowWriter):
     def __init__(self, options: dict[str, str]) -> None:
         self.conn = connection_from_options(options)
-        self.topic = options.get("topic")
+        self.topic = _lower(options).get("topic")
 
     def write(self, iterator: Iterator[Any]) -> Written:
         return Written(produce_arrow(self.conn, self.topic, iterator))
@@ -312,7 +318,7 @@ class KafkaBatchWriter(DataSourceArrowWriter):
 class KafkaStreamWriter(DataSourceStreamArrowWriter):
     def __init__(self, options: dict[str, str]) -> None:
         self.conn = connection_from_options(options)
-        self.topic = options.get("topic")
+        self.topic = _lower(options).get("topic")
 
     def write(self, iterator: Iterator[Any]) -> Written:
         return Written(produce_arrow(self.conn, self.topic, iterator))

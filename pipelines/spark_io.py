@@ -18,7 +18,10 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
 
     # Workers must run this interpreter (it has the project and its dependencies installed).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", settings.host)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # workers load models quietly
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # pyspark's own pandas concat warning
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark.master)
@@ -28,6 +31,7 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         .config("spark.driver.bindAddress", settings.host)
         .config("spark.driver.host", settings.host)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config(
             "spark.sql.streaming.stateStore.providerClass",
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",

@@ -69,3 +69,92 @@ def group_members(pgid: int) -> list[int]:
             if int(fields[2]) == pgid and fields[0] != "Z":
                 out.append(int(d.name))
     return out
+
+
+def scoped_settings(stack, tmp_path: Path, **extra):  # noqa: ANN001, ANN201
+    """Settings on the session stack with this test's own topics, model name and state dir."""
+    import uuid
+
+    from infra.settings import load_settings
+    from pipelines.kafka_clients import connection_options, ensure_topics
+
+    uid = uuid.uuid4().hex[:8]
+    overrides = {
+        "state_dir": tmp_path / "state",
+        "ports": stack.ports.model_dump(),
+        "kafka": {
+            "topics": {n: f"t{uid}.{n}" for n in ("events", "labels", "scores", "quarantine", "alerts")}
+        },
+        "mlflow": {"model_name": f"fraud-{uid}", "experiment": f"exp-{uid}"},
+        **extra,
+    }
+    settings = load_settings(use_default_file=False, overrides=overrides)
+    ensure_topics(connection_options(settings), settings.kafka.topics.all(), settings.kafka.partitions)
+    return settings
+
+
+def settings_env(settings) -> dict[str, str]:  # noqa: ANN001
+    """RTML_* environment reproducing these settings for a CLI subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTML_")}
+    env["RTML_STATE_DIR"] = str(settings.state_dir)
+    for name, port in settings.ports.model_dump().items():
+        env[f"RTML_PORTS__{name.upper()}"] = str(port)
+    for name, topic in settings.kafka.topics.model_dump().items():
+        env[f"RTML_KAFKA__TOPICS__{name.upper()}"] = topic
+    for name, value in settings.spark.model_dump(exclude_defaults=True, mode="json").items():
+        env[f"RTML_SPARK__{name.upper()}"] = str(value)
+    env["RTML_MLFLOW__MODEL_NAME"] = settings.mlflow.model_name
+    env["RTML_MLFLOW__EXPERIMENT"] = settings.mlflow.experiment
+    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    return env
+
+
+def read_topic(settings, topic: str) -> list:  # noqa: ANN001
+    """Every record of a topic, from the beginning to its true end."""
+    from kafka import TopicPartition
+
+    from pipelines.kafka_clients import connection_options, make_consumer
+    from pipelines.kafka_source import true_end_offsets
+
+    consumer = make_consumer(connection_options(settings))
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        ends = true_end_offsets(consumer, tps)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out = []
+        for _ in range(2000):
+            if all(consumer.position(tp) >= ends[tp] for tp in tps):
+                break
+            for recs in consumer.poll(timeout_ms=300, max_records=50_000).values():
+                out.extend(recs)
+        return out
+    finally:
+        consumer.close()
+
+
+def valid_and_malformed(settings) -> tuple[dict[str, tuple[int, int]], dict[tuple[int, int], str]]:  # noqa: ANN001
+    """From the events topic: valid event id -> (partition, offset); (partition, offset) -> malformed kind."""
+    import json as _json
+
+    from infra.spec import load_spec
+    from pipelines.producer import KIND_HEADER
+
+    spec = load_spec(settings.spec)
+    valid, bad = {}, {}
+    for r in read_topic(settings, settings.kafka.topics.events):
+        kind = dict(r.headers or []).get(KIND_HEADER)
+        if kind:
+            bad[(r.partition, r.offset)] = kind.decode()
+        else:
+            valid[_json.loads(r.value)[spec.event_id]] = (r.partition, r.offset)
+    return valid, bad
+
+
+def sink_frame(settings, kind: str = "scores"):  # noqa: ANN001, ANN201
+    import pandas as pd
+
+    root = settings.sink_root / kind
+    if not root.exists():
+        return pd.DataFrame()
+    return pd.read_parquet(root)

@@ -1,0 +1,69 @@
+"""Run the scoring query: until stopped (SIGTERM/SIGINT stop it cleanly) or, with available_now,
+over what is in the topic, then return a summary.
+
+Also runnable as ``spark-submit pipelines/score_job.py [--available-now]`` (settings from
+``RTML_*`` / ``rtml.yaml``).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from infra.settings import Settings
+from infra.spec import StreamSpec
+
+
+def run_scoring(
+    settings: Settings,
+    spec: StreamSpec,
+    available_now: bool = False,
+    stop: threading.Event | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    from infra.clients import configure_mlflow
+    from pipelines.scoring import BatchSink, build_query
+    from pipelines.spark_io import spark_session
+
+    configure_mlflow(settings)
+    stop = stop or threading.Event()
+    sink = BatchSink(settings, spec)
+    sink.resolve_champion()  # fail fast, before Spark starts, when there is no champion
+    spark = spark_session(settings, "rtml-scoring")
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    t0 = time.monotonic()
+    query = build_query(spark, settings, spec, sink, available_now)
+    try:
+        while query.isActive:
+            if stop.is_set() or (max_seconds is not None and time.monotonic() - t0 > max_seconds):
+                query.stop()
+                break
+            query.awaitTermination(0.5)
+        error = query.exception()
+        if error is not None:
+            raise RuntimeError(f"scoring query failed: {str(error).splitlines()[0]}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    elapsed = time.monotonic() - t0
+    summary = sink.summary()
+    summary["seconds"] = round(elapsed, 2)
+    summary["events_per_s"] = round(summary["read"] / elapsed, 1) if elapsed > 0 else None
+    summary["ok"] = True
+    return summary
+
+
+if __name__ == "__main__":
+    import json
+
+    from infra.settings import load_settings
+    from infra.spec import load_spec
+
+    s = load_settings()
+    print(json.dumps(run_scoring(s, load_spec(s.spec), available_now="--available-now" in sys.argv)))
