@@ -34,39 +34,53 @@ def add_time_features(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
 def add_entity_aggregates(
     frame: pd.DataFrame, spec: StreamSpec, history: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Trailing per-entity count / sum windows including the event itself.
+    """Trailing per-entity count / sum windows (t - w, t], including the event itself.
 
     ``history`` holds earlier events (entity, _event_ms, sum column) of the same entities; the
     returned second frame is the history to keep: events inside the longest window of the newest
-    event time seen.
+    event time seen. Vectorised: one sort, then ``searchsorted`` for window starts and cumulative
+    sums for window totals -- no per-entity or per-event Python.
     """
     agg = spec.aggregates
     key = spec.entity_key
     if agg is None:
         return frame, pd.DataFrame(columns=[key, EVENT_MS])
     cols = [key, EVENT_MS] + ([agg.sum_of] if agg.sum_of else [])
-    cur = frame[cols].copy()
-    cur["_row"] = np.arange(len(frame))
-    hist = history[cols].copy() if history is not None and len(history) else cur.iloc[:0].copy()
-    hist["_row"] = -1
-    both = pd.concat([hist, cur], ignore_index=True) if len(hist) else cur.reset_index(drop=True)
-    both = both.sort_values([key, EVENT_MS, "_row"], kind="stable").reset_index(drop=True)
-    ts = pd.to_datetime(both[EVENT_MS], unit="ms")
-    indexed = both.assign(_one=1.0).set_index(ts)
-    grouped = indexed.groupby(key, sort=False)
+    hist_all = history[cols] if history is not None and len(history) else frame.iloc[:0][cols]
+    touched = hist_all[key].isin(frame[key]).to_numpy()
+    hist = hist_all[touched]
+    n_hist = len(hist)
+    ent = np.concatenate([hist[key].to_numpy(dtype=object), frame[key].to_numpy(dtype=object)])
+    t = np.concatenate([hist[EVENT_MS].to_numpy(dtype=np.int64), frame[EVENT_MS].to_numpy(dtype=np.int64)])
+    row = np.arange(len(t))  # history first, then the batch in its order: ties keep that order
+    code = pd.factorize(ent)[0].astype(np.int64)
+    order = np.lexsort((row, t, code))
+    t0 = t.min() if len(t) else 0
+    max_w = max(parse_duration_seconds(w) for w in agg.windows) * 1000
+    span = (t.max() - t0 if len(t) else 0) + max_w + 1
+    k = code[order] * span + (t[order] - t0)
+    group_start = np.searchsorted(k, code[order] * span, side="left")
+    idx = np.arange(len(k))
+    mine = order >= n_hist  # rows of this batch, in sorted order
+    dest = order[mine] - n_hist  # their position in `frame`
+    if agg.sum_of:
+        amounts = np.concatenate(
+            [hist[agg.sum_of].to_numpy(dtype=float), frame[agg.sum_of].to_numpy(dtype=float)]
+        )
+        csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(amounts[order]))])
     for w in agg.windows:
-        seconds = parse_duration_seconds(w)
-        window = f"{seconds}s"
-        both[f"{key}_count_{w}"] = grouped["_one"].rolling(window).sum().to_numpy()
+        w_ms = parse_duration_seconds(w) * 1000
+        start = np.maximum(np.searchsorted(k, k - w_ms, side="right"), group_start)
+        count = np.empty(len(frame))
+        count[dest] = (idx - start + 1)[mine]
+        frame[f"{key}_count_{w}"] = count
         if agg.sum_of:
-            both[f"{key}_{agg.sum_of}_sum_{w}"] = grouped[agg.sum_of].rolling(window).sum().to_numpy()
-    mine = both[both["_row"] >= 0].sort_values("_row")
-    for name in spec.aggregate_names:
-        frame[name] = mine[name].to_numpy(dtype="float64")
-    horizon = max(parse_duration_seconds(w) for w in agg.windows) * 1000
+            total = np.empty(len(frame))
+            total[dest] = (csum[idx + 1] - csum[start])[mine]
+            frame[f"{key}_{agg.sum_of}_sum_{w}"] = total
+    both = pd.concat([hist_all, frame[cols]], ignore_index=True)
     newest = both[EVENT_MS].max() if len(both) else 0
-    keep = both.loc[both[EVENT_MS] > newest - horizon, cols]
-    return frame, keep.reset_index(drop=True)
+    return frame, both[both[EVENT_MS] > newest - max_w].reset_index(drop=True)
 
 
 def model_frame(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:

@@ -237,10 +237,10 @@ def read_partition(p: KafkaPartition, chunk: int = 20_000) -> Iterator[Any]:
             ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
         ]
     )
-    consumer = _consumer(p.conn)
     tp = TopicPartition(p.topic, p.partition)
-    consumer.assign([tp])
-    consumer.seek(tp, p.start)
+    consumer = _partition_consumer(p.conn, tp)
+    if consumer.position(tp) != p.start:  # a reused consumer usually continues where it stopped
+        consumer.seek(tp, p.start)
     pos = p.start
     idle_deadline = time.monotonic() + 60
     try:
@@ -270,8 +270,24 @@ def read_partition(p: KafkaPartition, chunk: int = 20_000) -> Iterator[Any]:
                 ],
                 schema=schema,
             )
-    finally:
+    except BaseException:
+        _CONSUMERS.pop((json.dumps(p.conn, sort_keys=True, default=str), p.topic, p.partition), None)
         consumer.close()
+        raise
+
+
+_CONSUMERS: dict[tuple[str, str, int], Any] = {}
+
+
+def _partition_consumer(conn: dict[str, Any], tp: Any) -> Any:
+    """One consumer per partition per Python worker, reused across micro-batches (workers are reused)."""
+    key = (json.dumps(conn, sort_keys=True, default=str), tp.topic, tp.partition)
+    consumer = _CONSUMERS.get(key)
+    if consumer is None:
+        consumer = _consumer(conn)
+        consumer.assign([tp])
+        _CONSUMERS[key] = consumer
+    return consumer
 
 
 # Writing ------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def run_scoring(
     stop = stop or threading.Event()
     sink = BatchSink(settings, spec)
     sink.resolve_champion()  # fail fast, before Spark starts, when there is no champion
+    recovered = sink.outbox.recover()  # Kafka output of batches a crash left undelivered
     spark = spark_session(settings, "rtml-scoring")
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -49,12 +50,14 @@ def run_scoring(
         if error is not None:
             raise RuntimeError(f"scoring query failed: {str(error).splitlines()[0]}")
     finally:
+        sink.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     elapsed = time.monotonic() - t0
     summary = sink.summary()
     summary["seconds"] = round(elapsed, 2)
     summary["events_per_s"] = round(summary["read"] / elapsed, 1) if elapsed > 0 else None
+    summary["recovered_kafka_batches"] = len(recovered)
     summary["ok"] = True
     return summary
 

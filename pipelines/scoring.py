@@ -1,11 +1,13 @@
 """The streaming scoring job: Kafka -> validate -> features (Spark state) -> champion -> sinks.
 
 Per micro-batch (``foreachBatch``) the sink resolves ``@champion`` once; a moved alias swaps the
-model without a restart and every score row carries the version that produced it. Scores go to
+model without a restart and every score row carries the version that produced it. Each micro-batch
+is one Spark job (read, validate, state, score with ``mapInArrow``) whose Arrow result is written by
+the driver: Parquet via pyarrow and Kafka via one long-lived producer. Scores go to
 ``<sink_root>/scores/batch_id=N`` (Parquet) and the scores topic; invalid events to
 ``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason and raw payload.
 A replayed batch keeps its id, so Parquet output is overwritten, not duplicated (exactly once);
-Kafka output is skipped for batches already marked delivered.
+Kafka output is delivered from those Parquet batches by :mod:`pipelines.outbox`.
 """
 
 from __future__ import annotations
@@ -21,43 +23,23 @@ from infra.settings import Settings
 from infra.spec import StreamSpec
 from models.registry import CHAMPION, alias_version
 from pipelines.features import EVENT_MS, model_frame
-from pipelines.spark_io import write_kafka
+from pipelines.outbox import KafkaOutbox
 
 SCORE_COLUMNS = ["score", "decision", "model_version", "scored_at_ms", "latency_ms"]
-
-
-def _score_schema(spec: StreamSpec) -> str:
-    time_type = "bigint" if spec.event_time_format == "epoch_ms" else "string"
-    feats = [f"`{n}` double" for n in spec.model_numeric_inputs] + [
-        f"`{n}` string" for n in spec.categorical_names
-    ]
-    return ", ".join(
-        [
-            f"`{spec.event_id}` string",
-            f"`{spec.event_time}` {time_type}",
-            f"`{spec.entity_key}` string",
-            f"`{EVENT_MS}` bigint",
-            "partition int",
-            "offset bigint",
-            "score double",
-            "decision bigint",
-            "model_version string",
-            "scored_at_ms bigint",
-            "latency_ms bigint",
-            *feats,
-        ]
-    )
 
 
 def make_scorer(
     tracking_uri: str, model_name: str, version: str, spec: StreamSpec
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """mapInArrow function: Arrow batches of featurised events -> Arrow batches of scores."""
+    """mapInArrow function: valid events are scored, invalid ones pass through with their reason."""
 
     def fn(batches: Iterator[Any]) -> Iterator[Any]:
+        import numpy as np
         import pyarrow as pa
 
         from models.registry import load_model
+
+        schema = _score_arrow_schema(spec)
 
         model = load_model(tracking_uri, model_name, version)
         for rb in batches:
@@ -68,26 +50,94 @@ def make_scorer(
                 .to_numpy(zero_copy_only=False)
             )
             frame = rb.to_pandas()
-            X = model_frame(frame, spec)
-            score = model.learner.score(X[model.columns])
+            valid = frame["_reason"].isna().to_numpy()
+            score = np.full(len(frame), np.nan)
+            if valid.any():
+                X = model_frame(frame[valid], spec)
+                score[valid] = model.learner.score(X[model.columns])
             now = int(time.time() * 1000)
             out = frame[
-                [spec.event_id, spec.event_time, spec.entity_key, EVENT_MS, "partition", "offset"]
+                [
+                    spec.event_id,
+                    spec.event_time,
+                    spec.entity_key,
+                    EVENT_MS,
+                    "partition",
+                    "offset",
+                    "_reason",
+                    "value",
+                    "topic",
+                ]
             ].copy()
-            out["score"] = score.astype("float64")
-            out["decision"] = (score >= model.learner.threshold).astype("int64")
+            out["score"] = score
+            out["decision"] = np.where(valid, score >= model.learner.threshold, False).astype("int64")
             out["model_version"] = version
             out["scored_at_ms"] = now
             out["latency_ms"] = (now - kafka_ms).astype("int64")
-            for c in X.columns:
-                out[c] = X[c]
-            yield pa.RecordBatch.from_pandas(out, preserve_index=False)
+            out["kafka_timestamp_ms"] = kafka_ms.astype("int64")
+            X_all = model_frame(frame, spec)
+            for c in X_all.columns:
+                out[c] = X_all[c]
+            yield pa.RecordBatch.from_pandas(out, schema=schema, preserve_index=False)
 
     return fn
 
 
+def _score_columns(spec: StreamSpec) -> list[tuple[str, str]]:
+    """(name, Spark type) of the scorer's output, in order."""
+    time_type = "bigint" if spec.event_time_format == "epoch_ms" else "string"
+    return [
+        (spec.event_id, "string"),
+        (spec.event_time, time_type),
+        (spec.entity_key, "string"),
+        (EVENT_MS, "bigint"),
+        ("partition", "int"),
+        ("offset", "bigint"),
+        ("_reason", "string"),
+        ("value", "binary"),
+        ("topic", "string"),
+        ("score", "double"),
+        ("decision", "bigint"),
+        ("model_version", "string"),
+        ("scored_at_ms", "bigint"),
+        ("latency_ms", "bigint"),
+        ("kafka_timestamp_ms", "bigint"),
+        *[(n, "double") for n in spec.model_numeric_inputs],
+        *[(n, "string") for n in spec.categorical_names],
+    ]
+
+
+def _score_schema(spec: StreamSpec) -> str:
+    return ", ".join(f"`{n}` {t}" for n, t in _score_columns(spec))
+
+
+def _score_arrow_schema(spec: StreamSpec) -> Any:
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(),
+        "bigint": pa.int64(),
+        "int": pa.int32(),
+        "double": pa.float64(),
+        "binary": pa.binary(),
+    }
+    return pa.schema([(n, types[t]) for n, t in _score_columns(spec)])
+
+
+def _write_parquet(table: Any, directory: Path) -> None:
+    """One file per micro-batch, replaced atomically: a replayed batch overwrites, never duplicates."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / ".part-00000.parquet.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, directory / "part-00000.parquet")
+
+
 class BatchSink:
-    """foreachBatch target; keeps the run's counters."""
+    """foreachBatch target: one Spark job per micro-batch, then Arrow on the driver; keeps counters."""
 
     def __init__(self, settings: Settings, spec: StreamSpec) -> None:
         self.settings = settings
@@ -95,6 +145,10 @@ class BatchSink:
         self.root = settings.sink_root
         self.version: str | None = None
         self.batches: list[dict[str, Any]] = []
+        self.outbox = KafkaOutbox(settings, spec)
+
+    def close(self) -> None:
+        self.outbox.close()
 
     def resolve_champion(self) -> str:
         version = alias_version(self.settings, CHAMPION)
@@ -109,87 +163,82 @@ class BatchSink:
         return version
 
     def __call__(self, df: Any, batch_id: int) -> None:
-        from pyspark.sql import functions as F
+        import pyarrow.compute as pc
 
         t0 = time.monotonic()
         version = self.resolve_champion()
-        spec = self.spec
-        df = df.persist()
-        by_reason = {r["_reason"]: r["count"] for r in df.groupBy("_reason").count().collect()}
-        read = sum(by_reason.values())
-        scored_n = by_reason.pop(None, 0)
+        table = df.mapInArrow(
+            make_scorer(self.settings.tracking_uri, self.settings.mlflow.model_name, version, self.spec),
+            _score_schema(self.spec),
+        ).toArrow()
+        t_spark = time.monotonic() - t0
         name = f"batch_id={batch_id:09d}"
-        scored = (
-            df.filter(F.col("_reason").isNull())
-            .mapInArrow(
-                make_scorer(self.settings.tracking_uri, self.settings.mlflow.model_name, version, spec),
-                _score_schema(spec),
-            )
-            .persist()
+        invalid = pc.is_valid(table.column("_reason"))
+        scored = table.filter(pc.invert(invalid)).drop_columns(["_reason", "value", "topic"])
+        quarantine = self._quarantine(table.filter(invalid))
+        _write_parquet(scored, self.root / "scores" / name)
+        if quarantine.num_rows:
+            _write_parquet(quarantine, self.root / "quarantine" / name)
+        t_parquet = time.monotonic() - t0 - t_spark
+        self.outbox.submit(name, scored, quarantine)  # sent while Spark works on the next batch
+        by_reason = (
+            {
+                str(r["values"]): int(r["counts"])
+                for r in pc.value_counts(quarantine.column("reason")).to_pylist()
+            }
+            if quarantine.num_rows
+            else {}
         )
-        quarantine = df.filter(F.col("_reason").isNotNull()).select(
-            F.col("_reason").alias("reason"),
-            F.base64("value").alias("payload_b64"),
-            F.when(F.is_valid_utf8(F.col("value").cast("string")), F.col("value").cast("string")).alias(
-                "payload"
-            ),
-            "topic",
-            "partition",
-            "offset",
-            F.col("timestamp").alias("kafka_timestamp"),
-            F.unix_millis(F.current_timestamp()).alias("quarantined_at_ms"),
-        )
-        scored.write.mode("overwrite").parquet(str(self.root / "scores" / name))
-        if by_reason:
-            quarantine.write.mode("overwrite").parquet(str(self.root / "quarantine" / name))
-        marker = self.root / "_kafka_delivered" / name
-        if not marker.exists():
-            topics = self.settings.kafka.topics
-            payload = F.to_json(
-                F.struct(spec.event_id, spec.event_time, "score", "decision", "model_version", "scored_at_ms")
-            )
-            write_kafka(
-                scored.select(F.col(spec.event_id).alias("key"), payload.alias("value")),
-                self.settings,
-                topics.scores,
-            )
-            if by_reason:
-                qv = F.to_json(
-                    F.struct(
-                        "reason",
-                        "payload_b64",
-                        "payload",
-                        "topic",
-                        "partition",
-                        "offset",
-                        "quarantined_at_ms",
-                    )
-                )
-                write_kafka(quarantine.select(qv.alias("value")), self.settings, topics.quarantine)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-        latency = (
-            scored.select(F.percentile_approx("latency_ms", [0.5, 0.99]).alias("q")).first()["q"]
-            if scored_n
-            else None
-        )
+        lat = scored.column("latency_ms").to_numpy() if scored.num_rows else None
+        import numpy as np
+
         stats = {
             "batch_id": batch_id,
-            "read": read,
-            "scored": scored_n,
-            "quarantined": read - scored_n,
+            "read": table.num_rows,
+            "scored": scored.num_rows,
+            "quarantined": quarantine.num_rows,
             "by_reason": by_reason,
             "model_version": version,
-            "latency_ms_p50": latency[0] if latency else None,
-            "latency_ms_p99": latency[1] if latency else None,
+            "latency_ms_p50": float(np.percentile(lat, 50)) if lat is not None else None,
+            "latency_ms_p99": float(np.percentile(lat, 99)) if lat is not None else None,
             "seconds": round(time.monotonic() - t0, 3),
+            "phases": {
+                "spark": round(t_spark, 3),
+                "parquet": round(t_parquet, 3),
+                "kafka": round(time.monotonic() - t0 - t_spark - t_parquet, 3),
+            },
         }
         stats_file = self.root / "_batches" / f"{name}.json"
         stats_file.parent.mkdir(parents=True, exist_ok=True)
         stats_file.write_text(json.dumps(stats))
         self.batches.append(stats)
-        scored.unpersist()
-        df.unpersist()
+
+    def _quarantine(self, bad: Any) -> Any:
+        import base64
+
+        import pyarrow as pa
+
+        raw = bad.column("value").to_pylist()
+        payload_b64 = [base64.b64encode(v or b"").decode() for v in raw]
+        text = []
+        for v in raw:
+            try:
+                text.append(v.decode("utf-8") if v is not None else None)
+            except UnicodeDecodeError:
+                text.append(None)
+        now = int(time.time() * 1000)
+        return pa.table(
+            {
+                "reason": bad.column("_reason"),
+                "payload_b64": payload_b64,
+                "payload": text,
+                "topic": bad.column("topic"),
+                "partition": bad.column("partition"),
+                "offset": bad.column("offset"),
+                "kafka_timestamp_ms": bad.column("kafka_timestamp_ms"),
+                "quarantined_at_ms": pa.array([now] * bad.num_rows, pa.int64()),
+            }
+        )
 
     def summary(self) -> dict[str, Any]:
         reasons: dict[str, int] = {}

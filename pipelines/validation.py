@@ -57,7 +57,8 @@ def validate(raw: Any, spec: StreamSpec, max_bytes: int) -> Any:
     )
 
     fields = _fields(spec)
-    present = {n: F.get_json_object(v, f"$.{n}").isNotNull() for n, _, _ in fields}
+    # key presence from the one key list already parsed (no per-field JSON re-parse)
+    present = {n: F.array_contains(F.col("_keys"), n) for n, _, _ in fields}
     conds: list[tuple[Any, Any]] = [
         (F.col("value").isNull() | (F.octet_length("value") == 0), F.lit("empty_payload")),
         (F.octet_length("value") > max_bytes, F.lit("oversized_payload")),
@@ -67,8 +68,11 @@ def validate(raw: Any, spec: StreamSpec, max_bytes: int) -> Any:
     ]
     for n, t, _ in fields:  # typed fields the JSON parser rejected
         conds.append((p["_corrupt"].isNotNull() & present[n] & p[n].isNull(), F.lit(f"wrong_type:{n}")))
-        if t == "string":  # the parser turns numbers into strings: check the raw token is a string
-            conds.append((present[n] & ~v.rlike(f'"{n}"\\s*:\\s*"'), F.lit(f"wrong_type:{n}")))
+        if t == "string":  # the parser turns numbers/booleans into strings: check the raw token then
+            looks_scalar = p[n].rlike(r"^(-?[0-9][0-9.eE+-]*|true|false)$")
+            conds.append(
+                (p[n].isNotNull() & looks_scalar & ~v.rlike(f'"{n}"\\s*:\\s*"'), F.lit(f"wrong_type:{n}"))
+            )
     conds.append((p["_corrupt"].isNotNull(), F.lit("invalid_json")))
     for n, _, required in fields:
         if required:

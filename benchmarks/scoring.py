@@ -1,0 +1,206 @@
+"""Scoring benchmark: one run, one broker, JSON on stdout.
+
+(a) raw kafka-python consume -> produce throughput (the ceiling of any Python-side Kafka path)
+(b) a naive loop: consume one event, parse, featurise, predict, produce -- per event
+(c) rtml scoring throughput (Spark job, steady state: batches after the first)
+(d) produce -> scored latency p50/p99 at a fixed input rate
+
+    python benchmarks/scoring.py [--events 200000] [--naive-events 3000] [--rate 2000] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from infra import stack  # noqa: E402
+from infra.settings import Settings, load_settings  # noqa: E402
+from infra.spec import load_spec  # noqa: E402
+from models.bootstrap import bootstrap  # noqa: E402
+from models.registry import alias_version, load_model  # noqa: E402
+from pipelines.features import featurise_history, model_frame  # noqa: E402
+from pipelines.kafka_clients import connection_options, ensure_topics, make_consumer, make_producer  # noqa: E402
+from pipelines.producer import generated_frames, stream_frames  # noqa: E402
+from pipelines.score_job import run_scoring  # noqa: E402
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_passthrough(settings: Settings, n: int) -> dict:
+    """(a) consume n events and produce each to another topic, as fast as kafka-python goes."""
+    opts = connection_options(settings)
+    ensure_topics(opts, ["bench.raw.out"], settings.kafka.partitions)
+    consumer = make_consumer(
+        opts,
+        settings.kafka.topics.events,
+        group_id=f"bench-raw-{time.time()}",
+        max_poll_records=10_000,
+        fetch_max_bytes=64 << 20,
+    )
+    producer = make_producer(opts)
+    done = 0
+    t0 = None
+    while done < n:
+        for recs in consumer.poll(timeout_ms=500).values():
+            t0 = t0 or time.monotonic()
+            for r in recs:
+                producer.send("bench.raw.out", key=r.key, value=r.value)
+            done += len(recs)
+    producer.flush()
+    secs = time.monotonic() - (t0 or time.monotonic())
+    consumer.close()
+    producer.close()
+    return {"events": done, "seconds": round(secs, 3), "events_per_s": round(done / secs, 1)}
+
+
+def naive_loop(settings: Settings, n: int) -> dict:
+    """(b) one event at a time: json.loads -> 1-row frame -> features -> predict -> produce."""
+    spec = load_spec()
+    model = load_model(settings.tracking_uri, settings.mlflow.model_name, alias_version(settings))
+    opts = connection_options(settings)
+    consumer = make_consumer(
+        opts, settings.kafka.topics.events, group_id=f"bench-naive-{time.time()}", max_poll_records=1
+    )
+    producer = make_producer(opts)
+    done = 0
+    t0 = None
+    while done < n:
+        for recs in consumer.poll(timeout_ms=500, max_records=1).values():
+            t0 = t0 or time.monotonic()
+            for r in recs:
+                frame = pd.DataFrame([json.loads(r.value)])
+                feats = featurise_history(frame, spec)
+                score = float(model.learner.score(model_frame(feats, spec)[model.columns])[0])
+                producer.send(
+                    settings.kafka.topics.scores, key=r.key, value=json.dumps({"score": score}).encode()
+                )
+                done += 1
+    producer.flush()
+    secs = time.monotonic() - (t0 or time.monotonic())
+    consumer.close()
+    producer.close()
+    return {
+        "events": done,
+        "seconds": round(secs, 3),
+        "events_per_s": round(done / secs, 1),
+        "note": "per-event featurise has no cross-event state (it would be slower still)",
+    }
+
+
+def rtml_throughput(settings: Settings, n: int) -> dict:
+    """(c) the Spark scoring job over n events already in the topic."""
+    spec = load_spec()
+    t0 = time.monotonic()
+    summary = run_scoring(settings, spec, available_now=True)
+    wall = time.monotonic() - t0
+    stats = sorted(
+        (json.loads(p.read_text()) for p in (settings.sink_root / "_batches").glob("*.json")),
+        key=lambda b: b["batch_id"],
+    )
+    steady = stats[1:] or stats
+    steady_events = sum(b["read"] for b in steady)
+    steady_secs = sum(b["seconds"] for b in steady)
+    return {
+        "events": summary["read"],
+        "batches": len(stats),
+        "wall_seconds_incl_startup": round(wall, 2),
+        "steady_events_per_s": round(steady_events / steady_secs, 1),
+        "wall_events_per_s": round(summary["read"] / wall, 1),
+        "mean_batch_seconds": round(steady_secs / len(steady), 3),
+    }
+
+
+def latency_at_rate(settings: Settings, rate: float, seconds: float) -> dict:
+    """(d) continuous job; events produced at a fixed rate; latency = scored_at - Kafka timestamp."""
+    spec = load_spec()
+    before = (
+        len(pd.read_parquet(settings.sink_root / "scores")) if (settings.sink_root / "scores").exists() else 0
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=run_scoring, args=(settings, spec), kwargs={"stop": stop})
+    runner.start()
+    time.sleep(25)  # JVM, first batch, model load: not part of steady latency
+    t_start_ms = int(time.time() * 1000)
+    n = int(rate * seconds)
+    stream_frames(
+        settings, spec, generated_frames(spec, n, 77, None, max(100, int(rate / 10))), rate=rate, seed=77
+    )
+    deadline = time.monotonic() + 60
+    scores = pd.DataFrame()
+    while time.monotonic() < deadline:
+        scores = pd.read_parquet(settings.sink_root / "scores")
+        if len(scores) >= before + n:
+            break
+        time.sleep(0.5)
+    stop.set()
+    runner.join()
+    recent = scores[scores["scored_at_ms"] >= t_start_ms]
+    lat = recent["latency_ms"].to_numpy()
+    return {
+        "rate_events_per_s": rate,
+        "events": int(len(recent)),
+        "latency_ms_p50": float(np.percentile(lat, 50)),
+        "latency_ms_p99": float(np.percentile(lat, 99)),
+        "latency_ms_max": float(lat.max()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--naive-events", type=int, default=3_000)
+    ap.add_argument("--rate", type=float, default=2_000)
+    ap.add_argument("--seconds", type=float, default=30)
+    args = ap.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="rtml-bench-"))
+    settings = load_settings(
+        use_default_file=False,
+        overrides={
+            "state_dir": state,
+            "ports": {"kafka": _free_port(), "mlflow": _free_port(), "prefect": _free_port()},
+            "spark": {"max_events_per_trigger": 50_000},
+        },
+    )
+    stack.up(settings)
+    try:
+        spec = load_spec()
+        ensure_topics(connection_options(settings), settings.kafka.topics.all(), settings.kafka.partitions)
+        bootstrap(settings, spec, n=30_000)
+        produced = stream_frames(settings, spec, generated_frames(spec, args.events, 5, None, 5000))
+        result = {
+            "machine": {"cores": 2},
+            "produced": {"events": produced["events"], "events_per_s": produced["events_per_s"]},
+        }
+        result["a_raw_kafka_python"] = raw_passthrough(settings, args.events)
+        result["b_naive_per_event"] = naive_loop(settings, args.naive_events)
+        result["c_rtml"] = rtml_throughput(settings, args.events)
+        result["d_latency"] = latency_at_rate(settings, args.rate, args.seconds)
+        a, b, c = (
+            result["a_raw_kafka_python"]["events_per_s"],
+            result["b_naive_per_event"]["events_per_s"],
+            result["c_rtml"]["steady_events_per_s"],
+        )
+        result["ratios"] = {"c_over_a": round(c / a, 3), "c_over_b": round(c / b, 1)}
+        print(json.dumps(result, indent=2))
+    finally:
+        stack.down(settings)
+
+
+if __name__ == "__main__":
+    main()

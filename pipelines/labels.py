@@ -1,0 +1,119 @@
+"""Late labels: ingest the labels topic into Parquet, join labels to scored events.
+
+The labelled store (``<sink_root>/labelled/event_date=YYYY-MM-DD/``) holds every scored event whose
+outcome is known: labelled by a label message, or -- once the spec's label horizon has passed
+without one -- treated as the spec says (``negative`` or dropped). Events still inside the horizon
+without a label are pending and not in the store yet.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from infra.settings import Settings
+from infra.spec import StreamSpec, parse_duration_seconds
+from pipelines.features import EVENT_MS
+
+
+def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
+    """Append new label messages to ``<sink_root>/labels`` (offsets tracked beside the files).
+
+    Each file is named by its offset range, so a retried ingest rewrites the same file; duplicate
+    labels of one event are harmless (the newest wins in the join).
+    """
+    from kafka import TopicPartition
+
+    from pipelines.kafka_clients import connection_options, make_consumer
+    from pipelines.kafka_source import true_end_offsets
+
+    assert spec.label is not None
+    root = settings.sink_root / "labels"
+    root.mkdir(parents=True, exist_ok=True)
+    offsets_file = root / "_offsets.json"
+    done: dict[str, int] = json.loads(offsets_file.read_text()) if offsets_file.exists() else {}
+    topic = settings.kafka.topics.labels
+    consumer = make_consumer(connection_options(settings))
+    new = 0
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        ends = true_end_offsets(consumer, tps)
+        consumer.assign(tps)
+        for tp in tps:
+            start = done.get(str(tp.partition), 0)
+            end = ends[tp]
+            if end <= start:
+                continue
+            consumer.seek(tp, start)
+            values: list[bytes] = []
+            while consumer.position(tp) < end:
+                for recs in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                    values.extend(r.value for r in recs if r.offset < end)
+            frame = pd.read_json(io.BytesIO(b"\n".join(values)), lines=True, dtype={spec.event_id: str})
+            keep = [spec.event_id, spec.label.field, "labelled_at_ms"]
+            frame = frame[[c for c in keep if c in frame.columns]]
+            frame.to_parquet(root / f"p{tp.partition}-{start:012d}-{end:012d}.parquet", index=False)
+            done[str(tp.partition)] = end
+            new += len(frame)
+            offsets_file.write_text(json.dumps(done))
+    finally:
+        consumer.close()
+    return {"new_labels": new}
+
+
+def _read_dir(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    if not path.exists() or not any(path.rglob("*.parquet")):
+        return pd.DataFrame(columns=columns or [])
+    return pd.read_parquet(path, columns=columns)
+
+
+def build_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = None) -> dict[str, int]:
+    """Join scored events (with the features they were scored on) to labels; rewrite the store."""
+    assert spec.label is not None
+    now_ms = now_ms or int(time.time() * 1000)
+    scores = _read_dir(settings.sink_root / "scores")
+    labels = _read_dir(settings.sink_root / "labels")
+    out_root = settings.sink_root / "labelled"
+    if scores.empty:
+        return {"labelled": 0, "pending": 0, "unlabelled_as_negative": 0}
+    scores = scores.drop(columns=["batch_id"], errors="ignore").drop_duplicates(spec.event_id, keep="last")
+    if not labels.empty:
+        labels = labels.sort_values("labelled_at_ms").drop_duplicates(spec.event_id, keep="last")
+        joined = scores.merge(labels[[spec.event_id, spec.label.field]], on=spec.event_id, how="left")
+    else:
+        joined = scores.assign(**{spec.label.field: np.nan})
+    horizon_ms = parse_duration_seconds(spec.label.horizon) * 1000
+    missing = joined[spec.label.field].isna()
+    expired = missing & (joined[EVENT_MS] < now_ms - horizon_ms)
+    if spec.label.unlabelled_after_horizon == "negative":
+        negative = 0 if isinstance(spec.label.positive, int | float) else f"not-{spec.label.positive}"
+        joined.loc[expired, spec.label.field] = negative
+        ready = ~missing | expired
+    else:
+        ready = ~missing
+    store = joined[ready].copy()
+    store["event_date"] = pd.to_datetime(store[EVENT_MS], unit="ms", utc=True).dt.strftime("%Y-%m-%d")
+    tmp = out_root.with_name("labelled.tmp")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    store.to_parquet(tmp, partition_cols=["event_date"], index=False)
+    shutil.rmtree(out_root, ignore_errors=True)
+    tmp.rename(out_root)
+    return {
+        "labelled": int(len(store)),
+        "pending": int((missing & ~expired).sum()),
+        "unlabelled_as_negative": int(expired.sum())
+        if spec.label.unlabelled_after_horizon == "negative"
+        else 0,
+    }
+
+
+def read_labelled(settings: Settings) -> pd.DataFrame:
+    frame = _read_dir(settings.sink_root / "labelled")
+    return frame.sort_values(EVENT_MS, kind="stable").reset_index(drop=True) if len(frame) else frame
