@@ -168,3 +168,131 @@ def score(
             )
 
     emit(result, as_json, render)
+
+
+def _lifecycle_error():  # noqa: ANN202
+    from models.lifecycle import LifecycleError
+
+    return LifecycleError
+
+
+@app.command()
+def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Registered versions with aliases, holdout precision/recall/F1 and promotion decisions."""
+    from models.lifecycle import list_versions
+
+    rows = list_versions(settings_of(ctx))
+
+    def render(r: dict) -> None:
+        def f(x: float | None) -> str:
+            return "" if x is None else f"{x:.3f}"
+
+        table(
+            f"model {settings_of(ctx).mlflow.model_name}",
+            ["version", "aliases", "trigger", "parent", "precision", "recall", "F1", "decision"],
+            [
+                [
+                    v["version"],
+                    ",".join(v["aliases"]),
+                    v["trigger"],
+                    v["parent"],
+                    f(v["precision"]),
+                    f(v["recall"]),
+                    f(v["f1"]),
+                    v["decision"],
+                ]
+                for v in r["versions"]
+            ],
+        )
+
+    emit({"ok": True, "versions": rows}, as_json, render)
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the versions).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Manually move @champion to VERSION (bypasses the metric gate; recorded with reason and user)."""
+    from models.lifecycle import promote_manual
+
+    s = settings_of(ctx)
+    try:
+        result = promote_manual(s, _spec(ctx), version, reason)
+    except _lifecycle_error() as exc:
+        raise CommandError(str(exc)) from None
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(
+            f"@champion -> v{r['champion']} (was v{r['previous_champion']}); reason recorded"
+        ),
+    )
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option(help="Why.")] = "rollback",
+    as_json: JsonOpt = False,
+) -> None:
+    """Move @champion back to @previous-champion (recorded)."""
+    from models.lifecycle import rollback as run
+
+    try:
+        result = run(settings_of(ctx), reason)
+    except _lifecycle_error() as exc:
+        raise CommandError(str(exc)) from None
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(f"@champion -> v{r['champion']} (rolled back from v{r['from']})"),
+    )
+
+
+@app.command()
+def retrain(
+    ctx: typer.Context,
+    trigger: Annotated[str, typer.Option(help="schedule | drift | manual")] = "manual",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the retrain flow now (Prefect) and print its decision."""
+    from flows.retrain import retrain_flow
+    from infra.clients import configure_mlflow, prefect_api
+
+    s = settings_of(ctx)
+    configure_mlflow(s)
+    overrides = getattr(ctx.obj, "overrides", None)  # global flags travel to the flow as parameters
+    config = getattr(ctx.obj, "config", None)
+    with prefect_api(s):
+        state = retrain_flow(
+            config_file=str(config) if config else None,
+            overrides=overrides,
+            trigger=trigger,
+            return_state=True,
+        )
+    if state.is_failed():
+        raise CommandError(f"retrain flow failed: {str(state.message).splitlines()[0][:300]}")
+    result = {"ok": True, **state.result()}
+
+    def render(r: dict) -> None:
+        console.print(f"[bold]{r['outcome']}[/]: {r['reason']}")
+        if r.get("decision"):
+            table(
+                "champion vs challenger (same holdout)",
+                ["metric", "champion", "challenger", "delta", "95% CI"],
+                [
+                    [
+                        d["metric"],
+                        d["champion"],
+                        d["challenger"],
+                        d["delta"],
+                        f"[{d['ci_low']}, {d['ci_high']}]",
+                    ]
+                    for d in r["decision"]
+                ],
+            )
+
+    emit(result, as_json, render)

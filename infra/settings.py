@@ -129,6 +129,25 @@ class ScoringSettings(_Section):
         return self
 
 
+class PromotionSettings(_Section):
+    """Champion/challenger thresholds (data, not code)."""
+
+    margin: float = Field(
+        default=0.0, ge=0, description="Challenger must beat champion + margin on every metric."
+    )
+    min_holdout: int = Field(default=500, ge=1)
+    min_positives: int = Field(default=20, ge=1)
+    bootstrap_samples: int = Field(default=200, ge=10)
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1, description="Newest slice of the window.")
+
+
+class RetrainSettings(_Section):
+    mode: Literal["incremental", "full"] = "incremental"
+    sliding_window: str = Field(default="7d", description="Training window of a full retrain.")
+    min_new_rows: int = Field(default=1000, ge=1, description="Skip a retrain with fewer new labelled rows.")
+    schedule_cron: str = "*/15 * * * *"
+
+
 class Settings(BaseSettings):
     """All rtml settings. Build with :func:`load_settings` in entry points, never at import."""
 
@@ -145,6 +164,8 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
     ports: PortSettings = PortSettings()
     scoring: ScoringSettings = ScoringSettings()
+    promotion: PromotionSettings = PromotionSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -164,16 +164,12 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
-def _cmdline(pid: int) -> list[str]:
+def _proc_start(pid: int) -> str | None:
+    """Kernel start time of a process (field 22 of /proc/PID/stat): with the pid, a unique identity."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return []
-
-
-def _owns(cmdline: list[str], command: list[str]) -> bool:
-    n = len(command) - 1
-    return len(cmdline) >= n and cmdline[len(cmdline) - n :] == command[1:]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def recorded(settings: Settings, name: str) -> dict | None:
@@ -183,8 +179,8 @@ def recorded(settings: Settings, name: str) -> dict | None:
         return None
     rec = json.loads(f.read_text())
     pid = rec["pid"]
-    # Console scripts run as `python script args...`: compare the arguments, not argv[0].
-    if _alive(pid) and (not Path("/proc").exists() or _owns(_cmdline(pid), rec["command"])):
+    # pid + start time identifies our process even if the pid was reused since
+    if _alive(pid) and (rec.get("proc_start") is None or _proc_start(pid) == rec["proc_start"]):
         return rec
     return None
 

@@ -158,3 +158,8 @@ def sink_frame(settings, kind: str = "scores"):  # noqa: ANN001, ANN201
     if not root.exists():
         return pd.DataFrame()
     return pd.read_parquet(root)
+
+
+def overrides_of(settings) -> dict:  # noqa: ANN001
+    """Non-default settings as JSON-able overrides (e.g. flow parameters); tests hold no secrets."""
+    return settings.model_dump(mode="json", exclude_defaults=True)

@@ -1,0 +1,161 @@
+"""Steps of a retrain, each a plain function the Prefect flow orchestrates (flows/retrain.py)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infra.settings import Settings
+from infra.spec import StreamSpec
+from models.metrics import classification_metrics
+from models.promotion import Decision, PromotionPolicy, decide
+from models.registry import CHAMPION, Registered, alias_version, client, load_model, log_and_register
+from models.training import Window, labels_of
+from pipelines.features import EVENT_MS
+
+WATERMARK_TAG = "rtml.train_watermark_ms"
+
+
+def policy_of(settings: Settings) -> PromotionPolicy:
+    p = settings.promotion
+    return PromotionPolicy(
+        margin=p.margin,
+        min_holdout=p.min_holdout,
+        min_positives=p.min_positives,
+        bootstrap_samples=p.bootstrap_samples,
+    )
+
+
+def champion(settings: Settings) -> tuple[str, Any, int]:
+    """(version, loaded model, training watermark in event-time ms) of the current champion."""
+    version = alias_version(settings, CHAMPION)
+    if version is None:
+        raise RuntimeError(f"no @{CHAMPION} version of '{settings.mlflow.model_name}': run `rtml bootstrap`")
+    mv = client(settings).get_model_version(settings.mlflow.model_name, version)
+    watermark = int((mv.tags or {}).get(WATERMARK_TAG, "0"))
+    return version, load_model(settings.tracking_uri, settings.mlflow.model_name, version), watermark
+
+
+def predictions(model: Any, frame: Any) -> np.ndarray:
+    return (model.learner.score(frame[model.columns]) >= model.learner.threshold).astype(np.int64)
+
+
+def evaluate(
+    policy: PromotionPolicy, spec: StreamSpec, champ: Any, challenger_learner: Any, window: Window
+) -> Decision:
+    y = labels_of(window.holdout, spec)
+    from models.registry import _pyfunc_class
+
+    challenger = _pyfunc_class()(challenger_learner, champ.columns)
+    return decide(policy, y, predictions(champ, window.holdout), predictions(challenger, window.holdout))
+
+
+def _figures(y: np.ndarray, scores: np.ndarray, threshold: float, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
+
+    paths = []
+    if y.sum() > 0:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        PrecisionRecallDisplay.from_predictions(y, scores, ax=ax, name="challenger")
+        ax.set_title("Precision-recall on holdout")
+        paths.append(out / "pr_curve.png")
+        fig.savefig(paths[-1], dpi=80)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ConfusionMatrixDisplay.from_predictions(y, (scores >= threshold).astype(int), ax=ax, labels=[0, 1])
+    ax.set_title("Confusion matrix on holdout")
+    paths.append(out / "confusion_matrix.png")
+    fig.savefig(paths[-1], dpi=80)
+    plt.close(fig)
+    return paths
+
+
+def register_challenger(
+    settings: Settings,
+    spec: StreamSpec,
+    learner: Any,
+    window: Window,
+    decision: Decision,
+    parent: str,
+    trigger: str,
+    watermark_ms: int,
+) -> Registered:
+    """Log the challenger as a new run + registered version with lineage, metrics and plots."""
+    import mlflow
+
+    y = labels_of(window.holdout, spec)
+    scores = learner.score(window.holdout[[*spec.model_numeric_inputs, *spec.categorical_names]])
+    hold = classification_metrics(y, scores >= learner.threshold) if len(y) else {}
+    metrics = {f"holdout_{k}": float(v) for k, v in hold.items()}
+    metrics |= {f"champion_holdout_{k}": float(v) for k, v in decision.champion.items()}
+    metrics |= {f"delta_{k}": float(v) for k, v in decision.deltas.items()}
+    metrics["threshold"] = float(learner.threshold)
+    params = {
+        **learner.params(),
+        "parent_version": parent,
+        "trigger": trigger,
+        "threshold": round(learner.threshold, 6),
+        **{f"window_{k}": v for k, v in window.info.items()},
+    }
+    tags = {
+        "rtml.trigger": trigger,
+        "rtml.parent_version": parent,
+        "rtml.spec": spec.name,
+        WATERMARK_TAG: str(watermark_ms),
+        "rtml.window": json.dumps(window.info, sort_keys=True),
+    }
+    reg = log_and_register(
+        settings,
+        learner,
+        window.train[[*spec.model_numeric_inputs, *spec.categorical_names]],
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        run_name=f"retrain-{trigger}",
+    )
+    _tag_version(settings, reg.version, tags)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=reg.run_id):
+        for path in _figures(y, scores, learner.threshold, Path(tmp)) if len(y) else []:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+        mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")
+    return reg
+
+
+def _tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
+    c = client(settings)
+    for k, v in tags.items():
+        c.set_model_version_tag(settings.mlflow.model_name, version, k, v[:5000])
+
+
+def record_decision(
+    settings: Settings, champion_version: str, challenger_version: str, decision: Decision
+) -> None:
+    """Write the decision (table, deltas, intervals, reason) as tags on both versions."""
+    table = json.dumps(decision.table())
+    common = {
+        "rtml.decision": decision.outcome,
+        "rtml.decision_reason": decision.reason[:1000],
+        "rtml.decision_table": table,
+        "rtml.decision_at_ms": str(int(time.time() * 1000)),
+        "rtml.decision_holdout": f"n={decision.holdout_n} positives={decision.holdout_positives}",
+    }
+    _tag_version(settings, challenger_version, {**common, "rtml.compared_with": champion_version})
+    _tag_version(settings, champion_version, {f"rtml.challenged_by.{challenger_version}": decision.outcome})
+
+
+def holdout_f1(model: Any, frame: Any, spec: StreamSpec) -> float:
+    """F1 of a model on a labelled frame (used to report improvement over successive retrains)."""
+    return classification_metrics(labels_of(frame, spec), predictions(model, frame))["f1"]
+
+
+def max_event_ms(frame: Any) -> int:
+    return int(frame[EVENT_MS].max()) if len(frame) else 0

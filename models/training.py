@@ -1,0 +1,103 @@
+"""Challenger training: window selection, incremental (warm start) or full retrain, evaluation data.
+
+The window is every labelled event newer than the champion's training watermark (incremental),
+or newer than now - sliding_window (full). Its newest ``holdout_fraction`` by event time is the
+holdout: neither model has trained on it, and both are judged on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infra.settings import Settings
+from infra.spec import StreamSpec, parse_duration_seconds
+from models.metrics import best_f1_threshold
+from models.sgd_logistic import SGDLogistic
+from pipelines.features import EVENT_MS
+
+
+@dataclass
+class Window:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.train.empty or self.holdout.empty
+
+
+def labels_of(frame: pd.DataFrame, spec: StreamSpec) -> np.ndarray:
+    assert spec.label is not None
+    return (frame[spec.label.field] == spec.label.positive).to_numpy().astype(np.int64)
+
+
+def select_window(
+    labelled: pd.DataFrame, spec: StreamSpec, settings: Settings, watermark_ms: int, now_ms: int | None = None
+) -> Window:
+    now_ms = now_ms or int(time.time() * 1000)
+    new = labelled[labelled[EVENT_MS] > watermark_ms].sort_values(EVENT_MS, kind="stable")
+    if settings.retrain.mode == "full":
+        start = now_ms - parse_duration_seconds(settings.retrain.sliding_window) * 1000
+        base = labelled[labelled[EVENT_MS] > start].sort_values(EVENT_MS, kind="stable")
+    else:
+        base = new
+    n_hold = int(len(new) * settings.promotion.holdout_fraction)
+    holdout = new.iloc[len(new) - n_hold :] if n_hold else new.iloc[:0]
+    cut = holdout[EVENT_MS].min() if n_hold else np.inf
+    train = base[base[EVENT_MS] < cut]
+    info = {
+        "mode": settings.retrain.mode,
+        "watermark_ms": int(watermark_ms),
+        "new_rows": int(len(new)),
+        **_describe(train, spec, "train"),
+        **_describe(holdout, spec, "holdout"),
+    }
+    return Window(train.reset_index(drop=True), holdout.reset_index(drop=True), info)
+
+
+def _describe(frame: pd.DataFrame, spec: StreamSpec, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {f"{prefix}_rows": int(len(frame))}
+    if len(frame):
+        y = labels_of(frame, spec)
+        out |= {
+            f"{prefix}_positives": int(y.sum()),
+            f"{prefix}_negatives": int(len(y) - y.sum()),
+            f"{prefix}_from_ms": int(frame[EVENT_MS].min()),
+            f"{prefix}_to_ms": int(frame[EVENT_MS].max()),
+        }
+        if "partition" in frame and "offset" in frame:
+            for p, g in frame.groupby("partition"):
+                out[f"{prefix}_offsets_p{int(p)}"] = f"{int(g['offset'].min())}-{int(g['offset'].max())}"
+    return out
+
+
+def train_challenger(
+    champion: Any,
+    window: Window,
+    spec: StreamSpec,
+    mode: str,
+    seed: int = 0,
+    epochs: int = 2,
+    batch: int = 5000,
+) -> Any:
+    """Incremental: copy of the champion's learner, continued on the window. Full: a fresh learner."""
+    learner = (
+        copy.deepcopy(champion.learner) if mode == "incremental" else SGDLogistic.for_spec(spec, seed=seed)
+    )
+    X = window.train[champion.columns]
+    y = labels_of(window.train, spec)
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(X))
+        for start in range(0, len(X), batch):
+            idx = order[start : start + batch]
+            learner.learn(X.iloc[idx], y[idx])
+    learner.threshold = best_f1_threshold(y, learner.score(X), learner.threshold)
+    return learner
