@@ -7,6 +7,7 @@ new MLflow version -> promotion by moving aliases. The flow only orchestrates; t
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -29,7 +30,12 @@ def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> An
     from models.training import select_window as select
     from pipelines.labels import read_labelled
 
-    return select(read_labelled(settings), spec, settings, watermark_ms)
+    if settings.retrain.mode == "full":
+        from infra.spec import parse_duration_seconds
+
+        since = int(time.time() * 1000) - parse_duration_seconds(settings.retrain.sliding_window) * 1000
+        return select(read_labelled(settings, min(since, watermark_ms)), spec, settings, watermark_ms)
+    return select(read_labelled(settings, watermark_ms), spec, settings, watermark_ms)
 
 
 @task(cache_policy=NO_CACHE)

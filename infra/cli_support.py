@@ -16,6 +16,18 @@ from infra.settings import ConfigError, Settings, load_settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of rich output.")]
 console = Console(stderr=False)
+_STDOUT = sys.stdout  # the real stdout: in --json mode only the result object goes there
+
+
+def _json_mode_stdout() -> None:
+    """Send everything written to fd 1 (libraries, log handlers, the JVM) to stderr; keep a private
+    handle on the real stdout for the one JSON object."""
+    global _STDOUT
+    import os
+
+    sys.stdout.flush()
+    _STDOUT = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
 
 
 class CommandError(Exception):
@@ -43,8 +55,8 @@ def emit(
     result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None] | None = None
 ) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str, sort_keys=True) + "\n")
-        sys.stdout.flush()
+        _STDOUT.write(json.dumps(result, default=str, sort_keys=True) + "\n")
+        _STDOUT.flush()
     elif render is not None:
         render(result)
     else:
@@ -63,7 +75,8 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 def fail(message: str, code: int) -> None:
     line = " ".join(message.split())
     if "--json" in sys.argv:
-        sys.stdout.write(json.dumps({"ok": False, "error": line}) + "\n")
+        _STDOUT.write(json.dumps({"ok": False, "error": line}) + "\n")
+        _STDOUT.flush()
     if line:  # empty when click already printed the help text
         sys.stderr.write(f"rtml: {line}\n")
     raise SystemExit(code)
@@ -78,6 +91,8 @@ def run_app(app: typer.Typer) -> None:
 
     from infra.stack import StackError
 
+    if "--json" in sys.argv:  # libraries that print (MLflow's run links) must not corrupt the JSON
+        _json_mode_stdout()
     try:
         rv = app(standalone_mode=False)
     except click.UsageError as exc:

@@ -110,8 +110,10 @@ def decide(
             n,
             positives,
         )
-    champ = {k: float(v[0]) for k, v in metrics_from_predictions(y, champion_pred).items()}
+    raw_champ = {k: float(v[0]) for k, v in metrics_from_predictions(y, champion_pred).items()}
     chall = {k: float(v[0]) for k, v in metrics_from_predictions(y, challenger_pred).items()}
+    # a champion that flags nothing has no precision to defend: its undefined metrics count as 0
+    champ = {m: 0.0 if math.isnan(v) else v for m, v in raw_champ.items()}
     deltas = {m: chall[m] - champ[m] for m in METRICS}
     rng = np.random.default_rng(policy.seed)
     weights = rng.multinomial(n, np.full(n, 1.0 / n), size=policy.bootstrap_samples)
@@ -120,7 +122,7 @@ def decide(
     alpha = (1 - policy.confidence) / 2
     intervals = {}
     for m in METRICS:
-        d = bn[m] - bc[m]
+        d = bn[m] - np.nan_to_num(bc[m], nan=0.0)
         d = d[~np.isnan(d)]
         intervals[m] = (
             (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha)))
@@ -140,8 +142,6 @@ def decide(
         return Decision(
             "reject", f"challenger has undefined metric(s) {', '.join(nan)}: not promoted", **base
         )
-    # a champion that flags nothing has no precision to defend: its undefined metrics count as 0
-    champ = {m: 0.0 if math.isnan(v) else v for m, v in champ.items()}
     worse = [m for m in METRICS if chall[m] < champ[m] + policy.margin]
     if worse:
         detail = ", ".join(
@@ -154,6 +154,12 @@ def decide(
     return Decision(
         "promote",
         "challenger >= champion on precision, recall and F1 and better on "
-        + ", ".join(m for m in METRICS if chall[m] > champ[m]),
+        + ", ".join(m for m in METRICS if chall[m] > champ[m])
+        + _undefined_note(raw_champ),
         **base,
     )
+
+
+def _undefined_note(raw_champion: dict[str, float]) -> str:
+    undefined = [m for m in METRICS if math.isnan(raw_champion[m])]
+    return f" (champion's undefined {', '.join(undefined)} counted as 0)" if undefined else ""

@@ -114,6 +114,16 @@ def build_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = No
     }
 
 
-def read_labelled(settings: Settings) -> pd.DataFrame:
-    frame = _read_dir(settings.sink_root / "labelled")
+def read_labelled(settings: Settings, since_ms: int | None = None) -> pd.DataFrame:
+    """The labelled store, optionally only events newer than since_ms (partition + row-group pruning)."""
+    root = settings.sink_root / "labelled"
+    if not root.exists() or not any(root.rglob("*.parquet")):
+        return pd.DataFrame()
+    filters = None
+    if since_ms is not None:
+        day = pd.to_datetime(since_ms, unit="ms", utc=True).strftime("%Y-%m-%d")
+        filters = [("event_date", ">=", day), (EVENT_MS, ">", int(since_ms))]
+    frame = pd.read_parquet(root, filters=filters)
+    if "event_date" in frame:
+        frame["event_date"] = frame["event_date"].astype(str)
     return frame.sort_values(EVENT_MS, kind="stable").reset_index(drop=True) if len(frame) else frame

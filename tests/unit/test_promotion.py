@@ -70,7 +70,8 @@ def test_nan_challenger_metric_is_not_promoted() -> None:
 
 def test_champion_that_flags_nothing_can_be_replaced() -> None:
     d = decide(POLICY, _y(), np.zeros(1000, dtype=int), _pred(30, 10))
-    assert d.promote
+    assert d.promote and "counted as 0" in d.reason
+    assert all(r["delta"] is not None and r["delta"] > 0 for r in d.table())
 
 
 def test_bootstrap_replicates_match_direct_computation() -> None:
