@@ -107,6 +107,7 @@ class SparkSettings(_Section):
     entity_buckets: int = Field(
         default=8, ge=1, le=4096, description="State groups for per-entity aggregates."
     )
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark configuration entries.")
 
 
 class PortSettings(_Section):

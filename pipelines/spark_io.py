@@ -38,6 +38,8 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         )
         .config("spark.python.worker.reuse", "true")
     )
+    for key, value in settings.spark.conf.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     spark.dataSource.register(KafkaDataSource)
