@@ -31,7 +31,7 @@ def _render_produce(r: dict) -> None:
     )
 
 
-def _progress_stream(total: int, quiet: bool, run):  # noqa: ANN001, ANN202
+def _progress_stream(total: int | None, quiet: bool, run):  # noqa: ANN001, ANN202
     if quiet:
         return run(None)
     from rich.progress import Progress
@@ -59,25 +59,30 @@ def produce(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate synthetic card transactions onto the events topic; labels follow on the labels topic."""
-    from pipelines.producer import ProduceError, generated_frames, stream_frames
+    from pipelines.producer import generated_frames
+
+    chunk = max(100, min(5000, int(rate / 10) if rate else 5000))
+    _send_frames(
+        ctx,
+        lambda spec: generated_frames(spec, n, seed, drift_at, chunk),
+        n,
+        as_json,
+        rate=rate,
+        malformed_rate=malformed_rate,
+        label_delay_s=label_delay,
+        seed=seed,
+    )
+
+
+def _send_frames(ctx: typer.Context, make_frames, total: int | None, as_json: bool, **kwargs) -> None:  # noqa: ANN001, ANN003
+    """Stream frames onto Kafka with a progress bar; bad input becomes a one-line error."""
+    from pipelines.producer import ProduceError, stream_frames
 
     s, spec = settings_of(ctx), _spec(ctx)
-    chunk = max(100, min(5000, int(rate / 10) if rate else 5000))
     try:
-        frames = generated_frames(spec, n, seed, drift_at, chunk)
+        frames = make_frames(spec)
         result = _progress_stream(
-            n,
-            as_json,
-            lambda cb: stream_frames(
-                s,
-                spec,
-                frames,
-                rate=rate,
-                malformed_rate=malformed_rate,
-                label_delay_s=label_delay,
-                seed=seed,
-                on_progress=cb,
-            ),
+            total, as_json, lambda cb: stream_frames(s, spec, frames, on_progress=cb, **kwargs)
         )
     except ProduceError as exc:
         raise CommandError(str(exc)) from None
@@ -95,14 +100,11 @@ def replay(
     as_json: JsonOpt = False,
 ) -> None:
     """Stream a CSV/Parquet file of events (and labels, when it has the label column) onto Kafka."""
-    from pipelines.producer import ProduceError, file_frames, stream_frames
+    from pipelines.producer import file_frames
 
-    s, spec = settings_of(ctx), _spec(ctx)
-    try:
-        result = stream_frames(s, spec, file_frames(file, spec, 5000), rate=rate, label_delay_s=label_delay)
-    except ProduceError as exc:
-        raise CommandError(str(exc)) from None
-    emit({"ok": True, **result}, as_json, _render_produce)
+    _send_frames(
+        ctx, lambda spec: file_frames(file, spec, 5000), None, as_json, rate=rate, label_delay_s=label_delay
+    )
 
 
 @app.command()

@@ -13,7 +13,6 @@ Kafka output is delivered from those Parquet batches by :mod:`pipelines.outbox`.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -311,13 +310,3 @@ def build_query(
 
 def _ddl(field: Any) -> str:
     return f"`{field.name}` {field.dataType.simpleString()}"
-
-
-def reset_outputs(settings: Settings) -> None:
-    """Forget the job's progress: checkpoint and sinks (used by --from-scratch)."""
-    for p in (settings.checkpoint_root / "scoring", settings.sink_root):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def sink_path(settings: Settings, kind: str) -> Path:
-    return settings.sink_root / kind

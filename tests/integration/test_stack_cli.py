@@ -104,3 +104,42 @@ def test_usage_error_is_one_line(tmp_path: Path) -> None:
     code, out, err = rtml("up", "--no-such-flag", "--json", env=stack_env(tmp_path / "s"))
     assert code == 2 and "No such option" in out["error"]
     assert len(err.strip().splitlines()) == 1
+
+
+def test_produce_and_replay_cli(stack, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from tests.helpers import read_topic, scoped_settings, settings_env
+
+    s = scoped_settings(stack, tmp_path)
+    env = settings_env(s)
+    code, out, err = rtml("produce", "-n", "500", "--malformed-rate", "0.1", "--json", env=env)
+    assert code == 0, err
+    assert (
+        out["events"] == 500
+        and out["valid"] + out["malformed_total"] == 500
+        and out["labels"] == out["valid"]
+    )
+    good = tmp_path / "events.csv"
+    pd.DataFrame(
+        {
+            "transaction_id": ["a1", "a2"],
+            "event_time": ["2026-01-01T00:00:00Z"] * 2,
+            "card_id": ["c", "d"],
+            "amount": [1.0, 2.0],
+            "distance_from_home_km": [0.1, 0.2],
+            "merchant_category": ["fuel"] * 2,
+            "channel": ["pos"] * 2,
+            "card_present": [True, False],
+            "is_fraud": [0, 1],
+        }
+    ).to_csv(good, index=False)
+    code, out, err = rtml("replay", str(good), "--json", env=env)
+    assert code == 0 and out["events"] == 2 and out["labels"] == 2
+    assert len(read_topic(s, s.kafka.topics.events)) == 502
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"transaction_id": ["x"]}).to_csv(bad, index=False)
+    code, out, err = rtml("replay", str(bad), "--json", env=env)
+    assert code == 1 and "missing column(s)" in out["error"] and len(err.strip().splitlines()) == 1
+    code, out, err = rtml("replay", str(tmp_path / "nope.parquet"), "--json", env=env)
+    assert code == 1 and "no such file" in out["error"]
