@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--naive-events", type=int, default=3_000)
     ap.add_argument("--rate", type=float, default=2_000)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--batch", type=int, default=20_000, help="max events per micro-batch")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="rtml-bench-"))
     settings = load_settings(
@@ -174,7 +175,7 @@ def main() -> None:
         overrides={
             "state_dir": state,
             "ports": {"kafka": _free_port(), "mlflow": _free_port(), "prefect": _free_port()},
-            "spark": {"max_events_per_trigger": 50_000},
+            "spark": {"max_events_per_trigger": args.batch},
         },
     )
     stack.up(settings)

@@ -103,7 +103,7 @@ class SparkSettings(_Section):
     sink_root: Path | None = Field(default=None, description="Default: <state_dir>/sink")
     shuffle_partitions: int = Field(default=2, ge=1)
     trigger_interval: str = "0 seconds"
-    max_events_per_trigger: int = Field(default=50_000, ge=1)
+    max_events_per_trigger: int = Field(default=20_000, ge=1)
     entity_buckets: int = Field(
         default=8, ge=1, le=4096, description="State groups for per-entity aggregates."
     )

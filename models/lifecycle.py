@@ -42,7 +42,7 @@ def _tag(settings: Settings, version: str, key: str, value: str) -> None:
 
 
 def audit(settings: Settings, version: str, record: dict[str, Any]) -> None:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
+    stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"  # sorts in time order, unique under races
     _tag(settings, version, f"rtml.audit.{stamp}", json.dumps(record, sort_keys=True))
 
 
@@ -66,6 +66,7 @@ def move_champion(
             "reason": reason,
             "user": user,
             "at_ms": int(time.time() * 1000),
+            "seq": time.time_ns(),
             **(extra or {}),
         }
         audit(settings, version, record)
@@ -162,4 +163,5 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
 
 def audit_trail(settings: Settings, version: str) -> list[dict[str, Any]]:
     mv = client(settings).get_model_version(settings.mlflow.model_name, version)
-    return [json.loads(v) for k, v in sorted((mv.tags or {}).items()) if k.startswith("rtml.audit.")]
+    records = [(k, json.loads(v)) for k, v in (mv.tags or {}).items() if k.startswith("rtml.audit.")]
+    return [r for _, r in sorted(records, key=lambda kr: (kr[1].get("seq", 0), kr[0]))]
