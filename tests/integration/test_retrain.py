@@ -116,6 +116,16 @@ def test_too_few_positives_decides_nothing_and_keeps_champion(world: dict) -> No
     assert mv.tags["rtml.decision"] == "no_decision"  # still versioned, never an overwrite
 
 
+def test_challenger_not_better_on_every_metric_is_rejected(world: dict) -> None:
+    s = world["settings"]
+    before = alias_version(s, CHAMPION)
+    result = _retrain(s, margin=0.5, min_positives=1, min_holdout=100)  # nothing beats champion + 0.5
+    assert result["outcome"] == "reject" and "not better on" in result["reason"]
+    assert alias_version(s, CHAMPION) == before
+    mv = client(s).get_model_version(s.mlflow.model_name, result["challenger"])
+    assert mv.tags["rtml.decision"] == "reject" and mv.tags["rtml.compared_with"] == before
+
+
 def test_manual_promotion_and_rollback_leave_an_audit_trail(world: dict) -> None:
     s, spec = world["settings"], world["spec"]
     start = alias_version(s, CHAMPION)
