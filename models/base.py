@@ -26,10 +26,6 @@ class Learner(Protocol):
     def score(self, X: pd.DataFrame) -> np.ndarray: ...
 
 
-def decide(learner: Learner, X: pd.DataFrame) -> np.ndarray:
-    return (learner.score(X) >= learner.threshold).astype(np.int64)
-
-
 class IncrementalEncoder:
     """Numeric columns scaled with running mean/variance; categoricals one-hot on the spec's categories.
 
