@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import group_members, rtml, stack_env
+from tests.helpers import RTML, group_members, rtml, stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +143,21 @@ def test_produce_and_replay_cli(stack, tmp_path: Path) -> None:
     assert code == 1 and "missing column(s)" in out["error"] and len(err.strip().splitlines()) == 1
     code, out, err = rtml("replay", str(tmp_path / "nope.parquet"), "--json", env=env)
     assert code == 1 and "no such file" in out["error"]
+
+
+def test_json_mode_stdout_is_exactly_one_object(stack, tmp_path: Path) -> None:
+    """MLflow prints run links to stdout; in --json mode they must not reach it."""
+    import subprocess
+
+    from tests.helpers import scoped_settings, settings_env
+
+    env = settings_env(scoped_settings(stack, tmp_path))
+    proc = subprocess.run(
+        [RTML, "bootstrap", "-n", "3000", "--json"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert out["ok"] is True and out["champion"] == "1" and 0 <= out["metrics"]["holdout_f1"] <= 1
+    assert "View run" in proc.stderr  # the library output went to stderr, not lost
