@@ -139,6 +139,11 @@ class StreamSpec(_Strict):
         """Numeric model inputs: declared numeric features, time features, aggregates."""
         return [*self.numeric_names, *[f"event_{t}" for t in self.time_features], *self.aggregate_names]
 
+    @property
+    def model_inputs(self) -> list[str]:
+        """Every model input column, in the order models see them."""
+        return [*self.model_numeric_inputs, *self.categorical_names]
+
     def feature(self, name: str) -> FeatureSpec:
         for f in self.features:
             if f.name == name:

@@ -18,7 +18,7 @@ from typing import Any
 
 from infra.settings import Settings
 from infra.spec import StreamSpec
-from models.registry import CHAMPION, PREVIOUS, alias_version, client
+from models.registry import CHAMPION, PREVIOUS, alias_version, client, tag_version
 
 
 class LifecycleError(Exception):
@@ -37,13 +37,9 @@ def promotion_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _tag(settings: Settings, version: str, key: str, value: str) -> None:
-    client(settings).set_model_version_tag(settings.mlflow.model_name, version, key, value[:5000])
-
-
 def audit(settings: Settings, version: str, record: dict[str, Any]) -> None:
     stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"  # sorts in time order, unique under races
-    _tag(settings, version, f"rtml.audit.{stamp}", json.dumps(record, sort_keys=True))
+    tag_version(settings, version, {f"rtml.audit.{stamp}": json.dumps(record, sort_keys=True)})
 
 
 def move_champion(
@@ -79,10 +75,6 @@ def move_champion(
     return {"ok": True, "champion": version, "previous_champion": old if old != version else None, **record}
 
 
-def expected_inputs(spec: StreamSpec) -> list[str]:
-    return [*spec.model_numeric_inputs, *spec.categorical_names]
-
-
 def check_promotable(settings: Settings, spec: StreamSpec, version: str) -> None:
     """The version exists, loads from the configured registry, and its signature fits the spec."""
     import mlflow
@@ -104,7 +96,7 @@ def check_promotable(settings: Settings, spec: StreamSpec, version: str) -> None
     if info.signature is None:
         raise LifecycleError(f"version {version} has no signature")
     got = set(info.signature.inputs.input_names())
-    want = set(expected_inputs(spec))
+    want = set(spec.model_inputs)
     if got != want:
         missing, extra = sorted(want - got), sorted(got - want)
         raise LifecycleError(

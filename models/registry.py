@@ -101,6 +101,13 @@ def alias_version(settings: Settings, alias: str = CHAMPION) -> str | None:
         return None
 
 
+def tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
+    """Set tags on a registered model version (values capped at MLflow's tag length)."""
+    c = client(settings)
+    for key, value in tags.items():
+        c.set_model_version_tag(settings.mlflow.model_name, version, key, value[:5000])
+
+
 def set_alias(settings: Settings, version: str, alias: str = CHAMPION) -> None:
     client(settings).set_registered_model_alias(settings.mlflow.model_name, alias, version)
 

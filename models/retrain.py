@@ -14,7 +14,15 @@ from infra.settings import Settings
 from infra.spec import StreamSpec
 from models.metrics import classification_metrics
 from models.promotion import Decision, PromotionPolicy, decide
-from models.registry import CHAMPION, Registered, alias_version, client, load_model, log_and_register
+from models.registry import (
+    CHAMPION,
+    Registered,
+    alias_version,
+    client,
+    load_model,
+    log_and_register,
+    tag_version,
+)
 from models.training import Window, labels_of
 from pipelines.features import EVENT_MS
 
@@ -93,7 +101,7 @@ def register_challenger(
     import mlflow
 
     y = labels_of(window.holdout, spec)
-    scores = learner.score(window.holdout[[*spec.model_numeric_inputs, *spec.categorical_names]])
+    scores = learner.score(window.holdout[spec.model_inputs])
     hold = classification_metrics(y, scores >= learner.threshold) if len(y) else {}
     metrics = {f"holdout_{k}": float(v) for k, v in hold.items()}
     metrics |= {f"champion_holdout_{k}": float(v) for k, v in decision.champion.items()}
@@ -116,24 +124,18 @@ def register_challenger(
     reg = log_and_register(
         settings,
         learner,
-        window.train[[*spec.model_numeric_inputs, *spec.categorical_names]],
+        window.train[spec.model_inputs],
         params=params,
         metrics=metrics,
         tags=tags,
         run_name=f"retrain-{trigger}",
     )
-    _tag_version(settings, reg.version, tags)
+    tag_version(settings, reg.version, tags)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=reg.run_id):
         for path in _figures(y, scores, learner.threshold, Path(tmp)) if len(y) else []:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")
     return reg
-
-
-def _tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
-    c = client(settings)
-    for k, v in tags.items():
-        c.set_model_version_tag(settings.mlflow.model_name, version, k, v[:5000])
 
 
 def record_decision(
@@ -148,8 +150,8 @@ def record_decision(
         "rtml.decision_at_ms": str(int(time.time() * 1000)),
         "rtml.decision_holdout": f"n={decision.holdout_n} positives={decision.holdout_positives}",
     }
-    _tag_version(settings, challenger_version, {**common, "rtml.compared_with": champion_version})
-    _tag_version(settings, champion_version, {f"rtml.challenged_by.{challenger_version}": decision.outcome})
+    tag_version(settings, challenger_version, {**common, "rtml.compared_with": champion_version})
+    tag_version(settings, champion_version, {f"rtml.challenged_by.{challenger_version}": decision.outcome})
 
 
 def holdout_f1(model: Any, frame: Any, spec: StreamSpec) -> float:

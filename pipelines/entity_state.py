@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from infra.spec import StreamSpec
-from pipelines.features import EVENT_MS, add_entity_aggregates, add_time_features
+from pipelines.features import featurise
 
 STATE_SCHEMA = "history binary"
 
@@ -51,13 +51,6 @@ def _from_bytes(blob: bytes) -> pd.DataFrame:
     return pa.ipc.open_stream(io.BytesIO(blob)).read_all().to_pandas()
 
 
-def featurise_stream_batch(
-    frame: pd.DataFrame, spec: StreamSpec, history: pd.DataFrame | None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = add_time_features(frame, spec)
-    return add_entity_aggregates(frame, spec, history)
-
-
 def make_state_fn(
     spec: StreamSpec, output_columns: list[str], pseudonym_key: str | None
 ) -> Callable[[Any, Iterator[pd.DataFrame], Any], Iterator[pd.DataFrame]]:
@@ -76,8 +69,7 @@ def make_state_fn(
         for frame in frames:
             if pseudonym_key:
                 frame[spec.entity_key] = pseudonymise(frame[spec.entity_key], pseudonym_key)
-            frame = frame.sort_values(EVENT_MS, kind="stable").reset_index(drop=True)
-            frame, history = featurise_stream_batch(frame, spec, history)
+            frame, history = featurise(frame, spec, history)
             yield frame[output_columns]
         if history is not None:
             state.update((_to_bytes(history),))

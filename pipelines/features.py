@@ -99,11 +99,19 @@ def event_ms_from_field(values: pd.Series, spec: StreamSpec) -> pd.Series:
     return (pd.to_datetime(values, utc=True, format="ISO8601").astype("int64") // 1_000_000).astype("int64")
 
 
+def featurise(
+    frame: pd.DataFrame, spec: StreamSpec, history: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Time features and per-entity windows; the one featurisation of both training and serving.
+
+    Returns the featurised frame and the entity history to carry into the next call.
+    """
+    return add_entity_aggregates(add_time_features(frame, spec), spec, history)
+
+
 def featurise_history(events: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
     """Batch featurisation of a whole history frame (training, bootstrap, backfills)."""
     frame = events.copy()
     if EVENT_MS not in frame:
         frame[EVENT_MS] = event_ms_from_field(frame[spec.event_time], spec)
-    frame = add_time_features(frame, spec)
-    frame, _ = add_entity_aggregates(frame, spec)
-    return frame
+    return featurise(frame, spec)[0]

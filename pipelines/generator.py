@@ -8,7 +8,7 @@ everyday categories, so a model trained before the drift degrades after it.
 
 >>> g = CardTransactionGenerator(seed=7, n_cards=100)
 >>> frame = g.batch(1000)
->>> len(frame), 0 < frame["is_fraud"].mean() < 0.05
+>>> len(frame), bool(0 < frame["is_fraud"].mean() < 0.05)
 (1000, True)
 """
 

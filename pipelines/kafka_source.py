@@ -68,15 +68,9 @@ def connection_from_options(options: dict[str, str]) -> dict[str, Any]:
 
 
 def _consumer(conn: dict[str, Any]):  # noqa: ANN202
-    from kafka import KafkaConsumer
+    from pipelines.kafka_clients import make_consumer
 
-    return KafkaConsumer(
-        **conn,
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=8 << 20,
-        fetch_max_bytes=64 << 20,
-    )
+    return make_consumer(conn, group_id=None, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
 
 
 def true_end_offsets(consumer: Any, tps: list[Any]) -> dict[Any, int]:
@@ -298,9 +292,9 @@ class Written(WriterCommitMessage):
 
 def produce_arrow(conn: dict[str, Any], default_topic: str | None, batches: Iterator[Any]) -> int:
     """Send rows with columns value [, key, topic, partition, headers] to Kafka; return the count."""
-    from kafka import KafkaProducer
+    from pipelines.kafka_clients import make_producer
 
-    producer = KafkaProducer(**conn, acks="all", linger_ms=5, batch_size=512 * 1024, max_request_size=8 << 20)
+    producer = make_producer(conn, batch_size=512 * 1024, max_request_size=8 << 20)
     n = 0
     try:
         for batch in batches:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from infra.settings import Settings
-from infra.spec import StreamSpec
+from infra.spec import StreamSpec, load_spec
 from pipelines.generator import (
     MALFORMED_KINDS,
     CardTransactionGenerator,
@@ -29,7 +29,7 @@ class ProduceError(Exception):
     """Bad input for produce/replay; one-line message."""
 
 
-def _label_messages(frame: pd.DataFrame, spec: StreamSpec, ids: pd.Series, labels: pd.Series) -> list[bytes]:
+def _label_messages(spec: StreamSpec, ids: pd.Series, labels: pd.Series) -> list[bytes]:
     assert spec.label is not None
     lab = pd.DataFrame({spec.event_id: ids.to_numpy(), spec.label.field: labels.to_numpy()})
     lab["labelled_at_ms"] = int(time.time() * 1000)
@@ -92,7 +92,7 @@ def stream_frames(
             if spec.label and spec.label.field in frame:
                 lab = frame[spec.label.field][good]
                 counts["positives"] += int((lab == spec.label.positive).sum())
-                msgs = _label_messages(frame, spec, frame[spec.event_id][good], lab)
+                msgs = _label_messages(spec, frame[spec.event_id][good], lab)
                 pending.append((time.monotonic() + label_delay_s, msgs))
             while pending and pending[0][0] <= time.monotonic():
                 msgs = pending.popleft()[1]
@@ -122,7 +122,7 @@ def stream_frames(
 def generated_frames(
     spec: StreamSpec, n: int, seed: int, drift_at: int | None, chunk: int, start_ms: int | None = None
 ) -> Iterator[pd.DataFrame]:
-    if spec.name != "card_transactions" or spec.event_fields != to_event_frame_fields():
+    if spec.event_fields != load_spec().event_fields:  # the built-in generator makes the default spec
         raise ProduceError(
             f"the built-in generator makes card transactions; spec '{spec.name}' declares other "
             f"fields: stream your own data with `rtml replay FILE`"
@@ -135,19 +135,6 @@ def generated_frames(
         k = min(chunk, n - done)
         yield gen.batch(k, end_ms=int(time.time() * 1000))
         done += k
-
-
-def to_event_frame_fields() -> list[str]:
-    return [
-        "transaction_id",
-        "event_time",
-        "card_id",
-        "amount",
-        "distance_from_home_km",
-        "merchant_category",
-        "channel",
-        "card_present",
-    ]
 
 
 def file_frames(path: Path, spec: StreamSpec, chunk: int) -> Iterator[pd.DataFrame]:

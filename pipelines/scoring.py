@@ -24,8 +24,6 @@ from models.registry import CHAMPION, alias_version
 from pipelines.features import EVENT_MS, model_frame
 from pipelines.outbox import KafkaOutbox
 
-SCORE_COLUMNS = ["score", "decision", "model_version", "scored_at_ms", "latency_ms"]
-
 
 def make_scorer(
     tracking_uri: str, model_name: str, version: str, spec: StreamSpec
@@ -50,10 +48,10 @@ def make_scorer(
             )
             frame = rb.to_pandas()
             valid = frame["_reason"].isna().to_numpy()
+            X_all = model_frame(frame, spec)  # invalid rows pass through with their parsed inputs
             score = np.full(len(frame), np.nan)
             if valid.any():
-                X = model_frame(frame[valid], spec)
-                score[valid] = model.learner.score(X[model.columns])
+                score[valid] = model.learner.score(X_all.loc[valid, model.columns])
             now = int(time.time() * 1000)
             out = frame[
                 [
@@ -74,7 +72,6 @@ def make_scorer(
             out["scored_at_ms"] = now
             out["latency_ms"] = (now - kafka_ms).astype("int64")
             out["kafka_timestamp_ms"] = kafka_ms.astype("int64")
-            X_all = model_frame(frame, spec)
             for c in X_all.columns:
                 out[c] = X_all[c]
             yield pa.RecordBatch.from_pandas(out, schema=schema, preserve_index=False)
@@ -162,6 +159,7 @@ class BatchSink:
         return version
 
     def __call__(self, df: Any, batch_id: int) -> None:
+        import numpy as np
         import pyarrow.compute as pc
 
         t0 = time.monotonic()
@@ -189,8 +187,6 @@ class BatchSink:
             else {}
         )
         lat = scored.column("latency_ms").to_numpy() if scored.num_rows else None
-        import numpy as np
-
         stats = {
             "batch_id": batch_id,
             "read": table.num_rows,
