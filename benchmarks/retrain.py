@@ -72,7 +72,7 @@ def main() -> None:
     spec = load_spec()
     day = 86_400_000
     base = int(time.time() * 1000) - 30 * day
-    learner, _, X = train_initial(spec, labelled_frame(20_000, 3, base - 5 * day))
+    learner, _, X, _ = train_initial(spec, labelled_frame(20_000, 3, base - 5 * day))
     champion = _pyfunc_class()(learner, list(X.columns))
     result: dict = {"incremental": {}}
     for n_hist in (10_000, args.big):

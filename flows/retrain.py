@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -27,23 +28,77 @@ def refresh_labelled(settings: Settings, spec: StreamSpec) -> dict[str, int]:
 
 @task(cache_policy=NO_CACHE)
 def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> Any:
+    from expectations.training import quarantined_ids
     from models.training import select_window as select
     from pipelines.labels import read_labelled
 
+    since = watermark_ms
     if settings.retrain.mode == "full":
         from infra.spec import parse_duration_seconds
 
-        since = int(time.time() * 1000) - parse_duration_seconds(settings.retrain.sliding_window) * 1000
-        return select(read_labelled(settings, min(since, watermark_ms)), spec, settings, watermark_ms)
-    return select(read_labelled(settings, watermark_ms), spec, settings, watermark_ms)
+        since = min(
+            since, int(time.time() * 1000) - parse_duration_seconds(settings.retrain.sliding_window) * 1000
+        )
+    labelled = read_labelled(settings, since)
+    excluded = quarantined_ids(settings, spec.event_id)
+    if excluded and len(labelled):
+        labelled = labelled[~labelled[spec.event_id].astype(str).isin(excluded)]
+    return select(labelled, spec, settings, watermark_ms)
 
 
 @task(cache_policy=NO_CACHE)
-def quality_gate(settings: Settings, spec: StreamSpec, window: Any) -> dict[str, Any]:
-    """Data-quality hook: the Great Expectations training-batch gate plugs in here."""
-    from expectations import gate_training_batch
+def read_batch_file(spec: StreamSpec, path: str) -> Any:
+    """A labelled batch from a file (backfill): raw event fields + label, as given (the gate checks)."""
+    from expectations.gate import prepare
 
-    return gate_training_batch(settings, spec, window)
+    frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+    return prepare(frame, spec)
+
+
+@task(cache_policy=NO_CACHE)
+def window_of_batch(settings: Settings, spec: StreamSpec, raw: Any) -> Any:
+    """Features of a gated batch file, every row new (the file is the window)."""
+    from models.training import select_window as select
+    from pipelines.features import featurise_history
+
+    return select(featurise_history(raw, spec), spec, settings, watermark_ms=-1)
+
+
+@task(cache_policy=NO_CACHE)
+def quality_gate(
+    settings: Settings, spec: StreamSpec, frame: Any, champion_version: str, trigger: str, source: str | None
+) -> Any:
+    """Great Expectations training-batch suite; a failure quarantines the batch, alerts, and raises."""
+    from expectations.training import (
+        QualityGateFailed,
+        check_training_batch,
+        failure_message,
+        quarantine_batch,
+    )
+    from infra.alerts import emit_alert
+    from models.profile import load_profile
+
+    tags = {"rtml.trigger": trigger, "rtml.champion_version": champion_version, "rtml.gate": "retrain"}
+    result = check_training_batch(settings, spec, frame, load_profile(settings, champion_version), tags)
+    if result.passed:
+        return result.summary()
+    from pathlib import Path
+
+    where = quarantine_batch(settings, frame, result, Path(source) if source else None)
+    emit_alert(
+        settings,
+        "rtml.quality.failed",
+        champion_version,
+        {
+            "kind": "quality",
+            "suite": result.suite,
+            "failed": result.failed_names(),
+            "quarantine": where,
+            "mlflow_run_id": result.mlflow_run_id,
+        },
+        severity="critical",
+    )
+    raise QualityGateFailed(failure_message(result, where))
 
 
 @task(retries=1, cache_policy=NO_CACHE)
@@ -63,12 +118,26 @@ def evaluate(settings: Settings, spec: StreamSpec, champion_model: Any, learner:
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def register(
-    settings: Settings, spec: StreamSpec, learner: Any, window: Any, decision: Any, parent: str, trigger: str
+    settings: Settings,
+    spec: StreamSpec,
+    learner: Any,
+    window: Any,
+    decision: Any,
+    parent: str,
+    trigger: str,
+    watermark_ms: int,
 ) -> str:
     from models.retrain import max_event_ms, register_challenger
 
     reg = register_challenger(
-        settings, spec, learner, window, decision, parent, trigger, max_event_ms(window.train)
+        settings,
+        spec,
+        learner,
+        window,
+        decision,
+        parent,
+        trigger,
+        max(watermark_ms, max_event_ms(window.train)),
     )
     return reg.version
 
@@ -101,9 +170,16 @@ def apply_decision(
 
 @flow(name="rtml-retrain", log_prints=True)
 def retrain_flow(
-    config_file: str | None = None, overrides: dict[str, Any] | None = None, trigger: str = "schedule"
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    trigger: str = "schedule",
+    batch_file: str | None = None,
 ) -> dict[str, Any]:
-    """One retrain round; returns a JSON-able summary with the decision."""
+    """One retrain round; returns a JSON-able summary with the decision.
+
+    ``batch_file``: train on this labelled batch (Parquet/CSV of event fields + label) instead of
+    the labelled store; it passes the same quality gate and is moved to quarantine if it fails.
+    """
     from pathlib import Path
 
     from models.retrain import champion
@@ -111,9 +187,16 @@ def retrain_flow(
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     spec = load_spec(settings.spec)
     logger = get_run_logger()
-    labelled = refresh_labelled(settings, spec)
     champ_version, champ_model, watermark = champion(settings)
-    window = select_window(settings, spec, watermark)
+    if batch_file:
+        raw = read_batch_file(spec, batch_file)
+        labelled = {"batch_file": batch_file, "rows": len(raw)}
+        gate = quality_gate(settings, spec, raw, champ_version, trigger, batch_file)
+        window = window_of_batch(settings, spec, raw)
+    else:
+        labelled = refresh_labelled(settings, spec)
+        window = select_window(settings, spec, watermark)
+        gate = None
     summary: dict[str, Any] = {
         "trigger": trigger,
         "champion_before": champ_version,
@@ -129,13 +212,13 @@ def retrain_flow(
         )
         logger.info(summary["reason"])
         return summary
-    gate = quality_gate(settings, spec, window)
+    if gate is None:
+        frame = pd.concat([window.train, window.holdout], ignore_index=True)
+        gate = quality_gate(settings, spec, frame, champ_version, trigger, None)
     summary["quality_gate"] = gate
-    if not gate["passed"]:
-        raise RuntimeError(f"training batch failed data-quality gate: {', '.join(gate['failed'])}")
     learner = train(settings, spec, champ_model, window)
     decision = evaluate(settings, spec, champ_model, learner, window)
-    version = register(settings, spec, learner, window, decision, champ_version, trigger)
+    version = register(settings, spec, learner, window, decision, champ_version, trigger, max(watermark, 0))
     applied = apply_decision(settings, champ_version, version, decision, trigger)
     summary.update(
         outcome=decision.outcome,

@@ -150,7 +150,7 @@ def _render_demo(result: dict) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from infra import cli_jobs  # noqa: F401 - registers the job commands on `app`
+    from infra import cli_jobs, cli_quality  # noqa: F401 - register their commands on `app`
 
     run_app(app)
 

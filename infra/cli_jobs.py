@@ -258,6 +258,9 @@ def rollback(
 def retrain(
     ctx: typer.Context,
     trigger: Annotated[str, typer.Option(help="schedule | drift | manual")] = "manual",
+    batch: Annotated[
+        Path | None, typer.Option(help="Train on this labelled Parquet/CSV batch instead of the store.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the retrain flow now (Prefect) and print its decision."""
@@ -265,6 +268,8 @@ def retrain(
     from infra.clients import configure_mlflow, prefect_api
 
     s = settings_of(ctx)
+    if batch is not None and not batch.exists():
+        raise typer.BadParameter(f"{batch}: no such file")
     configure_mlflow(s)
     overrides = getattr(ctx.obj, "overrides", None)  # global flags travel to the flow as parameters
     config = getattr(ctx.obj, "config", None)
@@ -273,6 +278,7 @@ def retrain(
             config_file=str(config) if config else None,
             overrides=overrides,
             trigger=trigger,
+            batch_file=str(batch.resolve()) if batch else None,
             return_state=True,
         )
     if state.is_failed():

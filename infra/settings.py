@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from infra.settings_ops import AlertSettings, DriftSettings, QualitySettings
+
 DEFAULT_CONFIG_FILE = Path("rtml.yaml")
 _YAML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("rtml_yaml_data", default=None)
 
@@ -167,6 +169,9 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     promotion: PromotionSettings = PromotionSettings()
     retrain: RetrainSettings = RetrainSettings()
+    quality: QualitySettings = QualitySettings()
+    drift: DriftSettings = DriftSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(

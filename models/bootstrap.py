@@ -12,6 +12,7 @@ import pandas as pd
 from infra.settings import Settings
 from infra.spec import StreamSpec
 from models.metrics import best_f1_threshold, classification_metrics
+from models.profile import build_profile
 from models.registry import CHAMPION, alias_version, log_and_register, set_alias
 from models.sgd_logistic import SGDLogistic
 from pipelines.features import EVENT_MS, featurise_history, model_frame
@@ -47,7 +48,7 @@ def train_initial(
     history: pd.DataFrame,
     epochs: int = 3,
     seed: int = 0,
-) -> tuple[SGDLogistic, dict[str, float], pd.DataFrame]:
+) -> tuple[SGDLogistic, dict[str, float], pd.DataFrame, np.ndarray]:
     """Time-ordered split: 70% train, 10% threshold calibration, 20% holdout."""
     if spec.task != "classification" or spec.label is None:
         raise BootstrapError(f"bootstrap supports classification specs; '{spec.name}' is {spec.task}")
@@ -67,7 +68,7 @@ def train_initial(
     hold = classification_metrics(y[b:], learner.score(X.iloc[b:]) >= learner.threshold)
     metrics = {f"holdout_{k}": float(v) for k, v in hold.items()}
     metrics["threshold"] = learner.threshold
-    return learner, metrics, X
+    return learner, metrics, X, y
 
 
 def bootstrap(
@@ -89,7 +90,7 @@ def bootstrap(
         }
     history = history_frame(spec, n, seed, from_file)
     t0 = time.monotonic()
-    learner, metrics, X = train_initial(spec, history, seed=seed)
+    learner, metrics, X, y = train_initial(spec, history, seed=seed)
     params = {
         **learner.params(),
         "history_rows": len(history),
@@ -98,8 +99,9 @@ def bootstrap(
         "threshold": round(learner.threshold, 6),
     }
     tags = {"rtml.trigger": "bootstrap", "rtml.spec": spec.name, "rtml.parent_version": existing or "none"}
+    profile = build_profile(X, spec, scores=learner.score(X), labels=y)
     reg = log_and_register(
-        settings, learner, X, params=params, metrics=metrics, tags=tags, run_name="bootstrap"
+        settings, learner, X, params=params, metrics=metrics, tags=tags, run_name="bootstrap", profile=profile
     )
     set_alias(settings, reg.version, CHAMPION)
     return {

@@ -58,6 +58,7 @@ def log_and_register(
     metrics: dict[str, float],
     tags: dict[str, str],
     run_name: str,
+    profile: dict[str, Any] | None = None,
 ) -> Registered:
     """Log the learner as a new run + new registered model version (never an overwrite)."""
     import mlflow
@@ -74,6 +75,10 @@ def log_and_register(
         mlflow.log_params(params)
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN is not logged
         mlflow.set_tags(tags)
+        if profile is not None:
+            from models.profile import log_profile
+
+            log_profile(profile)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=model,

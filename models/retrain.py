@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from infra.settings import Settings
 from infra.spec import StreamSpec
 from models.metrics import classification_metrics
+from models.profile import build_profile
 from models.promotion import Decision, PromotionPolicy, decide
 from models.registry import (
     CHAMPION,
@@ -121,6 +123,13 @@ def register_challenger(
         WATERMARK_TAG: str(watermark_ms),
         "rtml.window": json.dumps(window.info, sort_keys=True),
     }
+    seen = pd.concat([window.train, window.holdout], ignore_index=True)
+    profile = build_profile(
+        seen[spec.model_inputs],
+        spec,
+        scores=learner.score(seen[spec.model_inputs]),
+        labels=labels_of(seen, spec),
+    )
     reg = log_and_register(
         settings,
         learner,
@@ -129,6 +138,7 @@ def register_challenger(
         metrics=metrics,
         tags=tags,
         run_name=f"retrain-{trigger}",
+        profile=profile,
     )
     tag_version(settings, reg.version, tags)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=reg.run_id):

@@ -163,3 +163,57 @@ def sink_frame(settings, kind: str = "scores"):  # noqa: ANN001, ANN201
 def overrides_of(settings) -> dict:  # noqa: ANN001
     """Non-default settings as JSON-able overrides (e.g. flow parameters); tests hold no secrets."""
     return settings.model_dump(mode="json", exclude_defaults=True)
+
+
+def labelled_batch(n: int, seed: int, start_ms: int | None = None, drift_at: int | None = None):  # noqa: ANN201
+    """Generated labelled events as a user's batch file would hold them: event fields + label."""
+    import time as _time
+
+    from infra.spec import load_spec
+    from pipelines.generator import CardTransactionGenerator, to_event_frame
+
+    spec = load_spec()
+    gen = CardTransactionGenerator(seed=seed, drift_at=drift_at)
+    gen.start_ms = start_ms if start_ms is not None else int(_time.time() * 1000) - 3_600_000
+    frame = gen.batch(n)
+    return to_event_frame(frame, spec).assign(is_fraud=frame["is_fraud"].to_numpy())
+
+
+def poison(frame, kind: str, seed: int = 0):  # noqa: ANN001, ANN201
+    """The poisoned batches of the data-quality issue; returns a new frame."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    out = frame.copy()
+    n = len(out)
+    pick = rng.random(n)
+    if kind == "label_flips":
+        flip = pick < 0.5
+        out.loc[flip, "is_fraud"] = 1 - out.loc[flip, "is_fraud"]
+    elif kind == "nulls":
+        out.loc[pick < 0.3, "amount"] = np.nan
+    elif kind == "amount_x1000":
+        out["amount"] = out["amount"] * 1000
+    elif kind == "duplicate_ids":
+        dup = np.flatnonzero(pick < 0.2)
+        out.loc[dup, "transaction_id"] = out["transaction_id"].iloc[(dup + 1) % n].to_numpy()
+    elif kind == "stale_times":
+        ts = pd.to_datetime(out["event_time"], utc=True) - pd.Timedelta(days=60)
+        out["event_time"] = ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif kind == "wrong_types":
+        out["amount"] = out["amount"].map(lambda v: f"{v:.2f} EUR")
+    else:
+        raise ValueError(kind)
+    return out
+
+
+# poison -> the expectation that must name it
+POISONS = {
+    "label_flips": "expect_column_mean_to_be_between(is_fraud)",
+    "nulls": "expect_column_values_to_not_be_null(amount)",
+    "amount_x1000": "expect_column_median_to_be_between(amount)",
+    "duplicate_ids": "expect_column_values_to_be_unique(transaction_id)",
+    "stale_times": "expect_column_values_to_be_between(_event_ms)",
+    "wrong_types": "expect_column_values_to_be_in_type_list(amount)",
+}

@@ -1,0 +1,217 @@
+"""Gate runner: validate a pandas or Spark DataFrame against a suite; publish the result.
+
+Usable from any flow or job. :func:`validate` returns a typed :class:`GateResult` naming each
+failed expectation; :func:`publish` stores the GE validation result (JSON) and rendered Data Docs
+(HTML) as MLflow artifacts of a ``quality-<suite>`` run and, inside a Prefect run, a Prefect
+markdown artifact.
+
+>>> import pandas as pd
+>>> from infra.settings import load_settings
+>>> from infra.spec import load_spec
+>>> frame = pd.DataFrame({"transaction_id": ["a", "a"], "score": [0.1, 1.5],
+...                       "decision": [0, 1], "model_version": ["1", "1"]})
+>>> r = validate(frame, "scores", load_spec(), load_settings(use_default_file=False), render=False)
+>>> r.passed, r.failed_names()
+(False, ['expect_column_values_to_be_between(score)', 'expect_column_values_to_be_unique(transaction_id)'])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from expectations.suites import load_suite, parameters
+from infra.spec import StreamSpec
+from pipelines.features import EVENT_MS
+
+_CONTEXT: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass
+class Failure:
+    expectation: str
+    column: str | None
+    observed: Any = None
+    unexpected_percent: float | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.expectation}({self.column})" if self.column else self.expectation
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.name}: error {self.error}"
+        if self.unexpected_percent is not None:
+            return f"{self.name}: {self.unexpected_percent:.2f}% unexpected"
+        return f"{self.name}: observed {self.observed}"
+
+
+@dataclass
+class GateResult:
+    suite: str
+    passed: bool
+    rows: int
+    evaluated: int
+    failures: list[Failure]
+    parameters: dict[str, Any]
+    result_json: dict[str, Any] = field(repr=False)
+    html: str | None = field(default=None, repr=False)
+    mlflow_run_id: str | None = None
+
+    def failed_names(self) -> list[str]:
+        return [f.name for f in self.failures]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "passed": self.passed,
+            "rows": self.rows,
+            "evaluated": self.evaluated,
+            "failed": [f.describe() for f in self.failures],
+            "mlflow_run_id": self.mlflow_run_id,
+        }
+
+
+def _batch_definition() -> Any:
+    """One ephemeral GE context per process, built on first use (never at import)."""
+    if "bd" not in _CONTEXT:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = ctx.data_sources.add_pandas("rtml").add_dataframe_asset("frame")
+        _CONTEXT["bd"] = asset.add_batch_definition_whole_dataframe("whole")
+    return _CONTEXT["bd"]
+
+
+def prepare(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
+    """Add the parsed event time (``_event_ms``) when a frame of raw events lacks it."""
+    if EVENT_MS in frame or spec.event_time not in frame:
+        return frame
+    raw = frame[spec.event_time]
+    if spec.event_time_format == "epoch_ms":
+        ms = pd.to_numeric(raw, errors="coerce")
+    else:
+        ts = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+        ms = pd.Series(ts.astype("int64") // 1_000_000, index=frame.index).where(ts.notna())
+    return frame.assign(**{EVENT_MS: ms})
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
+
+
+def validate(
+    data: Any,
+    suite: str,
+    spec: StreamSpec,
+    settings: Any,
+    reference: dict[str, Any] | None = None,
+    now_ms: int | None = None,
+    render: bool = True,
+) -> GateResult:
+    """Run one suite over a pandas or Spark DataFrame (Spark frames are collected through Arrow)."""
+    import great_expectations as gx
+
+    frame = data if isinstance(data, pd.DataFrame) else data.toArrow().to_pandas()
+    frame = prepare(frame, spec)
+    params = parameters(spec, settings, reference, now_ms)
+    definition = load_suite(spec, suite, settings.quality.suites_dir)
+    ge_suite = gx.ExpectationSuite(**definition)
+    with _LOCK:
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(ge_suite, expectation_parameters=params, result_format="SUMMARY")
+    failures = []
+    for r in result.results:
+        r.result = _plain(r.result)
+        if r.success:
+            continue
+        info = r.exception_info or {}
+        failures.append(
+            Failure(
+                expectation=r.expectation_config.type,
+                column=r.expectation_config.kwargs.get("column"),
+                observed=r.result.get("observed_value"),
+                unexpected_percent=r.result.get("unexpected_percent"),
+                error=(info.get("exception_message") or None) if info.get("raised_exception") else None,
+            )
+        )
+    html = None
+    if render:
+        from great_expectations.render.renderer import ValidationResultsPageRenderer
+        from great_expectations.render.view import DefaultJinjaPageView
+
+        html = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    return GateResult(
+        suite=suite,
+        passed=bool(result.success),
+        rows=len(frame),
+        evaluated=len(result.results),
+        failures=failures,
+        parameters=params,
+        result_json=_plain(result.to_json_dict()),
+        html=html,
+    )
+
+
+def _markdown(result: GateResult, where: str) -> str:
+    lines = [
+        f"### Data quality: `{result.suite}` -- {'PASSED' if result.passed else 'FAILED'}",
+        f"{result.rows} rows, {result.evaluated} expectations, {len(result.failures)} failed. {where}",
+        "",
+        "| failed expectation | detail |",
+        "|---|---|",
+        *[f"| `{f.name}` | {f.describe().split(': ', 1)[-1]} |" for f in result.failures],
+    ]
+    return "\n".join(lines)
+
+
+def publish(result: GateResult, settings: Any, tags: dict[str, str] | None = None) -> GateResult:
+    """Store validation JSON + Data Docs HTML in MLflow; add a Prefect artifact inside a run."""
+    import mlflow
+
+    from infra.clients import configure_mlflow
+
+    configure_mlflow(settings)
+    mlflow.set_experiment(settings.mlflow.experiment)
+    with mlflow.start_run(run_name=f"quality-{result.suite}") as run:
+        mlflow.set_tags(
+            {"rtml.quality.suite": result.suite, "rtml.quality.passed": str(result.passed), **(tags or {})}
+        )
+        mlflow.log_metrics(
+            {
+                "quality_rows": result.rows,
+                "quality_failed": len(result.failures),
+                "quality_evaluated": result.evaluated,
+            }
+        )
+        mlflow.log_dict(result.result_json, f"quality/{result.suite}/validation_result.json")
+        if result.html:
+            mlflow.log_text(result.html, f"quality/{result.suite}/data_docs.html")
+        mlflow.log_dict(result.summary(), f"quality/{result.suite}/summary.json")
+    result.mlflow_run_id = run.info.run_id
+    if _in_prefect_run():
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(
+            key=f"rtml-quality-{result.suite.replace('_', '-')}",
+            markdown=_markdown(result, f"MLflow run `{run.info.run_id}` holds the Data Docs."),
+            description=f"{result.suite}: {'passed' if result.passed else 'FAILED'}",
+        )
+    return result
+
+
+def _in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None

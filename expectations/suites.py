@@ -1,0 +1,194 @@
+"""Great Expectations suites, generated from the stream spec and kept under version control.
+
+Three suites per spec: ``raw_events`` (every event on the stream), ``training_batch`` (a window of
+labelled events before it is trained on) and ``scores`` (what the scoring job wrote). Bounds
+known only at run time -- now, the champion's reference distribution, the settings -- are suite
+parameters (``{"$PARAMETER": name}``) filled in by :func:`parameters`.
+
+Suites live as JSON in ``expectations/suites/<spec>/<suite>.json``; ``rtml expectations generate``
+rewrites the generated part and keeps every expectation whose ``meta`` has ``"rtml": "hand"``.
+
+>>> from infra.spec import load_spec
+>>> suite = generate(load_spec(), "scores")
+>>> [e["type"] for e in suite["expectations"]][:2]
+['expect_column_values_to_not_be_null', 'expect_column_values_to_be_between']
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from infra.spec import StreamSpec, parse_duration_seconds
+from pipelines.features import EVENT_MS
+
+SUITES = ("raw_events", "training_batch", "scores")
+SHIPPED = Path(__file__).parent / "suites"
+NUMERIC_TYPES = ["float64", "float32", "int64", "int32", "Float64", "Int64"]
+_BIG = 1e300  # "unbounded" for a parameter without a reference
+
+
+def _e(kind: str, **kwargs: Any) -> dict[str, Any]:
+    return {"type": kind, "kwargs": kwargs, "meta": {"rtml": "generated"}}
+
+
+def _features(spec: StreamSpec, training: bool) -> list[dict[str, Any]]:
+    out = []
+    for f in spec.features:
+        c = f.name
+        if f.required:
+            out.append(_e("expect_column_values_to_not_be_null", column=c, mostly={"$PARAMETER": "not_null"}))
+        if f.type in ("double", "long"):
+            out.append(_e("expect_column_values_to_be_in_type_list", column=c, type_list=NUMERIC_TYPES))
+            if f.min is not None or f.max is not None:
+                out.append(
+                    _e("expect_column_values_to_be_between", column=c, min_value=f.min, max_value=f.max)
+                )
+            if training:
+                out.append(
+                    _e(
+                        "expect_column_median_to_be_between",
+                        column=c,
+                        min_value={"$PARAMETER": f"{c}_median_min"},
+                        max_value={"$PARAMETER": f"{c}_median_max"},
+                    )
+                )
+        elif f.type == "boolean":
+            out.append(_e("expect_column_values_to_be_in_type_list", column=c, type_list=["bool", "boolean"]))
+        elif f.categories:
+            mostly = 1.0 if f.on_unknown == "reject" else 0.99
+            out.append(
+                _e("expect_column_values_to_be_in_set", column=c, value_set=f.categories, mostly=mostly)
+            )
+    return out
+
+
+def _identity(spec: StreamSpec) -> list[dict[str, Any]]:
+    return [
+        _e("expect_column_values_to_not_be_null", column=spec.event_id),
+        _e("expect_column_values_to_be_unique", column=spec.event_id),
+        _e("expect_column_values_to_not_be_null", column=spec.entity_key),
+    ]
+
+
+def generate(spec: StreamSpec, suite: str) -> dict[str, Any]:
+    """The generated suite as GE 1.x suite JSON."""
+    if suite == "raw_events":
+        exact = spec.extra_fields == "reject"
+        exps = [
+            _e(
+                "expect_table_columns_to_match_set",
+                column_set=[*spec.event_fields, EVENT_MS],
+                exact_match=exact,
+            ),
+            *_identity(spec),
+            _e("expect_column_values_to_not_be_null", column=EVENT_MS),
+            _e(
+                "expect_column_values_to_be_between",
+                column=EVENT_MS,
+                min_value=0,
+                max_value={"$PARAMETER": "max_event_ms"},
+            ),
+            *_features(spec, training=False),
+        ]
+    elif suite == "training_batch":
+        if spec.label is None:
+            raise ValueError(f"spec '{spec.name}' has no label: no training_batch suite")
+        lab = spec.label.field
+        values = [spec.label.positive, 0] if isinstance(spec.label.positive, int) else [spec.label.positive]
+        exps = [
+            _e("expect_table_row_count_to_be_between", min_value={"$PARAMETER": "min_rows"}),
+            *_identity(spec),
+            _e("expect_column_values_to_not_be_null", column=lab),
+            _e("expect_column_values_to_be_in_set", column=lab, value_set=values),
+            _e(
+                "expect_column_values_to_be_between",
+                column=EVENT_MS,
+                min_value={"$PARAMETER": "min_event_ms"},
+                max_value={"$PARAMETER": "max_event_ms"},
+            ),
+            *_features(spec, training=True),
+        ]
+        if isinstance(spec.label.positive, int) and spec.label.positive == 1:
+            exps.insert(
+                5,
+                _e(
+                    "expect_column_mean_to_be_between",
+                    column=lab,
+                    min_value={"$PARAMETER": "positive_rate_min"},
+                    max_value={"$PARAMETER": "positive_rate_max"},
+                ),
+            )
+    elif suite == "scores":
+        exps = [
+            _e("expect_column_values_to_not_be_null", column="score"),
+            _e("expect_column_values_to_be_between", column="score", min_value=0.0, max_value=1.0),
+            _e("expect_column_values_to_not_be_null", column="model_version"),
+            _e("expect_column_values_to_be_in_set", column="decision", value_set=[0, 1]),
+            _e("expect_column_values_to_not_be_null", column=spec.event_id),
+            _e("expect_column_values_to_be_unique", column=spec.event_id),
+        ]
+    else:
+        raise ValueError(f"unknown suite '{suite}' (choose from {', '.join(SUITES)})")
+    return {"name": f"{spec.name}.{suite}", "expectations": exps, "meta": {"rtml_spec": spec.name}}
+
+
+def suite_path(spec: StreamSpec, suite: str, suites_dir: Path | None = None) -> Path:
+    return (suites_dir or SHIPPED) / spec.name / f"{suite}.json"
+
+
+def load_suite(spec: StreamSpec, suite: str, suites_dir: Path | None = None) -> dict[str, Any]:
+    """The suite under version control for this spec, or the generated one if there is none."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite '{suite}' (choose from {', '.join(SUITES)})")
+    path = suite_path(spec, suite, suites_dir)
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return generate(spec, suite)
+
+
+def write_suites(spec: StreamSpec, suites_dir: Path | None = None) -> list[Path]:
+    """(Re)generate the suites of a spec, keeping hand-written expectations (meta rtml=hand)."""
+    written = []
+    for suite in SUITES:
+        if suite == "training_batch" and spec.label is None:
+            continue
+        path = suite_path(spec, suite, suites_dir)
+        fresh = generate(spec, suite)
+        if path.exists():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            fresh["expectations"] += [
+                e for e in old["expectations"] if e.get("meta", {}).get("rtml") == "hand"
+            ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(fresh, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def parameters(
+    spec: StreamSpec, settings: Any, reference: dict[str, Any] | None = None, now_ms: int | None = None
+) -> dict[str, Any]:
+    """Run-time values of the suite parameters: clock, settings, champion's reference profile."""
+    from models.profile import quantile_of
+
+    q = settings.quality
+    now_ms = now_ms or int(time.time() * 1000)
+    out: dict[str, Any] = {
+        "not_null": 1.0 - q.null_tolerance,
+        "min_rows": q.min_training_rows,
+        "positive_rate_min": q.positive_rate_min,
+        "positive_rate_max": q.positive_rate_max,
+        "max_event_ms": now_ms + spec.max_future_seconds * 1000,
+        "min_event_ms": now_ms - parse_duration_seconds(q.max_event_age) * 1000,
+    }
+    numeric_ref = (reference or {}).get("numeric", {})
+    lo, hi = q.median_band
+    for f in spec.features:
+        ref = numeric_ref.get(f.name)
+        has = ref is not None and "quantiles" in ref
+        out[f"{f.name}_median_min"] = quantile_of(ref, lo) if has else -_BIG
+        out[f"{f.name}_median_max"] = quantile_of(ref, hi) if has else _BIG
+    return out

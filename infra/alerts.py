@@ -1,0 +1,58 @@
+"""Alerts: a Prefect event (what automations and notification blocks act on) plus a copy on the
+alerts topic for consumers outside Prefect. Payloads carry no secrets: settings never enter them.
+
+Event names: ``rtml.quality.failed``, ``rtml.drift.<kind>``. The resource is the model version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+SEVERITIES = ("info", "warning", "critical")
+
+
+def model_resource(model_name: str, version: str | None) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"rtml.model.{model_name}.v{version}"
+        if version
+        else f"rtml.model.{model_name}",
+        "prefect.resource.name": model_name,
+        "rtml.model.name": model_name,
+        "rtml.model.version": str(version or ""),
+    }
+
+
+def emit_alert(
+    settings: Any, event: str, version: str | None, payload: dict[str, Any], severity: str = "warning"
+) -> dict[str, Any]:
+    """Emit one alert; returns the alert as sent. Kafka delivery is best effort (logged on failure)."""
+    from prefect.events import emit_event
+
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}")
+    body = {**payload, "severity": severity, "emitted_at_ms": int(time.time() * 1000)}
+    resource = model_resource(settings.mlflow.model_name, version)
+    sent = emit_event(event=event, resource=resource, payload=body)
+    alert = {
+        "event": event,
+        "resource": resource,
+        "payload": body,
+        "prefect_event_id": str(sent.id) if sent else None,
+    }
+    try:
+        from pipelines.kafka_clients import connection_options, make_producer
+
+        producer = make_producer(connection_options(settings))
+        try:
+            producer.send(settings.kafka.topics.alerts, json.dumps(alert, default=str).encode()).get(
+                timeout=10
+            )
+        finally:
+            producer.close(timeout=5)
+    except Exception as exc:  # noqa: BLE001 - the Prefect event is the alert of record
+        log.warning("alert %s not copied to Kafka: %s", event, type(exc).__name__)
+    return alert

@@ -1,0 +1,145 @@
+"""Data-quality commands of the `rtml` CLI: `rtml validate` and `rtml expectations`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from infra.cli import app
+from infra.cli_support import CommandError, JsonOpt, console, emit, settings_of, table
+
+
+def _read_file(path: Path) -> Any:
+    import pandas as pd
+
+    if not path.exists():
+        raise typer.BadParameter(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".json", ".jsonl"):
+            return pd.read_json(path, lines=True)
+    except Exception as exc:  # noqa: BLE001 - any reader error is one line for the user
+        raise CommandError(
+            f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+    raise typer.BadParameter(f"{path}: unsupported file type '{suffix}' (use .parquet, .csv, .json, .jsonl)")
+
+
+def _window_frame(settings: Any, spec: Any, suite: str, duration: str) -> Any:
+    from infra.spec import parse_duration_seconds
+    from pipelines.features import EVENT_MS
+    from pipelines.sinks import read_sink
+
+    try:
+        since = int(time.time() * 1000) - parse_duration_seconds(duration) * 1000
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if suite == "training_batch":
+        from pipelines.labels import read_labelled
+
+        return read_labelled(settings, since)
+    frame = read_sink(settings, "scores", since)
+    if suite == "raw_events" and len(frame):
+        frame = frame[[*spec.event_fields, EVENT_MS]]
+    return frame
+
+
+def _guess_suite(frame: Any, spec: Any) -> str:
+    if spec.label is not None and spec.label.field in frame:
+        return "training_batch"
+    return "scores" if "score" in frame else "raw_events"
+
+
+def _reference(settings: Any) -> dict | None:
+    try:
+        from models.profile import load_profile
+        from models.registry import CHAMPION, alias_version
+
+        version = alias_version(settings, CHAMPION)
+        return load_profile(settings, version) if version else None
+    except Exception:  # noqa: BLE001 - no registry reachable: validate without reference bounds
+        return None
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    file: Annotated[Path | None, typer.Argument(help="CSV / Parquet / JSON-lines file to validate.")] = None,
+    window: Annotated[
+        str | None, typer.Option(help="Validate the sinks' last DURATION instead, e.g. 15m.")
+    ] = None,
+    suite: Annotated[
+        str | None, typer.Option(help="raw_events | training_batch | scores (default: guessed from columns)")
+    ] = None,
+    store: Annotated[bool, typer.Option(help="Also store the result + Data Docs in MLflow.")] = False,
+    html: Annotated[Path | None, typer.Option(help="Write the rendered Data Docs here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a Great Expectations suite by hand; exit 1 when any expectation fails."""
+    from expectations.gate import publish
+    from expectations.gate import validate as run_suite
+    from expectations.suites import SUITES
+    from infra.spec import load_spec
+
+    if (file is None) == (window is None):
+        raise typer.BadParameter("give either FILE or --window DURATION")
+    if suite is not None and suite not in SUITES:
+        raise typer.BadParameter(f"unknown suite '{suite}' (choose from {', '.join(SUITES)})")
+    s = settings_of(ctx)
+    spec = load_spec(s.spec)
+    if file is not None:
+        frame = _read_file(file)
+        suite = suite or _guess_suite(frame, spec)
+    else:
+        suite = suite or "raw_events"
+        frame = _window_frame(s, spec, suite, window or "")
+    if len(frame) == 0:
+        raise CommandError(f"nothing to validate: no rows in {file or f'the last {window}'}")
+    result = run_suite(frame, suite, spec, s, _reference(s) if suite == "training_batch" else None)
+    if html is not None and result.html:
+        html.write_text(result.html, encoding="utf-8")
+    if store:
+        publish(result, s, {"rtml.gate": "manual"})
+    out = {"ok": result.passed, **result.summary(), "source": str(file) if file else f"last {window}"}
+
+    def render(r: dict) -> None:
+        status = "[green]PASSED[/]" if r["passed"] else "[red]FAILED[/]"
+        console.print(f"{status} suite [bold]{r['suite']}[/] on {r['rows']} rows from {r['source']}")
+        if r["failed"]:
+            table(
+                f"{len(r['failed'])} of {r['evaluated']} expectations failed",
+                ["expectation", "detail"],
+                [f.split(": ", 1) for f in r["failed"]],
+            )
+
+    emit(out, as_json, render)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def expectations(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option(help="Suites directory (default: quality.suites_dir or shipped)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Regenerate the suites of the configured spec, keeping hand-written expectations."""
+    from expectations.suites import write_suites
+    from infra.spec import load_spec
+
+    s = settings_of(ctx)
+    paths = write_suites(load_spec(s.spec), out or s.quality.suites_dir)
+    emit(
+        {"ok": True, "written": [str(p) for p in paths]},
+        as_json,
+        lambda r: console.print("\n".join(r["written"])),
+    )

@@ -1,0 +1,82 @@
+"""Settings sections of the operational checks: data-quality gates, drift monitoring, alerting.
+
+Thresholds are data: every bound a gate or a drift check applies is here, overridable like any
+other setting (``RTML_QUALITY__POSITIVE_RATE_MAX=0.1``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class QualitySettings(_Section):
+    """Great Expectations gates (expectations/)."""
+
+    suites_dir: Path | None = Field(
+        default=None, description="Suite JSON files; default: the suites shipped with rtml, else generated."
+    )
+    stream_every_batches: int = Field(
+        default=10, ge=0, description="Stream gate: validate every K-th micro-batch (0 = off)."
+    )
+    min_training_rows: int = Field(default=500, ge=1)
+    positive_rate_min: float = Field(default=0.0005, ge=0, le=1)
+    positive_rate_max: float = Field(default=0.2, ge=0, le=1)
+    max_event_age: str = Field(default="14d", description="Training events older than this are stale.")
+    null_tolerance: float = Field(default=0.01, ge=0, le=1, description="Fraction of nulls allowed.")
+    median_band: tuple[float, float] = Field(
+        default=(0.02, 0.98),
+        description="A feature's median must lie between these quantiles of the champion's reference.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QualitySettings:
+        if self.positive_rate_min > self.positive_rate_max:
+            raise ValueError("positive_rate_min > positive_rate_max")
+        lo, hi = self.median_band
+        if not 0 <= lo < hi <= 1:
+            raise ValueError("median_band must be two quantiles 0 <= lo < hi <= 1")
+        return self
+
+
+class DriftSettings(_Section):
+    """Drift checks against the champion's reference profile (flows/drift.py)."""
+
+    window: str = Field(default="15m", description="Recent window compared with the reference.")
+    min_events: int = Field(default=500, ge=10, description="Fewer events in the window: no verdict.")
+    psi_warning: float = Field(default=0.1, gt=0)
+    psi_critical: float = Field(default=0.25, gt=0)
+    ks_statistic: float = Field(default=0.1, gt=0, le=1, description="KS distance counted as drift.")
+    p_value: float = Field(default=0.001, gt=0, lt=1, description="KS / chi-square significance.")
+    score_psi: float = Field(default=0.2, gt=0, description="PSI of the score distribution.")
+    performance_drop: float = Field(
+        default=0.25, gt=0, lt=1, description="Relative drop of live P/R/F1 against the holdout figures."
+    )
+    min_labelled: int = Field(default=300, ge=10, description="Labelled events needed to judge performance.")
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    cooldown: str = Field(default="1h", description="One alert per (model, feature, kind) per cooldown.")
+    retrain_on_drift: bool = Field(default=False, description="A drift alert also runs the retrain flow.")
+    schedule_cron: str = "*/5 * * * *"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftSettings:
+        if self.psi_warning > self.psi_critical:
+            raise ValueError("psi_warning > psi_critical")
+        return self
+
+
+class AlertSettings(_Section):
+    """Where drift and quality alerts go: a Prefect notification block, created from a webhook URL."""
+
+    notification_block: str = Field(
+        default="rtml-oncall", description="Name of the Prefect notification block alerts are sent to."
+    )
+    webhook_url: SecretStr | None = Field(
+        default=None, description="Generic webhook for `rtml deploy` to create the block from (secret)."
+    )
+    min_severity: str = Field(default="warning", pattern="^(info|warning|critical)$")

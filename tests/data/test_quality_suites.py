@@ -1,0 +1,88 @@
+"""Data tier: the Great Expectations suites on real GE, no services needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from expectations.gate import validate
+from expectations.suites import SHIPPED, SUITES, suite_path, write_suites
+from infra.settings import load_settings
+from infra.spec import load_spec
+from models.profile import build_profile
+from pipelines.features import featurise_history
+from tests.helpers import POISONS, labelled_batch, poison
+
+SPEC = load_spec()
+SETTINGS = load_settings(use_default_file=False)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    history = labelled_batch(20_000, seed=3, start_ms=0)
+    return build_profile(featurise_history(history, SPEC), SPEC)
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return labelled_batch(4_000, seed=11)
+
+
+def test_committed_suites_are_the_generated_ones_plus_hand_written(tmp_path: Path) -> None:
+    shutil.copytree(SHIPPED, tmp_path, dirs_exist_ok=True)
+    write_suites(SPEC, tmp_path)
+    for suite in SUITES:
+        shipped = json.loads(suite_path(SPEC, suite).read_text())
+        assert json.loads(suite_path(SPEC, suite, tmp_path).read_text()) == shipped, suite
+    hand = [
+        e
+        for s in SUITES
+        for e in json.loads(suite_path(SPEC, s).read_text())["expectations"]
+        if e["meta"]["rtml"] == "hand"
+    ]
+    assert len(hand) >= 2
+
+
+def test_clean_batch_passes_every_expectation(clean, reference: dict) -> None:
+    result = validate(clean, "training_batch", SPEC, SETTINGS, reference, render=True)
+    assert result.passed, result.failed_names()
+    assert result.rows == 4_000 and result.evaluated >= 20
+    assert "<html" in result.html.lower()
+    events = clean.drop(columns=["is_fraud"])
+    assert validate(events, "raw_events", SPEC, SETTINGS, render=False).passed
+
+
+@pytest.mark.parametrize("kind", sorted(POISONS))
+def test_each_poison_is_blocked_and_named(kind: str, clean, reference: dict) -> None:
+    result = validate(poison(clean, kind), "training_batch", SPEC, SETTINGS, reference, render=False)
+    assert not result.passed
+    assert POISONS[kind] in result.failed_names(), result.failed_names()
+
+
+def test_raw_events_suite_catches_future_times_unknown_columns_and_categories(clean) -> None:
+    events = clean.drop(columns=["is_fraud"]).head(500).copy()
+    events.loc[events.index[:5], "event_time"] = "2031-01-01T00:00:00.000Z"
+    events.loc[events.index[5:10], "channel"] = "teleport"
+    events["surprise"] = 1
+    failed = validate(events, "raw_events", SPEC, SETTINGS, render=False).failed_names()
+    assert "expect_column_values_to_be_between(_event_ms)" in failed
+    assert "expect_column_values_to_be_in_set(channel)" in failed
+    assert "expect_table_columns_to_match_set" in failed
+
+
+def test_scores_suite_bounds_scores_and_needs_a_version() -> None:
+    import pandas as pd
+
+    good = pd.DataFrame(
+        {"transaction_id": ["a", "b"], "score": [0.0, 1.0], "decision": [0, 1], "model_version": ["3", "3"]}
+    )
+    assert validate(good, "scores", SPEC, SETTINGS, render=False).passed
+    bad = good.assign(model_version=[None, "3"], score=[0.2, float("nan")])
+    failed = validate(bad, "scores", SPEC, SETTINGS, render=False).failed_names()
+    assert {
+        "expect_column_values_to_not_be_null(model_version)",
+        "expect_column_values_to_not_be_null(score)",
+    } <= set(failed)
