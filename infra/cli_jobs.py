@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from infra.cli import app
-from infra.cli_support import CommandError, JsonOpt, console, emit, settings_of, table
+from infra.cli_support import CommandError, JsonOpt, console, emit, failure_reason, settings_of, table
 
 
 def _spec(ctx: typer.Context):  # noqa: ANN202
@@ -282,7 +282,7 @@ def retrain(
             return_state=True,
         )
     if state.is_failed():
-        raise CommandError(f"retrain flow failed: {str(state.message).splitlines()[0][:300]}")
+        raise CommandError(f"retrain flow failed: {failure_reason(state)}")
     result = {"ok": True, **state.result()}
 
     def render(r: dict) -> None:

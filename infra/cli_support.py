@@ -63,6 +63,14 @@ def emit(
         console.print_json(json.dumps(result, default=str))
 
 
+def failure_reason(state: Any) -> str:
+    """One line from a failed Prefect state: the exception's own message, without Prefect's prefix."""
+    import re
+
+    text = str(state.message or "failed").splitlines()[0]
+    return re.sub(r"^Flow run encountered an exception: \w+: ", "", text)[:2000]
+
+
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     t = Table(title=title)
     for c in columns:
