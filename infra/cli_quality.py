@@ -34,7 +34,6 @@ def _read_file(path: Path) -> Any:
 
 def _window_frame(settings: Any, spec: Any, suite: str, duration: str) -> Any:
     from infra.spec import parse_duration_seconds
-    from pipelines.features import EVENT_MS
     from pipelines.sinks import read_sink
 
     try:
@@ -47,7 +46,9 @@ def _window_frame(settings: Any, spec: Any, suite: str, duration: str) -> Any:
         return read_labelled(settings, since)
     frame = read_sink(settings, "scores", since)
     if suite == "raw_events" and len(frame):
-        frame = frame[[*spec.event_fields, EVENT_MS]]
+        from expectations.stream import raw_events_frame
+
+        frame = raw_events_frame(frame, spec)
     return frame
 
 

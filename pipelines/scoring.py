@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from expectations.stream import StreamGate
 from infra.settings import Settings
 from infra.spec import StreamSpec
 from models.registry import CHAMPION, alias_version
@@ -142,9 +143,11 @@ class BatchSink:
         self.version: str | None = None
         self.batches: list[dict[str, Any]] = []
         self.outbox = KafkaOutbox(settings, spec)
+        self.gate = StreamGate(settings, spec)
 
     def close(self) -> None:
         self.outbox.close()
+        self.gate.close()
 
     def resolve_champion(self) -> str:
         version = alias_version(self.settings, CHAMPION)
@@ -178,6 +181,7 @@ class BatchSink:
             _write_parquet(quarantine, self.root / "quarantine" / name)
         t_parquet = time.monotonic() - t0 - t_spark
         self.outbox.submit(name, scored, quarantine)  # sent while Spark works on the next batch
+        self.gate.submit(batch_id, scored, version)  # every K-th batch, checked off the scoring path
         by_reason = (
             {
                 str(r["values"]): int(r["counts"])
@@ -249,6 +253,7 @@ class BatchSink:
             "quarantined": sum(b["quarantined"] for b in self.batches),
             "quarantined_by_reason": dict(sorted(reasons.items())),
             "model_versions": versions,
+            "quality": self.gate.summary(),
         }
 
 
