@@ -95,16 +95,26 @@ def _batch_definition() -> Any:
 
 
 def prepare(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
-    """Add the parsed event time (``_event_ms``) when a frame of raw events lacks it."""
-    if EVENT_MS in frame or spec.event_time not in frame:
-        return frame
-    raw = frame[spec.event_time]
+    """Normalise a frame for the suites: add the parsed event time (``_event_ms``) when missing, and
+    turn boolean features stored as model inputs (0.0 / 1.0 doubles, as the sinks keep them) back
+    into booleans. Any other value leaves the column as it is, for the type check to catch."""
+    out = frame
+    for f in spec.features:
+        col = frame.get(f.name)
+        if f.type == "boolean" and col is not None and pd.api.types.is_float_dtype(col):
+            known = col.dropna()
+            if known.isin([0.0, 1.0]).all():
+                flags = col.map({1.0: True, 0.0: False})  # GE types: numpy bool, not "boolean"
+                out = out.assign(**{f.name: flags.astype(bool) if len(known) == len(col) else flags})
+    if EVENT_MS in out or spec.event_time not in out:
+        return out
+    raw = out[spec.event_time]
     if spec.event_time_format == "epoch_ms":
         ms = pd.to_numeric(raw, errors="coerce")
     else:
         ts = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
-        ms = pd.Series(ts.astype("int64") // 1_000_000, index=frame.index).where(ts.notna())
-    return frame.assign(**{EVENT_MS: ms})
+        ms = pd.Series(ts.astype("int64") // 1_000_000, index=out.index).where(ts.notna())
+    return out.assign(**{EVENT_MS: ms})
 
 
 def _plain(value: Any) -> Any:

@@ -36,12 +36,9 @@ QUALITY_DIR = "_quality"
 
 def raw_events_frame(scored: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
     """The event fields of scored rows as they arrived (booleans back from the model's 0/1)."""
-    frame = scored[[*spec.event_fields, EVENT_MS]].copy()
-    for f in spec.features:
-        if f.type == "boolean":
-            flags = frame[f.name].map({1.0: True, 0.0: False})  # GE types: numpy bool, not "boolean"
-            frame[f.name] = flags.astype(bool) if flags.notna().all() else flags.astype(object)
-    return frame
+    from expectations.gate import prepare
+
+    return prepare(scored[[*spec.event_fields, EVENT_MS]], spec)
 
 
 class StreamGate:

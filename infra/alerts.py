@@ -35,7 +35,7 @@ def emit_alert(
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}")
     body = {**payload, "severity": severity, "emitted_at_ms": int(time.time() * 1000)}
-    resource = model_resource(settings.mlflow.model_name, version)
+    resource = {**model_resource(settings.mlflow.model_name, version), "rtml.alert.severity": severity}
     sent = emit_event(event=event, resource=resource, payload=body)
     alert = {
         "event": event,
@@ -56,3 +56,32 @@ def emit_alert(
     except Exception as exc:  # noqa: BLE001 - the Prefect event is the alert of record
         log.warning("alert %s not copied to Kafka: %s", event, type(exc).__name__)
     return alert
+
+
+LEDGER_TAG = "rtml.alerted."
+
+
+def emit_once(
+    settings: Any,
+    version: str,
+    key: str,
+    event: str,
+    payload: dict[str, Any],
+    severity: str,
+    cooldown_s: float,
+    now_ms: int | None = None,
+) -> dict[str, Any] | None:
+    """Emit unless the same (model version, key) alerted within the cooldown; None when suppressed.
+
+    The ledger is a tag per key on the registered model version (``rtml.alerted.<key>`` = epoch ms),
+    shared by every process that talks to the registry and visible in the MLflow UI.
+    """
+    from models.registry import client, tag_version
+
+    now_ms = now_ms or int(time.time() * 1000)
+    tags = client(settings).get_model_version(settings.mlflow.model_name, version).tags or {}
+    last = int(tags.get(LEDGER_TAG + key, "0") or 0)
+    if now_ms - last < cooldown_s * 1000:
+        return None
+    tag_version(settings, version, {LEDGER_TAG + key: str(now_ms)})
+    return emit_alert(settings, event, version, payload, severity)

@@ -1,4 +1,4 @@
-"""Data-quality commands of the `rtml` CLI: `rtml validate` and `rtml expectations`."""
+"""Data-quality and monitoring commands of the `rtml` CLI: validate, expectations, drift, alerting."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from infra.cli import app
-from infra.cli_support import CommandError, JsonOpt, console, emit, settings_of, table
+from infra.cli_support import CommandError, JsonOpt, console, emit, failure_reason, settings_of, table
 
 
 def _read_file(path: Path) -> Any:
@@ -143,4 +143,86 @@ def expectations(
         {"ok": True, "written": [str(p) for p in paths]},
         as_json,
         lambda r: console.print("\n".join(r["written"])),
+    )
+
+
+@app.command()
+def drift(
+    ctx: typer.Context,
+    window: Annotated[
+        str | None, typer.Option(help="Recent window to check, e.g. 15m (default drift.window).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a drift check now (Prefect flow): findings, alerts sent (after cooldown), report in MLflow."""
+    from flows.drift import drift_flow
+    from infra.clients import configure_mlflow, prefect_api
+    from infra.spec import parse_duration_seconds
+
+    if window is not None:
+        try:
+            parse_duration_seconds(window)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    s = settings_of(ctx)
+    configure_mlflow(s)
+    config = getattr(ctx.obj, "config", None)
+    with prefect_api(s):
+        state = drift_flow(
+            config_file=str(config) if config else None,
+            overrides=getattr(ctx.obj, "overrides", None),
+            window=window,
+            return_state=True,
+        )
+    if state.is_failed():
+        raise CommandError(f"drift check failed: {failure_reason(state)}")
+    result = {"ok": True, **state.result()}
+
+    def render(r: dict) -> None:
+        console.print(
+            f"[bold]{r['verdict']}[/]: v{r['champion']} of {r['model']}, last {r['window']}: "
+            f"{r['events']} events, {r['labelled']} labelled"
+        )
+        if r["findings"]:
+            table(
+                "drift findings",
+                ["kind", "feature", "statistic", "value", "threshold", "severity", "alert"],
+                [
+                    [
+                        f["kind"],
+                        f["feature"],
+                        f["statistic"],
+                        f"{f['value']:.4g}",
+                        f"{f['threshold']:.4g}",
+                        f["severity"],
+                        "sent" if f"{f['kind']}.{f['feature']}" in r["alerts_sent"] else "cooldown",
+                    ]
+                    for f in r["findings"]
+                ],
+            )
+        if r.get("retrain"):
+            console.print(f"retrain on drift: {r['retrain']['outcome']} ({r['retrain']['reason']})")
+
+    emit(result, as_json, render)
+
+
+@app.command()
+def alerting(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Create or update the on-call route: notification block (from alerts.webhook_url) + automation."""
+    from infra.alerting import AlertingError, ensure_alerting
+    from infra.clients import prefect_api
+
+    s = settings_of(ctx)
+    try:
+        with prefect_api(s):
+            result = ensure_alerting(s)
+    except AlertingError as exc:
+        raise CommandError(str(exc)) from None
+    emit(
+        {"ok": True, **result},
+        as_json,
+        lambda r: console.print(
+            f"automation {r['automation']} {r['action']}: {', '.join(r['severities'])} alerts "
+            f"-> notification block {r['notification_block']}"
+        ),
     )

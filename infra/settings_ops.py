@@ -48,6 +48,12 @@ class DriftSettings(_Section):
     """Drift checks against the champion's reference profile (flows/drift.py)."""
 
     window: str = Field(default="15m", description="Recent window compared with the reference.")
+    features: list[str] | None = Field(
+        default=None, description="Features to watch; default: every feature the spec declares."
+    )
+    performance_window: str = Field(
+        default="1d", description="Labelled events (by event time) judged for live performance."
+    )
     min_events: int = Field(default=500, ge=10, description="Fewer events in the window: no verdict.")
     psi_warning: float = Field(default=0.1, gt=0)
     psi_critical: float = Field(default=0.25, gt=0)
@@ -74,7 +80,9 @@ class AlertSettings(_Section):
     """Where drift and quality alerts go: a Prefect notification block, created from a webhook URL."""
 
     notification_block: str = Field(
-        default="rtml-oncall", description="Name of the Prefect notification block alerts are sent to."
+        default="rtml-oncall",
+        pattern="^[a-z0-9-]+$",
+        description="Name of the Prefect notification block alerts are sent to (lowercase, digits, dashes).",
     )
     webhook_url: SecretStr | None = Field(
         default=None, description="Generic webhook for `rtml deploy` to create the block from (secret)."

@@ -86,3 +86,11 @@ def test_scores_suite_bounds_scores_and_needs_a_version() -> None:
         "expect_column_values_to_not_be_null(model_version)",
         "expect_column_values_to_not_be_null(score)",
     } <= set(failed)
+
+
+def test_booleans_stored_as_model_inputs_pass_and_other_numbers_do_not(clean, reference: dict) -> None:
+    as_stored = clean.assign(card_present=clean["card_present"].astype(float))  # how the sinks keep them
+    assert validate(as_stored, "training_batch", SPEC, SETTINGS, reference, render=False).passed
+    bad = as_stored.assign(card_present=as_stored["card_present"].where(as_stored.index % 7 > 0, 0.5))
+    failed = validate(bad, "training_batch", SPEC, SETTINGS, reference, render=False).failed_names()
+    assert "expect_column_values_to_be_in_type_list(card_present)" in failed

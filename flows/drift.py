@@ -1,0 +1,179 @@
+"""Drift flow: compare the recent window with the champion's reference and page on what moved.
+
+Inputs and scores of the last ``drift.window`` (scores sink) against the champion's reference
+profile; live precision / recall / F1 and ADWIN on the labelled feedback of the last
+``drift.performance_window``. Each finding becomes a ``rtml.drift.<kind>`` Prefect event (at most
+one per model version, feature and kind per ``drift.cooldown``), which the alert automation sends
+to the on-call notification block. The report (plots + statistics) goes to MLflow and Prefect.
+
+    python -m flows.drift            # one check against the configured services
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from infra.settings import Settings, load_settings
+from infra.spec import StreamSpec, load_spec, parse_duration_seconds
+
+
+class DriftCheckError(RuntimeError):
+    """The check cannot run (no champion, no reference profile); one-line reason."""
+
+
+@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def champion_reference(settings: Settings) -> dict[str, Any]:
+    """Champion version, its reference profile and its holdout precision / recall / F1."""
+    from models.profile import load_profile
+    from models.registry import CHAMPION, alias_version, client
+
+    version = alias_version(settings, CHAMPION)
+    if version is None:
+        raise DriftCheckError(f"no @{CHAMPION} of model '{settings.mlflow.model_name}': run `rtml bootstrap`")
+    profile = load_profile(settings, version)
+    if profile is None:
+        raise DriftCheckError(f"v{version} has no reference profile (reference/profile.json): retrain it")
+    run_id = client(settings).get_model_version(settings.mlflow.model_name, version).run_id
+    metrics = client(settings).get_run(run_id).data.metrics
+    holdout = {m: metrics[f"holdout_{m}"] for m in ("precision", "recall", "f1") if f"holdout_{m}" in metrics}
+    return {"version": version, "profile": profile, "holdout": holdout}
+
+
+@task(cache_policy=NO_CACHE)
+def recent_scores(settings: Settings, window: str) -> Any:
+    from pipelines.sinks import read_sink
+
+    since = int(time.time() * 1000) - parse_duration_seconds(window) * 1000
+    return read_sink(settings, "scores", since)
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def labelled_feedback(settings: Settings, spec: StreamSpec, version: str) -> Any:
+    """Labelled events the champion served in the performance window, oldest first."""
+    from pipelines.labels import build_labelled, ingest_labels, read_labelled
+
+    ingest_labels(settings, spec)
+    build_labelled(settings, spec)
+    since = int(time.time() * 1000) - parse_duration_seconds(settings.drift.performance_window) * 1000
+    frame = read_labelled(settings, since)
+    if frame.empty or spec.label is None:
+        return frame
+    return frame[(frame["model_version"].astype(str) == version) & frame[spec.label.field].notna()]
+
+
+@task(cache_policy=NO_CACHE)
+def check(
+    settings: Settings, spec: StreamSpec, ref: dict[str, Any], scores: Any, labelled: Any, window: str
+) -> tuple[list[Any], dict[str, Any]]:
+    from models.drift import input_findings, performance_findings
+
+    cfg = settings.drift
+    findings, stats = [], {}
+    if len(scores) >= cfg.min_events:
+        features = cfg.features or [f.name for f in spec.features]
+        findings, stats = input_findings(ref["profile"], scores, features, cfg, window)
+    perf_stats: dict[str, Any] = {}
+    if spec.label is not None and spec.task == "classification" and len(labelled):
+        perf, perf_stats = performance_findings(
+            labelled, spec.label.field, ref["holdout"], cfg, settings.drift.performance_window
+        )
+        findings += perf
+    return findings, {"inputs": stats, "performance": perf_stats}
+
+
+@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def alert(settings: Settings, version: str, findings: list[Any]) -> list[str]:
+    """Emit each finding unless its (version, feature, kind) alerted within the cooldown."""
+    from infra.alerts import emit_once
+
+    cooldown = parse_duration_seconds(settings.drift.cooldown)
+    sent = []
+    for f in findings:
+        if emit_once(settings, version, f.key, f.event, f.payload(), f.severity, cooldown) is not None:
+            sent.append(f.key)
+    return sent
+
+
+@task(retries=1, cache_policy=NO_CACHE)
+def report(settings: Settings, ref: dict[str, Any], scores: Any, stats: dict[str, Any], summary: dict) -> str:
+    """Plots + statistics as MLflow artifacts of a ``drift-check`` run; the table as a Prefect artifact."""
+    import mlflow
+
+    from infra.clients import configure_mlflow
+    from models.drift_report import figure, markdown
+
+    configure_mlflow(settings)
+    mlflow.set_experiment(settings.mlflow.experiment)
+    with mlflow.start_run(run_name="drift-check") as run:
+        mlflow.set_tags(
+            {
+                "rtml.drift.champion_version": ref["version"],
+                "rtml.drift.findings": str(len(summary["findings"])),
+                "rtml.drift.alerts_sent": ",".join(summary["alerts_sent"]),
+            }
+        )
+        mlflow.log_dict({**summary, "statistics": stats}, "drift/report.json")
+        if stats["inputs"]:
+            import matplotlib.pyplot as plt
+
+            fig = figure(ref["profile"], scores, stats["inputs"])
+            mlflow.log_figure(fig, "drift/report.png")
+            plt.close(fig)
+    create_markdown_artifact(
+        key="rtml-drift-report",
+        markdown=markdown(summary) + f"\n\nPlots: MLflow run `{run.info.run_id}` (`drift/report.png`).",
+        description=f"drift check of v{ref['version']}",
+    )
+    return run.info.run_id
+
+
+@flow(name="rtml-drift", log_prints=True)
+def drift_flow(
+    config_file: str | None = None, overrides: dict[str, Any] | None = None, window: str | None = None
+) -> dict[str, Any]:
+    """One drift check; returns a JSON-able summary (findings, alerts sent, retrain triggered)."""
+    from pathlib import Path
+
+    settings = load_settings(Path(config_file) if config_file else None, overrides)
+    spec = load_spec(settings.spec)
+    window = window or settings.drift.window
+    parse_duration_seconds(window)  # a bad window fails here, in one line
+    logger = get_run_logger()
+    ref = champion_reference(settings)
+    scores = recent_scores(settings, window)
+    labelled = labelled_feedback(settings, spec, ref["version"])
+    findings, stats = check(settings, spec, ref, scores, labelled, window)
+    sent = alert(settings, ref["version"], findings)
+    summary: dict[str, Any] = {
+        "model": settings.mlflow.model_name,
+        "champion": ref["version"],
+        "window": window,
+        "events": int(len(scores)),
+        "labelled": int(len(labelled)),
+        "verdict": "drift" if findings else "stable",
+        "findings": [{**f.payload(), "severity": f.severity} for f in findings],
+        "alerts_sent": sent,
+        "retrain": None,
+    }
+    if len(scores) < settings.drift.min_events:
+        summary["verdict"] = "drift" if findings else "insufficient data"
+        summary["note"] = f"{len(scores)} events in the window, fewer than drift.min_events"
+    summary["mlflow_run_id"] = report(settings, ref, scores, stats, summary)
+    if sent and settings.drift.retrain_on_drift:
+        from flows.retrain import retrain_flow
+
+        outcome = retrain_flow(config_file=config_file, overrides=overrides, trigger="drift")
+        summary["retrain"] = {
+            k: outcome.get(k) for k in ("outcome", "reason", "challenger", "champion_after")
+        }
+    logger.info(f"drift check v{ref['version']}: {summary['verdict']}, alerts sent: {sent or 'none'}")
+    return summary
+
+
+if __name__ == "__main__":
+    print(drift_flow())

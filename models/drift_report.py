@@ -1,0 +1,68 @@
+"""Drift report: reference-vs-current distribution plots and the statistics, as one figure.
+
+Stored by the drift flow as MLflow artifacts (``drift/report.png``, ``drift/report.json``) of a
+``drift-check`` run, next to a Prefect markdown artifact with the table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def figure(reference: dict[str, Any], scores: pd.DataFrame, stats: dict[str, Any]) -> Any:
+    """One panel per checked feature (and the score): reference in grey, current window in colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(stats)
+    cols = 3
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        st = stats[name]
+        ref = reference["score"] if name == "score" else reference.get("numeric", {}).get(name)
+        if ref is not None and "sample" in ref:
+            cur = pd.to_numeric(scores[name], errors="coerce").dropna().to_numpy()
+            both = np.concatenate([np.asarray(ref["sample"]), cur])
+            bins = np.histogram_bin_edges(both, bins=30)
+            ax.hist(ref["sample"], bins=bins, density=True, alpha=0.5, color="grey", label="reference")
+            ax.hist(cur, bins=bins, density=True, alpha=0.5, color="tab:red", label="current")
+            title = f"{name}  PSI {st['psi']:.3f}  KS {st['ks']:.3f}"
+        else:
+            freq = reference["categorical"][name]
+            cats = sorted(set(freq) | set(st.get("current", {})))
+            x = np.arange(len(cats))
+            ax.bar(x - 0.2, [freq.get(c, 0) for c in cats], 0.4, color="grey", label="reference")
+            ax.bar(x + 0.2, [st["current"].get(c, 0) for c in cats], 0.4, color="tab:red", label="current")
+            ax.set_xticks(x, cats, rotation=45, ha="right", fontsize=7)
+            title = f"{name}  PSI {st['psi']:.3f}"
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"### Drift check of `{summary['model']}` v{summary['champion']} -- window {summary['window']}",
+        f"{summary['events']} scored events, {summary['labelled']} labelled. "
+        f"{len(summary['findings'])} finding(s), {len(summary['alerts_sent'])} alert(s) sent.",
+        "",
+        "| kind | feature | statistic | value | threshold | severity | alert |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    sent = set(summary["alerts_sent"])
+    for f in summary["findings"]:
+        key = f"{f['kind']}.{f['feature']}"
+        lines.append(
+            f"| {f['kind']} | {f['feature']} | {f['statistic']} | {f['value']:.4g} | {f['threshold']:.4g} "
+            f"| {f['severity']} | {'sent' if key in sent else 'cooldown'} |"
+        )
+    return "\n".join(lines)
