@@ -129,23 +129,68 @@ def smoke(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def demo(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def demo(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(min=2000, help="Events per round (two rounds).")] = 24_000,
+    rate: Annotated[float, typer.Option(min=100, help="Events per second.")] = 2_000,
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the local stack up afterwards to browse the UIs.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Bring up the local stack, run the end-to-end demo, print a summary and the UI URLs."""
     from infra.demo import run_demo
 
-    result = run_demo(settings_of(ctx), progress=not as_json)
+    result = run_demo(
+        settings_of(ctx),
+        progress=not as_json,
+        events=events,
+        drift_at=events // 3,
+        rate=rate,
+        keep_running=keep_running,
+    )
     emit(result, as_json, _render_demo)
     if not result["ok"]:
         raise typer.Exit(1)
 
 
 def _render_demo(result: dict) -> None:
-    _render_services(result["stack"])
     for title, rows in result.get("tables", {}).items():
         table(title, ["", "value"], [[k, v] for k, v in rows.items()])
+    if result["drift_alerts"]:
+        table(
+            "drift alerts (one per model version, feature and kind)",
+            ["check", "model", "kind", "feature", "statistic", "value", "severity"],
+            [
+                [
+                    a["check"],
+                    f"v{a['champion']}",
+                    a["kind"],
+                    a["feature"],
+                    a["statistic"],
+                    f"{a['value']:.3g}",
+                    a["severity"],
+                ]
+                for a in result["drift_alerts"]
+            ],
+        )
+    table(
+        "deployments",
+        ["deployment", "schedule"],
+        [
+            [d["deployment"], ", ".join(d["schedules"]) or "by hand / rtml serve"]
+            for d in result["deployments"]
+        ],
+    )
+    if result["stopped"]:
+        console.print(
+            f"stopped what the demo started ({', '.join(result['stopped'])}); "
+            "run [bold]rtml demo --keep-running[/] (or [bold]rtml up[/]) to browse the UIs:"
+        )
     console.print("[bold]MLflow UI:[/]  " + result["urls"]["mlflow"])
     console.print("[bold]Prefect UI:[/] " + result["urls"]["prefect"])
-    console.print("Stop the stack with [bold]rtml down[/] (or `make clean-state`).")
+    if not result["stopped"]:
+        console.print("Stop the stack with [bold]rtml down[/] (or `make clean-state`).")
 
 
 def main() -> None:

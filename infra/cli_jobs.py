@@ -304,3 +304,49 @@ def retrain(
             )
 
     emit(result, as_json, render)
+
+
+def _flow_params(ctx: typer.Context) -> tuple[str | None, dict | None]:
+    """What a deployment's runs need to rebuild these settings: the config file and the global flags."""
+    config = getattr(ctx.obj, "config", None)
+    overrides = getattr(ctx.obj, "overrides", None)
+    return (str(Path(config).resolve()) if config else None), overrides
+
+
+@app.command()
+def deploy(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Register the Prefect deployments (score, retrain, quality, drift, promote) and the alert automation."""
+    from flows.deployments import apply_all
+    from infra.clients import prefect_api
+
+    s = settings_of(ctx)
+    config, overrides = _flow_params(ctx)
+    with prefect_api(s):
+        result = apply_all(s, config, overrides)
+
+    def render(r: dict) -> None:
+        table(
+            "deployments",
+            ["deployment", "schedule"],
+            [
+                [d["deployment"], ", ".join(d["schedules"]) or "by hand / rtml serve"]
+                for d in r["deployments"]
+            ],
+        )
+        a = r["alerting"]
+        console.print(f"alerting: {a.get('automation', '')} {a['action']} {a.get('reason', '')}".strip())
+
+    emit({"ok": True, **result}, as_json, render)
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the deployments on this machine until Ctrl-C: scoring supervisor + scheduled flows."""
+    from flows.deployments import serve as run
+    from infra.clients import configure_mlflow, prefect_api
+
+    s = settings_of(ctx)
+    configure_mlflow(s)
+    config, overrides = _flow_params(ctx)
+    with prefect_api(s):
+        run(s, config, overrides)

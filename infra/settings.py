@@ -286,3 +286,26 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
         elif v is not None:
             out[k] = v
     return out
+
+
+def public_overrides(settings: Settings) -> dict[str, Any]:
+    """Non-default settings as JSON-able overrides, secrets left out (they travel in the environment).
+
+    >>> s = load_settings(overrides={"alerts": {"webhook_url": "https://hook"}, "ports": {"kafka": 1}},
+    ...                   use_default_file=False)
+    >>> public_overrides(s)
+    {'ports': {'kafka': 1}}
+    """
+
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "conf":
+                v = strip(v)
+                if v:
+                    out[k] = v
+            elif v != "**********":
+                out[k] = v
+        return out
+
+    return strip(settings.model_dump(mode="json", exclude_defaults=True))

@@ -21,6 +21,8 @@ class QualitySettings(_Section):
     suites_dir: Path | None = Field(
         default=None, description="Suite JSON files; default: the suites shipped with rtml, else generated."
     )
+    window: str = Field(default="15m", description="Scheduled quality check: the last window of scores.")
+    schedule_cron: str = "*/10 * * * *"
     stream_every_batches: int = Field(
         default=10, ge=0, description="Stream gate: validate every K-th micro-batch (0 = off)."
     )

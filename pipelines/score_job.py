@@ -40,12 +40,17 @@ def run_scoring(
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     t0 = time.monotonic()
     query = build_query(spark, settings, spec, sink, available_now)
+    last_batch = None
     try:
         while query.isActive:
             if stop.is_set() or (max_seconds is not None and time.monotonic() - t0 > max_seconds):
                 query.stop()
                 break
             query.awaitTermination(0.5)
+            progress = query.lastProgress
+            if progress and progress.get("batchId") != last_batch:
+                last_batch = progress.get("batchId")
+                write_progress(settings, progress)
         error = query.exception()
         if error is not None:
             raise RuntimeError(f"scoring query failed: {str(error).splitlines()[0]}")
@@ -60,6 +65,36 @@ def run_scoring(
     summary["recovered_kafka_batches"] = len(recovered)
     summary["ok"] = True
     return summary
+
+
+PROGRESS_FILE = "_progress.json"
+
+
+def write_progress(settings: Settings, progress: dict[str, Any]) -> None:
+    """Spark's progress of the last micro-batch, for the supervisor: rates, duration, offsets."""
+    import json
+
+    end = (progress.get("sources") or [{}])[0].get("endOffset")
+    if isinstance(end, str):  # Python data sources report their offsets as a JSON string
+        try:
+            end = json.loads(end)
+        except ValueError:
+            end = None
+    keep = {
+        "batch_id": progress.get("batchId"),
+        "timestamp": progress.get("timestamp"),
+        "input_rows": progress.get("numInputRows"),
+        "input_rows_per_s": progress.get("inputRowsPerSecond"),
+        "processed_rows_per_s": progress.get("processedRowsPerSecond"),
+        "batch_duration_ms": (progress.get("durationMs") or {}).get("triggerExecution"),
+        "end_offset": end,
+        "written_at_ms": int(time.time() * 1000),
+    }
+    path = settings.sink_root / PROGRESS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(keep, default=str))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

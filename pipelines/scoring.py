@@ -240,21 +240,30 @@ class BatchSink:
         )
 
     def summary(self) -> dict[str, Any]:
-        reasons: dict[str, int] = {}
-        for b in self.batches:
-            for r, n in b["by_reason"].items():
-                key = r.split(":")[0]
-                reasons[key] = reasons.get(key, 0) + n
-        versions = sorted({b["model_version"] for b in self.batches if b["scored"]}, key=int)
-        return {
-            "batches": len(self.batches),
-            "read": sum(b["read"] for b in self.batches),
-            "scored": sum(b["scored"] for b in self.batches),
-            "quarantined": sum(b["quarantined"] for b in self.batches),
-            "quarantined_by_reason": dict(sorted(reasons.items())),
-            "model_versions": versions,
-            "quality": self.gate.summary(),
-        }
+        return {**summarise_batches(self.batches), "quality": self.gate.summary()}
+
+
+def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over per-batch records (``BatchSink.batches`` or the ``<sink>/_batches/*.json`` files)."""
+    reasons: dict[str, int] = {}
+    for b in batches:
+        for r, n in b["by_reason"].items():
+            key = r.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + n
+    versions = sorted({b["model_version"] for b in batches if b["scored"]}, key=int)
+    return {
+        "batches": len(batches),
+        "read": sum(b["read"] for b in batches),
+        "scored": sum(b["scored"] for b in batches),
+        "quarantined": sum(b["quarantined"] for b in batches),
+        "quarantined_by_reason": dict(sorted(reasons.items())),
+        "model_versions": versions,
+    }
+
+
+def read_batch_records(settings: Settings) -> list[dict[str, Any]]:
+    """The per-batch records the scoring job wrote, in batch order."""
+    return [json.loads(p.read_text()) for p in sorted((settings.sink_root / "_batches").glob("*.json"))]
 
 
 def build_query(

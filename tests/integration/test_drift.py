@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,47 +12,24 @@ import pytest
 from flows.drift import drift_flow
 from infra.alerting import ensure_alerting
 from infra.clients import prefect_api
+from infra.oncall import WebhookReceiver
 from infra.spec import load_spec
 from models.bootstrap import bootstrap
 from pipelines.producer import generated_frames, stream_frames
 from pipelines.score_job import run_scoring
-from tests.helpers import free_port, overrides_of, scoped_settings
+from tests.helpers import overrides_of, scoped_settings
 
 pytestmark = pytest.mark.integration
 
 
-class Receiver:
-    """A local webhook endpoint: every POST body, parsed."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                received.append({"subject": body["subject"], **json.loads(body["body"])})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oncall"
-
-    def of(self, model: str) -> list[dict]:
-        return [a for a in self.received if a["resource"]["rtml.model.name"] == model]
-
-
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
     yield r
-    r.server.shutdown()
+    r.close()
 
 
-def _world(stack, tmp_path: Path, receiver: Receiver, **drift):  # noqa: ANN001, ANN202
+def _world(stack, tmp_path: Path, receiver: WebhookReceiver, **drift):  # noqa: ANN001, ANN202
     s = scoped_settings(
         stack,
         tmp_path,
@@ -84,7 +58,7 @@ def _check(s) -> dict:  # noqa: ANN001
         return drift_flow(overrides=overrides_of(s))
 
 
-def _settle(receiver: Receiver, model: str, want: int, timeout: float = 60) -> list[dict]:
+def _settle(receiver: WebhookReceiver, model: str, want: int, timeout: float = 60) -> list[dict]:
     """Wait for `want` alerts, then a little longer to catch any extra one."""
     deadline = time.monotonic() + timeout
     while len(receiver.of(model)) < want and time.monotonic() < deadline:
