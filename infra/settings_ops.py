@@ -62,6 +62,10 @@ class DriftSettings(_Section):
     ks_statistic: float = Field(default=0.1, gt=0, le=1, description="KS distance counted as drift.")
     p_value: float = Field(default=0.001, gt=0, lt=1, description="KS / chi-square significance.")
     score_psi: float = Field(default=0.2, gt=0, description="PSI of the score distribution.")
+    score_bands: list[float] = Field(
+        default=[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9],
+        description="Bin edges of the score PSI for scores in [0, 1] (others use reference deciles).",
+    )
     performance_drop: float = Field(
         default=0.25, gt=0, lt=1, description="Relative drop of live P/R/F1 against the holdout figures."
     )

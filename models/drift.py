@@ -62,8 +62,13 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def numeric_stats(reference: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
-    """PSI on the reference deciles and KS against the reference sample, for finite values."""
+def numeric_stats(
+    reference: dict[str, Any], values: np.ndarray, edges: list[float] | None = None
+) -> dict[str, Any]:
+    """PSI and KS against the reference sample, for finite values.
+
+    PSI bins are the reference deciles, or fixed ``edges`` (scores of probability models: their
+    deciles crowd near 0, where a harmless shift of 1e-6 would cross bins)."""
     from scipy.stats import ks_2samp
 
     ref = np.asarray(reference["sample"], dtype=float)
@@ -71,7 +76,7 @@ def numeric_stats(reference: dict[str, Any], values: np.ndarray) -> dict[str, An
     cur = cur[np.isfinite(cur)]
     if not len(ref) or not len(cur):
         return {"n": int(len(cur)), "psi": float("nan"), "ks": float("nan"), "p_value": float("nan")}
-    edges = np.unique(np.quantile(ref, np.linspace(0.1, 0.9, 9)))
+    edges = np.asarray(edges) if edges else np.unique(np.quantile(ref, np.linspace(0.1, 0.9, 9)))
     expected = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1)
     actual = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1)
     ks = ks_2samp(ref, cur)
@@ -167,7 +172,9 @@ def input_findings(
         if severity is not None:
             findings.append(Finding("feature", name, statistic, value, threshold, severity, window, st))
     if "score" in reference and "sample" in reference["score"]:
-        st = numeric_stats(reference["score"], scores["score"].to_numpy())
+        values = scores["score"].to_numpy(dtype=float)
+        in_unit = bool(np.nanmin(values) >= 0 and np.nanmax(values) <= 1) if len(values) else True
+        st = numeric_stats(reference["score"], values, cfg.score_bands if in_unit else None)
         stats["score"] = st
         if st["psi"] >= cfg.score_psi:
             severity = "critical" if st["psi"] >= 2 * cfg.score_psi else "warning"
