@@ -105,7 +105,14 @@ def quality_gate(
 def train(settings: Settings, spec: StreamSpec, champion_model: Any, window: Any) -> Any:
     from models.training import train_challenger
 
-    return train_challenger(champion_model, window, spec, settings.retrain.mode)
+    return train_challenger(
+        champion_model,
+        window,
+        spec,
+        settings.retrain.mode,
+        family=settings.model.family,
+        params=settings.model.params,
+    )
 
 
 @task(cache_policy=NO_CACHE)

@@ -144,6 +144,13 @@ class PromotionSettings(_Section):
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1, description="Newest slice of the window.")
 
 
+class ModelSettings(_Section):
+    """Which learner family new models use (models/families.py) and its constructor arguments."""
+
+    family: Literal["sgd_logistic", "hoeffding_tree", "streaming_kmeans", "streaming_linear"] = "sgd_logistic"
+    params: dict[str, Any] = Field(default_factory=dict, description="e.g. {grace_period: 100} for a tree.")
+
+
 class RetrainSettings(_Section):
     mode: Literal["incremental", "full"] = "incremental"
     sliding_window: str = Field(default="7d", description="Training window of a full retrain.")
@@ -167,6 +174,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
     ports: PortSettings = PortSettings()
     scoring: ScoringSettings = ScoringSettings()
+    model: ModelSettings = ModelSettings()
     promotion: PromotionSettings = PromotionSettings()
     retrain: RetrainSettings = RetrainSettings()
     quality: QualitySettings = QualitySettings()

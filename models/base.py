@@ -29,8 +29,8 @@ class Learner(Protocol):
 class IncrementalEncoder:
     """Numeric columns scaled with running mean/variance; categoricals one-hot on the spec's categories.
 
-    Missing numeric values become the running mean (0 after scaling); unseen categories map to a
-    dedicated unknown column.
+    Missing and non-finite numeric values become the running mean (0 after scaling); unseen
+    categories map to a dedicated unknown column.
     """
 
     def __init__(self, numeric: list[str], categories: dict[str, list[str]]) -> None:
@@ -50,6 +50,7 @@ class IncrementalEncoder:
 
     def partial_fit(self, X: pd.DataFrame) -> IncrementalEncoder:
         num = X[self.numeric].to_numpy(dtype="float64")
+        num = np.where(np.isfinite(num), num, np.nan)  # non-finite values count as missing
         if np.isnan(num).all(axis=0).any() and not self._fitted:
             num = np.nan_to_num(num)
         self.scaler.partial_fit(num)
@@ -60,7 +61,7 @@ class IncrementalEncoder:
         num = X[self.numeric].to_numpy(dtype="float64")
         if self._fitted:
             mean = self.scaler.mean_
-            num = np.where(np.isnan(num), mean, num)
+            num = np.where(np.isfinite(num), num, mean)  # missing or non-finite: the running mean
             num = self.scaler.transform(num)
         num = np.nan_to_num(num, nan=0.0, posinf=0.0, neginf=0.0)
         blocks = [num]

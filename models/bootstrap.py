@@ -11,10 +11,10 @@ import pandas as pd
 
 from infra.settings import Settings
 from infra.spec import StreamSpec
+from models.families import make_learner
 from models.metrics import best_f1_threshold, classification_metrics
 from models.profile import build_profile
 from models.registry import CHAMPION, alias_version, log_and_register, set_alias
-from models.sgd_logistic import SGDLogistic
 from pipelines.features import EVENT_MS, featurise_history, model_frame
 
 
@@ -48,16 +48,24 @@ def train_initial(
     history: pd.DataFrame,
     epochs: int = 3,
     seed: int = 0,
-) -> tuple[SGDLogistic, dict[str, float], pd.DataFrame, np.ndarray]:
+    family: str = "sgd_logistic",
+    params: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, float], pd.DataFrame, np.ndarray]:
     """Time-ordered split: 70% train, 10% threshold calibration, 20% holdout."""
-    if spec.task != "classification" or spec.label is None:
-        raise BootstrapError(f"bootstrap supports classification specs; '{spec.name}' is {spec.task}")
+    if spec.task not in ("classification", "anomaly") or spec.label is None:
+        raise BootstrapError(
+            f"bootstrap needs labelled history of a classification or anomaly spec; '{spec.name}' is "
+            f"{spec.task}{'' if spec.label else ' without a label'}"
+        )
+    try:
+        learner = make_learner(spec, family, params, seed=seed)
+    except ValueError as exc:
+        raise BootstrapError(str(exc)) from None
     frame = featurise_history(history, spec).sort_values(EVENT_MS, kind="stable").reset_index(drop=True)
     X = model_frame(frame, spec)
     y = (frame[spec.label.field] == spec.label.positive).to_numpy().astype(np.int64)
     n = len(frame)
     a, b = int(n * 0.7), int(n * 0.8)
-    learner = SGDLogistic.for_spec(spec, seed=seed)
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         order = rng.permutation(a)
@@ -90,7 +98,9 @@ def bootstrap(
         }
     history = history_frame(spec, n, seed, from_file)
     t0 = time.monotonic()
-    learner, metrics, X, y = train_initial(spec, history, seed=seed)
+    learner, metrics, X, y = train_initial(
+        spec, history, seed=seed, family=settings.model.family, params=settings.model.params
+    )
     params = {
         **learner.params(),
         "history_rows": len(history),

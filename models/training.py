@@ -17,8 +17,8 @@ import pandas as pd
 
 from infra.settings import Settings
 from infra.spec import StreamSpec, parse_duration_seconds
+from models.families import make_learner
 from models.metrics import best_f1_threshold
-from models.sgd_logistic import SGDLogistic
 from pipelines.features import EVENT_MS
 
 
@@ -84,12 +84,16 @@ def train_challenger(
     spec: StreamSpec,
     mode: str,
     seed: int = 0,
+    family: str | None = None,
+    params: dict[str, Any] | None = None,
     epochs: int = 2,
     batch: int = 5000,
 ) -> Any:
     """Incremental: copy of the champion's learner, continued on the window. Full: a fresh learner."""
     learner = (
-        copy.deepcopy(champion.learner) if mode == "incremental" else SGDLogistic.for_spec(spec, seed=seed)
+        copy.deepcopy(champion.learner)
+        if mode == "incremental"
+        else make_learner(spec, family or champion.learner.family, params, seed=seed)
     )
     X = window.train[champion.columns]
     y = labels_of(window.train, spec)
