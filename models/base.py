@@ -26,6 +26,13 @@ class Learner(Protocol):
     def score(self, X: pd.DataFrame) -> np.ndarray: ...
 
 
+def spec_inputs(spec: StreamSpec) -> tuple[list[str], dict[str, list[str]]]:
+    """(numeric model inputs, categorical inputs with their known categories) of a spec."""
+    return spec.model_numeric_inputs, {
+        f.name: list(f.categories or []) for f in spec.features if not f.is_numeric
+    }
+
+
 class IncrementalEncoder:
     """Numeric columns scaled with running mean/variance; categoricals one-hot on the spec's categories.
 
@@ -41,8 +48,7 @@ class IncrementalEncoder:
 
     @classmethod
     def for_spec(cls, spec: StreamSpec) -> IncrementalEncoder:
-        cats = {f.name: list(f.categories or []) for f in spec.features if not f.is_numeric}
-        return cls(spec.model_numeric_inputs, cats)
+        return cls(*spec_inputs(spec))
 
     @property
     def n_features(self) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from infra.spec import UNKNOWN_CATEGORY, StreamSpec
-from models.base import IncrementalEncoder
+from models.base import IncrementalEncoder, spec_inputs
 
 
 class HoeffdingTree:
@@ -65,9 +65,7 @@ class HoeffdingTree:
 
     @classmethod
     def for_spec(cls, spec: StreamSpec, **params: object) -> HoeffdingTree:
-        enc = IncrementalEncoder.for_spec(spec)
-        cats = {k: v[:-1] for k, v in enc.categories.items()}
-        return cls(enc.numeric, cats, threshold=spec.decision_threshold, **params)  # type: ignore[arg-type]
+        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {"family": self.family, "positive_weight": self.positive_weight, **self.hyper}

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.linear_model import SGDClassifier
 
 from infra.spec import StreamSpec
-from models.base import IncrementalEncoder
+from models.base import IncrementalEncoder, spec_inputs
 
 
 class SGDLogistic:
@@ -44,13 +44,7 @@ class SGDLogistic:
 
     @classmethod
     def for_spec(cls, spec: StreamSpec, **params: float) -> SGDLogistic:
-        enc = IncrementalEncoder.for_spec(spec)
-        return cls(
-            enc.numeric,
-            {k: v[:-1] for k, v in enc.categories.items()},
-            threshold=spec.decision_threshold,
-            **params,
-        )  # type: ignore[arg-type]
+        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, float | str]:
         return {

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from infra.spec import StreamSpec
-from models.base import IncrementalEncoder
+from models.base import IncrementalEncoder, spec_inputs
 
 
 class StreamingKMeans:
@@ -68,9 +68,7 @@ class StreamingKMeans:
 
     @classmethod
     def for_spec(cls, spec: StreamSpec, **params: object) -> StreamingKMeans:
-        enc = IncrementalEncoder.for_spec(spec)
-        cats = {k: v[:-1] for k, v in enc.categories.items()}
-        return cls(enc.numeric, cats, **params)  # type: ignore[arg-type]
+        return cls(*spec_inputs(spec), **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {

@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.linear_model import SGDRegressor
 
 from infra.spec import StreamSpec
-from models.base import IncrementalEncoder
+from models.base import IncrementalEncoder, spec_inputs
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -60,8 +60,7 @@ class StreamingLinearRegression:
 
     @classmethod
     def for_spec(cls, spec: StreamSpec, **params: object) -> StreamingLinearRegression:
-        enc = IncrementalEncoder.for_spec(spec)
-        return cls(enc.numeric, {k: v[:-1] for k, v in enc.categories.items()}, **params)  # type: ignore[arg-type]
+        return cls(*spec_inputs(spec), **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {"family": self.family, "alpha": self.alpha, "n_features": self.encoder.n_features}

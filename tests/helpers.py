@@ -12,6 +12,18 @@ from pathlib import Path
 RTML = str(Path(sys.executable).parent / "rtml")
 
 
+def wait_for(cond, timeout: float, why=lambda: "") -> None:  # noqa: ANN001
+    """Poll cond() until it is true; fail with why() after timeout seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"condition not met in {timeout:.0f}s {why()}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,18 +25,10 @@ from tests.helpers import (
     settings_env,
     sink_frame,
     valid_and_malformed,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(cond, timeout: float, why=lambda: "") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"condition not met in {timeout}s {why()}")
 
 
 def test_deploy_registers_every_deployment_with_its_schedule(stack, tmp_path: Path) -> None:
@@ -92,7 +84,7 @@ def test_supervisor_restarts_a_killed_job_from_its_checkpoint(stack, tmp_path: P
     batches = s.sink_root / "_batches"
     log = lambda: (s.state_dir / "logs" / "scoring.log").read_text()[-3000:]  # noqa: E731
     try:
-        _wait(lambda: pid_file.exists() and len(list(batches.glob("*.json"))) >= 1, 180, log)
+        wait_for(lambda: pid_file.exists() and len(list(batches.glob("*.json"))) >= 1, 180, log)
         first_pid = json.loads(pid_file.read_text())["pid"]
         feeder = threading.Thread(
             target=stream_frames,
@@ -102,11 +94,11 @@ def test_supervisor_restarts_a_killed_job_from_its_checkpoint(stack, tmp_path: P
         feeder.start()
         time.sleep(1.5)
         os.killpg(first_pid, signal.SIGKILL)  # the job and its JVM, mid-stream
-        _wait(lambda: json.loads(pid_file.read_text())["pid"] != first_pid, 60, log)
+        wait_for(lambda: json.loads(pid_file.read_text())["pid"] != first_pid, 60, log)
         feeder.join()
         valid, bad = valid_and_malformed(s)
         assert len(valid) + len(bad) == 6000
-        _wait(lambda: len(sink_frame(s, "scores")) >= len(valid), 240, log)
+        wait_for(lambda: len(sink_frame(s, "scores")) >= len(valid), 240, log)
         time.sleep(3)  # a heartbeat after catching up
     finally:
         (s.state_dir / "run" / STOP_FILE).touch()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -22,7 +21,7 @@ from models.lifecycle import (
 from models.registry import CHAMPION, PREVIOUS, alias_version, client
 from pipelines.producer import generated_frames, stream_frames
 from pipelines.score_job import run_scoring
-from tests.helpers import RTML, overrides_of, scoped_settings, settings_env, sink_frame
+from tests.helpers import RTML, overrides_of, scoped_settings, settings_env, sink_frame, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +29,6 @@ pytestmark = pytest.mark.integration
 def _scored(s) -> int:  # noqa: ANN001
     frame = sink_frame(s, "scores")
     return len(frame)
-
-
-def _wait(cond, timeout: float) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError("condition not met in time")
 
 
 def _retrain(s, **promotion) -> dict:  # noqa: ANN001
@@ -65,10 +55,10 @@ def world(stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
     runner.start()
     try:
         stream_frames(s, spec, generated_frames(spec, 16_000, 41, 2_000, 2_000), seed=41)
-        _wait(lambda: _scored(s) >= 15_000, 300)
+        wait_for(lambda: _scored(s) >= 15_000, 300)
         first = _retrain(s)
         stream_frames(s, spec, generated_frames(spec, 1_000, 42, 0, 1_000), seed=42)
-        _wait(lambda: sink_frame(s, "scores")["transaction_id"].str.startswith("tx-42-").sum() >= 900, 180)
+        wait_for(lambda: sink_frame(s, "scores")["transaction_id"].str.startswith("tx-42-").sum() >= 900, 180)
     finally:
         stop.set()
         runner.join(timeout=120)

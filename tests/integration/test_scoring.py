@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,15 @@ from infra.spec import load_spec
 from models.bootstrap import bootstrap
 from pipelines.producer import generated_frames, stream_frames
 from pipelines.score_job import run_scoring
-from tests.helpers import RTML, read_topic, scoped_settings, settings_env, sink_frame, valid_and_malformed
+from tests.helpers import (
+    RTML,
+    read_topic,
+    scoped_settings,
+    settings_env,
+    sink_frame,
+    valid_and_malformed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -104,12 +111,12 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(stack, tmp_path: Path)
     def n_batches() -> int:
         return len(list(batches.glob("*.json")))
 
-    _wait(lambda: n_batches() >= 1, 180, lambda: (tmp_path / "score.log").read_text()[-3000:])
+    wait_for(lambda: n_batches() >= 1, 180, lambda: (tmp_path / "score.log").read_text()[-3000:])
     feeder = threading.Thread(
         target=_produce, args=(s, 6000, 22), kwargs={"malformed_rate": 0.02, "rate": 600}
     )
     feeder.start()
-    _wait(lambda: n_batches() >= 3, 120, lambda: (tmp_path / "score.log").read_text()[-3000:])
+    wait_for(lambda: n_batches() >= 3, 120, lambda: (tmp_path / "score.log").read_text()[-3000:])
     assert feeder.is_alive(), "the kill should land while events are still arriving"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -138,10 +145,10 @@ def test_moving_champion_swaps_model_without_restart(stack, tmp_path: Path) -> N
     try:
         _produce(s, 2000, seed=31)
         batches = s.sink_root / "_batches"
-        _wait(lambda: _scored(batches) >= 2000, 180)
+        wait_for(lambda: _scored(batches) >= 2000, 180)
         assert bootstrap(s, spec, n=8000, seed=99, force=True)["champion"] == "2"  # moves @champion
         _produce(s, 2000, seed=32)
-        _wait(lambda: _scored(batches) >= 4000, 180)
+        wait_for(lambda: _scored(batches) >= 4000, 180)
     finally:
         stop.set()
         runner.join(timeout=120)
@@ -157,12 +164,3 @@ def test_moving_champion_swaps_model_without_restart(stack, tmp_path: Path) -> N
 
 def _scored(batches: Path) -> int:
     return sum(json.loads(p.read_text())["scored"] for p in batches.glob("*.json"))
-
-
-def _wait(cond, timeout: float, why=lambda: "") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met in time {why()}")
