@@ -98,11 +98,16 @@ def generate(spec: StreamSpec, suite: str) -> dict[str, Any]:
             raise ValueError(f"spec '{spec.name}' has no label: no training_batch suite")
         lab = spec.label.field
         values = [spec.label.positive, 0] if isinstance(spec.label.positive, int) else [spec.label.positive]
+        label_check = (
+            _e("expect_column_values_to_be_in_type_list", column=lab, type_list=NUMERIC_TYPES)
+            if spec.task == "regression"
+            else _e("expect_column_values_to_be_in_set", column=lab, value_set=values)
+        )
         exps = [
             _e("expect_table_row_count_to_be_between", min_value={"$PARAMETER": "min_rows"}),
             *_identity(spec),
             _e("expect_column_values_to_not_be_null", column=lab),
-            _e("expect_column_values_to_be_in_set", column=lab, value_set=values),
+            label_check,
             _e(
                 "expect_column_values_to_be_between",
                 column=EVENT_MS,
@@ -111,7 +116,7 @@ def generate(spec: StreamSpec, suite: str) -> dict[str, Any]:
             ),
             *_features(spec, training=True),
         ]
-        if isinstance(spec.label.positive, int) and spec.label.positive == 1:
+        if spec.task != "regression" and isinstance(spec.label.positive, int) and spec.label.positive == 1:
             exps.insert(
                 5,
                 _e(
@@ -130,6 +135,8 @@ def generate(spec: StreamSpec, suite: str) -> dict[str, Any]:
             _e("expect_column_values_to_not_be_null", column=spec.event_id),
             _e("expect_column_values_to_be_unique", column=spec.event_id),
         ]
+        if spec.task == "regression":  # a predicted value, not a probability; no decisions
+            exps = [exps[0], exps[2], exps[4], exps[5]]
     else:
         raise ValueError(f"unknown suite '{suite}' (choose from {', '.join(SUITES)})")
     return {"name": f"{spec.name}.{suite}", "expectations": exps, "meta": {"rtml_spec": spec.name}}

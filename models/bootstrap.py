@@ -12,9 +12,9 @@ import pandas as pd
 from infra.settings import Settings
 from infra.spec import StreamSpec
 from models.families import make_learner
-from models.metrics import best_f1_threshold, classification_metrics
 from models.profile import build_profile
 from models.registry import CHAMPION, alias_version, log_and_register, set_alias
+from models.tasks import calibrate, holdout_metrics, targets
 from pipelines.features import EVENT_MS, featurise_history, model_frame
 
 
@@ -52,18 +52,15 @@ def train_initial(
     params: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, float], pd.DataFrame, np.ndarray]:
     """Time-ordered split: 70% train, 10% threshold calibration, 20% holdout."""
-    if spec.task not in ("classification", "anomaly") or spec.label is None:
-        raise BootstrapError(
-            f"bootstrap needs labelled history of a classification or anomaly spec; '{spec.name}' is "
-            f"{spec.task}{'' if spec.label else ' without a label'}"
-        )
+    if spec.label is None:
+        raise BootstrapError(f"bootstrap needs labelled history; spec '{spec.name}' declares no label")
     try:
         learner = make_learner(spec, family, params, seed=seed)
     except ValueError as exc:
         raise BootstrapError(str(exc)) from None
     frame = featurise_history(history, spec).sort_values(EVENT_MS, kind="stable").reset_index(drop=True)
     X = model_frame(frame, spec)
-    y = (frame[spec.label.field] == spec.label.positive).to_numpy().astype(np.int64)
+    y = targets(frame, spec)
     n = len(frame)
     a, b = int(n * 0.7), int(n * 0.8)
     rng = np.random.default_rng(seed)
@@ -72,8 +69,8 @@ def train_initial(
         for start in range(0, a, 5000):
             idx = order[start : start + 5000]
             learner.learn(X.iloc[idx], y[idx])
-    learner.threshold = best_f1_threshold(y[a:b], learner.score(X.iloc[a:b]), spec.decision_threshold)
-    hold = classification_metrics(y[b:], learner.score(X.iloc[b:]) >= learner.threshold)
+    calibrate(spec, learner, y[a:b], learner.score(X.iloc[a:b]))
+    hold = holdout_metrics(spec, y[b:], learner.score(X.iloc[b:]), learner.threshold)
     metrics = {f"holdout_{k}": float(v) for k, v in hold.items()}
     metrics["threshold"] = learner.threshold
     return learner, metrics, X, y

@@ -45,6 +45,7 @@ class Decision:
     challenger: dict[str, float] = field(default_factory=dict)
     deltas: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    metrics: tuple[str, ...] = METRICS
 
     @property
     def promote(self) -> bool:
@@ -61,7 +62,7 @@ class Decision:
                 "ci_low": _r(self.intervals.get(m, (math.nan, math.nan))[0]),
                 "ci_high": _r(self.intervals.get(m, (math.nan, math.nan))[1]),
             }
-            for m in METRICS
+            for m in self.metrics
         ]
 
     def to_dict(self) -> dict[str, object]:

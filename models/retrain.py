@@ -15,7 +15,7 @@ from infra.settings import Settings
 from infra.spec import StreamSpec
 from models.metrics import classification_metrics
 from models.profile import build_profile
-from models.promotion import Decision, PromotionPolicy, decide
+from models.promotion import Decision, PromotionPolicy
 from models.registry import (
     CHAMPION,
     Registered,
@@ -25,6 +25,7 @@ from models.registry import (
     log_and_register,
     tag_version,
 )
+from models.tasks import holdout_metrics, is_regression, judge
 from models.training import Window, labels_of
 from pipelines.features import EVENT_MS
 
@@ -58,11 +59,10 @@ def predictions(model: Any, frame: Any) -> np.ndarray:
 def evaluate(
     policy: PromotionPolicy, spec: StreamSpec, champ: Any, challenger_learner: Any, window: Window
 ) -> Decision:
-    y = labels_of(window.holdout, spec)
     from models.registry import _pyfunc_class
 
     challenger = _pyfunc_class()(challenger_learner, champ.columns)
-    return decide(policy, y, predictions(champ, window.holdout), predictions(challenger, window.holdout))
+    return judge(policy, spec, labels_of(window.holdout, spec), champ, challenger, window.holdout)
 
 
 def _figures(y: np.ndarray, scores: np.ndarray, threshold: float, out: Path) -> list[Path]:
@@ -104,7 +104,7 @@ def register_challenger(
 
     y = labels_of(window.holdout, spec)
     scores = learner.score(window.holdout[spec.model_inputs])
-    hold = classification_metrics(y, scores >= learner.threshold) if len(y) else {}
+    hold = holdout_metrics(spec, y, scores, learner.threshold) if len(y) else {}
     metrics = {f"holdout_{k}": float(v) for k, v in hold.items()}
     metrics |= {f"champion_holdout_{k}": float(v) for k, v in decision.champion.items()}
     metrics |= {f"delta_{k}": float(v) for k, v in decision.deltas.items()}
@@ -113,7 +113,7 @@ def register_challenger(
         **learner.params(),
         "parent_version": parent,
         "trigger": trigger,
-        "threshold": round(learner.threshold, 6),
+        "threshold": round(float(learner.threshold), 6),
         **{f"window_{k}": v for k, v in window.info.items()},
     }
     tags = {
@@ -142,7 +142,9 @@ def register_challenger(
     )
     tag_version(settings, reg.version, tags)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=reg.run_id):
-        for path in _figures(y, scores, learner.threshold, Path(tmp)) if len(y) else []:
+        for path in (
+            _figures(y, scores, learner.threshold, Path(tmp)) if len(y) and not is_regression(spec) else []
+        ):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")
     return reg

@@ -18,7 +18,7 @@ import pandas as pd
 from infra.settings import Settings
 from infra.spec import StreamSpec, parse_duration_seconds
 from models.families import make_learner
-from models.metrics import best_f1_threshold
+from models.tasks import calibrate, is_regression, targets
 from pipelines.features import EVENT_MS
 
 
@@ -34,8 +34,8 @@ class Window:
 
 
 def labels_of(frame: pd.DataFrame, spec: StreamSpec) -> np.ndarray:
-    assert spec.label is not None
-    return (frame[spec.label.field] == spec.label.positive).to_numpy().astype(np.int64)
+    """Training targets: binary labels, or the numeric target of a regression spec."""
+    return targets(frame, spec)
 
 
 def select_window(
@@ -66,9 +66,11 @@ def _describe(frame: pd.DataFrame, spec: StreamSpec, prefix: str) -> dict[str, A
     out: dict[str, Any] = {f"{prefix}_rows": int(len(frame))}
     if len(frame):
         y = labels_of(frame, spec)
+        if is_regression(spec):
+            out[f"{prefix}_target_mean"] = round(float(np.nanmean(y)), 6)
+        else:
+            out |= {f"{prefix}_positives": int(y.sum()), f"{prefix}_negatives": int(len(y) - y.sum())}
         out |= {
-            f"{prefix}_positives": int(y.sum()),
-            f"{prefix}_negatives": int(len(y) - y.sum()),
             f"{prefix}_from_ms": int(frame[EVENT_MS].min()),
             f"{prefix}_to_ms": int(frame[EVENT_MS].max()),
         }
@@ -103,5 +105,5 @@ def train_challenger(
         for start in range(0, len(X), batch):
             idx = order[start : start + batch]
             learner.learn(X.iloc[idx], y[idx])
-    learner.threshold = best_f1_threshold(y, learner.score(X), learner.threshold)
+    calibrate(spec, learner, y, learner.score(X))
     return learner
