@@ -94,6 +94,12 @@ def _batch_definition() -> Any:
     return _CONTEXT["bd"]
 
 
+def warm_up() -> None:
+    """Build this process's GE context now (the first validation otherwise pays for it)."""
+    with _LOCK:
+        _batch_definition()
+
+
 def prepare(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
     """Normalise a frame for the suites: add the parsed event time (``_event_ms``) when missing, and
     turn boolean features stored as model inputs (0.0 / 1.0 doubles, as the sinks keep them) back

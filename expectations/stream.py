@@ -51,6 +51,10 @@ class StreamGate:
         self.root: Path = settings.sink_root / QUALITY_DIR
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-stream-gate")
         self._pending: list[Future] = []
+        if self.every > 0:  # build GE's context (~6 s) while the job starts, not on a live micro-batch
+            from expectations.gate import warm_up
+
+            self._pending.append(self._pool.submit(warm_up))
 
     def due(self, batch_id: int) -> bool:
         return self.every > 0 and batch_id % self.every == 0
