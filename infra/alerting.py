@@ -36,7 +36,7 @@ def automation_name(settings: Any) -> str:
     return f"{AUTOMATION_PREFIX}{settings.mlflow.model_name}"
 
 
-def _block_document_id(settings: Any) -> Any:
+def notification_block_id(settings: Any) -> Any:
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     name = settings.alerts.notification_block
@@ -68,7 +68,7 @@ def ensure_alerting(settings: Any) -> dict[str, Any]:
     from prefect.automations import Automation, EventTrigger, SendNotification
     from prefect.events.schemas.automations import Posture
 
-    block_id = _block_document_id(settings)
+    block_id = notification_block_id(settings)
     wanted = SEVERITIES[SEVERITIES.index(settings.alerts.min_severity) :]
     model = settings.mlflow.model_name
     automation = Automation(

@@ -66,12 +66,12 @@ def _wait_scored(s: Settings, n: int, alive: threading.Thread, view: _View, time
 
 
 def _has_oncall_route(settings: Settings) -> bool:
-    from infra.alerting import AlertingError, _block_document_id
+    from infra.alerting import AlertingError, notification_block_id
 
     if settings.alerts.webhook_url is not None:
         return True
     try:
-        _block_document_id(settings)
+        notification_block_id(settings)
         return True
     except AlertingError:
         return False
