@@ -106,7 +106,7 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(
         default=1,
         ge=1,
-        description="Partitions of the state/scoring stage; 1 measured fastest on local[2], raise it on a cluster.",
+        description="State and scoring stage partitions: 1 is fastest on local[2], more on a cluster.",
     )
     trigger_interval: str = "0 seconds"
     max_events_per_trigger: int = Field(default=20_000, ge=1)
