@@ -80,6 +80,21 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     console.print(t)
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """A refused or failed connection (httpx, requests, urllib3, sockets), possibly wrapped."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__name__ in (
+            "ConnectError",
+            "ConnectionError",
+            "ConnectTimeout",
+            "NewConnectionError",
+        ) or (isinstance(exc, ConnectionRefusedError)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1  # type: ignore[assignment]
+    return False
+
+
 def fail(message: str, code: int) -> None:
     line = " ".join(message.split())
     if "--json" in sys.argv:
@@ -114,6 +129,12 @@ def run_app(app: typer.Typer) -> None:
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - e.g. typer's Abort: still one line
+        if _unreachable(exc):
+            fail(
+                f"a service is unreachable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                "is `rtml up` running, or are the service URLs in your settings right?",
+                1,
+            )
         if type(exc).__name__ != "Abort":
             raise
         fail("aborted", 130)

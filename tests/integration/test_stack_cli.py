@@ -106,6 +106,14 @@ def test_usage_error_is_one_line(tmp_path: Path) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", [["deploy"], ["alerting"]])
+def test_unreachable_prefect_is_one_line_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    code, out, err = rtml(*command, "--json", env=stack_env(tmp_path / "s"), timeout=120)  # nothing is up
+    assert code == 1 and out == {"ok": False, "error": out["error"]}
+    assert out["error"].startswith("a service is unreachable") and "rtml up" in out["error"]
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 def test_produce_and_replay_cli(stack, tmp_path: Path) -> None:
     import pandas as pd
 
