@@ -85,6 +85,24 @@ def run_demo(
     rate: float = 2_000,
     keep_running: bool = False,
 ) -> dict[str, Any]:
+    """Run the demo; the services it started are stopped at the end -- also when it fails --
+    unless ``keep_running``."""
+    up = stack.up(settings)
+    started_here = [n for n, svc in up["services"].items() if svc.get("action") in ("started", "replaced")]
+    stop_after = started_here and not keep_running
+    try:
+        result = _demo_body(settings, up, progress, events, drift_at, rate)
+    except BaseException:
+        if stop_after:
+            stack.down(settings)
+        raise
+    result["stopped"] = sorted(stack.down(settings)["stopped"]) if stop_after else []
+    return result
+
+
+def _demo_body(
+    settings: Settings, up: dict[str, Any], progress: bool, events: int, drift_at: int, rate: float
+) -> dict[str, Any]:
     from flows.deployments import apply_all
     from flows.drift import drift_flow
     from flows.quality import quality_flow
@@ -100,8 +118,6 @@ def run_demo(
 
     view = _View(progress)
     t_start = time.monotonic()
-    up = stack.up(settings)
-    started_here = [n for n, svc in up["services"].items() if svc.get("action") in ("started", "replaced")]
     run = time.strftime("%Y%m%d%H%M%S")
     with prefect_api(settings):
         local_oncall = not _has_oncall_route(settings)
@@ -224,9 +240,6 @@ def run_demo(
         "champion": retrains[-1].get("champion_after", boot["champion"]) if retrains else boot["champion"],
         "seconds": round(time.monotonic() - t_start, 1),
     }
-    stopped = []
-    if not keep_running and started_here:
-        stopped = sorted(stack.down(settings)["stopped"])
     return {
         "ok": summary["valid_events_lost"] == 0,
         "run": run,
@@ -254,7 +267,6 @@ def run_demo(
         "quarantined_by_reason": scoring["quarantined_by_reason"],
         "deployments": deployed["deployments"],
         "stack": up,
-        "stopped": stopped,
         "tables": {
             "demo summary": summary,
             "quarantined by reason": scoring["quarantined_by_reason"],

@@ -49,3 +49,30 @@ def test_demo_closes_the_loop(tmp_path: Path) -> None:
         assert summary["champion"] in {p["challenger"] for p in out["promotions"]}
     finally:
         rtml("down", "--json", env=env)
+
+
+def test_a_failing_demo_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra import demo, stack
+    from infra.settings import load_settings
+
+    env = stack_env(tmp_path / "state")
+    settings = load_settings(
+        use_default_file=False,
+        overrides={
+            "state_dir": tmp_path / "state",
+            "ports": {k: int(env[f"RTML_PORTS__{k.upper()}"]) for k in ("kafka", "mlflow", "prefect")},
+        },
+    )
+
+    def broken(*args: object) -> dict:
+        raise RuntimeError("demo failed half-way")
+
+    monkeypatch.setattr(demo, "_demo_body", broken)
+    with pytest.raises(RuntimeError, match="half-way"):
+        demo.run_demo(settings, progress=False)
+    pids = [rec["pid"] for name in ("kafka", "mlflow", "prefect") if (rec := stack.recorded(settings, name))]
+    assert pids == []  # no service of the demo's left recorded ...
+    assert not any((tmp_path / "state" / "run").glob("*.json"))
+    for name in ("kafka", "mlflow", "prefect"):  # ... or listening
+        port = int(env[f"RTML_PORTS__{name.upper()}"])
+        assert stack._port_free(settings.host, port), name
