@@ -94,6 +94,26 @@ def metrics_from_predictions(
     return _prf(tp.astype(float), fp.astype(float), fn.astype(float))
 
 
+def bootstrap_weights(policy: PromotionPolicy, n: int) -> np.ndarray:
+    """Row weights of ``policy.bootstrap_samples`` resamples of n rows (B x n), seeded."""
+    rng = np.random.default_rng(policy.seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=policy.bootstrap_samples)
+
+
+def delta_intervals(deltas: dict[str, np.ndarray], policy: PromotionPolicy) -> dict[str, tuple[float, float]]:
+    """Central ``policy.confidence`` interval of each metric's bootstrap deltas (NaN replicates dropped)."""
+    alpha = (1 - policy.confidence) / 2
+    out = {}
+    for m, d in deltas.items():
+        d = d[~np.isnan(d)]
+        out[m] = (
+            (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha)))
+            if len(d)
+            else (math.nan, math.nan)
+        )
+    return out
+
+
 def decide(
     policy: PromotionPolicy, y: np.ndarray, champion_pred: np.ndarray, challenger_pred: np.ndarray
 ) -> Decision:
@@ -116,20 +136,10 @@ def decide(
     # a champion that flags nothing has no precision to defend: its undefined metrics count as 0
     champ = {m: 0.0 if math.isnan(v) else v for m, v in raw_champ.items()}
     deltas = {m: chall[m] - champ[m] for m in METRICS}
-    rng = np.random.default_rng(policy.seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=policy.bootstrap_samples)
+    weights = bootstrap_weights(policy, n)
     bc = metrics_from_predictions(y, champion_pred, weights)
     bn = metrics_from_predictions(y, challenger_pred, weights)
-    alpha = (1 - policy.confidence) / 2
-    intervals = {}
-    for m in METRICS:
-        d = bn[m] - np.nan_to_num(bc[m], nan=0.0)
-        d = d[~np.isnan(d)]
-        intervals[m] = (
-            (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha)))
-            if len(d)
-            else (math.nan, math.nan)
-        )
+    intervals = delta_intervals({m: bn[m] - np.nan_to_num(bc[m], nan=0.0) for m in METRICS}, policy)
     base = {
         "holdout_n": n,
         "holdout_positives": positives,

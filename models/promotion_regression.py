@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from models.promotion import Decision, PromotionPolicy
+from models.promotion import Decision, PromotionPolicy, bootstrap_weights, delta_intervals
 
 METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = {"rmse": True, "mae": True, "r2": False}
@@ -57,19 +57,9 @@ def decide_regression(
     champ = {k: float(v[0]) for k, v in _metrics(y, champ_pred, one).items()}
     chall = {k: float(v[0]) for k, v in _metrics(y, chall_pred, one).items()}
     deltas = {m: chall[m] - champ[m] for m in METRICS}
-    rng = np.random.default_rng(policy.seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=policy.bootstrap_samples).astype(float)
+    weights = bootstrap_weights(policy, n).astype(float)
     bc, bn = _metrics(y, champ_pred, weights), _metrics(y, chall_pred, weights)
-    alpha = (1 - policy.confidence) / 2
-    intervals = {}
-    for m in METRICS:
-        d = bn[m] - bc[m]
-        d = d[~np.isnan(d)]
-        intervals[m] = (
-            (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha)))
-            if len(d)
-            else (math.nan, math.nan)
-        )
+    intervals = delta_intervals({m: bn[m] - bc[m] for m in METRICS}, policy)
     base = {
         "holdout_n": n,
         "holdout_positives": 0,
