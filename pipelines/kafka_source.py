@@ -239,7 +239,7 @@ def read_partition(p: KafkaPartition, chunk: int = 20_000) -> Iterator[Any]:
     idle_deadline = time.monotonic() + 60
     try:
         while pos < p.end:
-            recs = consumer.poll(timeout_ms=500, max_records=chunk).get(tp, [])
+            recs = consumer.poll(timeout_ms=500, max_records=min(chunk, p.end - pos)).get(tp, [])
             recs = [r for r in recs if r.offset < p.end]
             if not recs:
                 pos = max(pos, consumer.position(tp))
