@@ -5,7 +5,8 @@ call handles a whole pandas frame (many entities at once, vectorised) and the nu
 calls per micro-batch is the number of buckets. The state of a bucket is the recent history of
 its entities (within the longest window), stored as Arrow IPC bytes: binary state avoids the
 array-typed state schema bug of Spark 4.3.0. Invalid events (``_reason`` set) pass through in
-bucket -1 without touching state. State is versioned with the checkpoint, so a replayed
+bucket -1 without touching state. The stage's output is what ``finish`` makes of the featurised
+frame (the scorer: see :mod:`pipelines.scorer`). State is versioned with the checkpoint, so a replayed
 micro-batch recomputes exactly the same aggregates.
 """
 
@@ -52,9 +53,13 @@ def _from_bytes(blob: bytes) -> pd.DataFrame:
 
 
 def make_state_fn(
-    spec: StreamSpec, output_columns: list[str], pseudonym_key: str | None
+    spec: StreamSpec, pseudonym_key: str | None, finish: Callable[[pd.DataFrame], pd.DataFrame]
 ) -> Callable[[Any, Iterator[pd.DataFrame], Any], Iterator[pd.DataFrame]]:
-    """The function for ``groupBy('_bucket').applyInPandasWithState``."""
+    """The function for ``groupBy('_bucket').applyInPandasWithState``.
+
+    ``finish`` turns the featurised frame into the stage's output (the scorer), so features and
+    scores take one Python hop per micro-batch.
+    """
     extra = [*(f"event_{t}" for t in spec.time_features), *spec.aggregate_names]
 
     def fn(key: tuple, frames: Iterator[pd.DataFrame], state: Any) -> Iterator[pd.DataFrame]:
@@ -63,14 +68,14 @@ def make_state_fn(
             for frame in frames:
                 for c in extra:
                     frame[c] = float("nan")
-                yield frame[output_columns]
+                yield finish(frame)
             return
         history = _from_bytes(state.get[0]) if state.exists else None
         for frame in frames:
             if pseudonym_key:
                 frame[spec.entity_key] = pseudonymise(frame[spec.entity_key], pseudonym_key)
             frame, history = featurise(frame, spec, history)
-            yield frame[output_columns]
+            yield finish(frame)
         if history is not None:
             state.update((_to_bytes(history),))
 

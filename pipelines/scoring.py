@@ -1,9 +1,10 @@
 """The streaming scoring job: Kafka -> validate -> features (Spark state) -> champion -> sinks.
 
-Per micro-batch (``foreachBatch``) the sink resolves ``@champion`` once; a moved alias swaps the
-model without a restart and every score row carries the version that produced it. Each micro-batch
-is one Spark job (read, validate, state, score with ``mapInArrow``) whose Arrow result is written by
-the driver: Parquet via pyarrow and Kafka via one long-lived producer. Scores go to
+Per micro-batch (``foreachBatch``) the sink resolves ``@champion`` once and hands the version to
+the batch's tasks as a job property; a moved alias swaps the model without a restart and every
+score row carries the version that produced it. Each micro-batch is one Spark job (read, validate,
+then features and scores in one Python stage: :mod:`pipelines.scorer`) whose Arrow result is
+written by the driver: Parquet via pyarrow and Kafka via one long-lived producer. Scores go to
 ``<sink_root>/scores/batch_id=N`` (Parquet) and the scores topic; invalid events to
 ``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason and raw payload.
 A replayed batch keeps its id, so Parquet output is overwritten, not duplicated (exactly once);
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,103 +22,8 @@ from expectations.stream import StreamGate
 from infra.settings import Settings
 from infra.spec import StreamSpec
 from models.registry import CHAMPION, alias_version
-from pipelines.features import EVENT_MS, model_frame
 from pipelines.outbox import KafkaOutbox
-
-
-def make_scorer(
-    tracking_uri: str, model_name: str, version: str, spec: StreamSpec
-) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """mapInArrow function: valid events are scored, invalid ones pass through with their reason."""
-
-    def fn(batches: Iterator[Any]) -> Iterator[Any]:
-        import numpy as np
-        import pyarrow as pa
-
-        from models.registry import load_model
-
-        schema = _score_arrow_schema(spec)
-
-        model = load_model(tracking_uri, model_name, version)
-        for rb in batches:
-            kafka_ms = (
-                rb.column("timestamp")
-                .cast(pa.timestamp("ms", tz="UTC"))
-                .cast(pa.int64())
-                .to_numpy(zero_copy_only=False)
-            )
-            frame = rb.to_pandas()
-            valid = frame["_reason"].isna().to_numpy()
-            X_all = model_frame(frame, spec)  # invalid rows pass through with their parsed inputs
-            score = np.full(len(frame), np.nan)
-            if valid.any():
-                score[valid] = model.learner.score(X_all.loc[valid, model.columns])
-            now = int(time.time() * 1000)
-            out = frame[
-                [
-                    spec.event_id,
-                    spec.event_time,
-                    spec.entity_key,
-                    EVENT_MS,
-                    "partition",
-                    "offset",
-                    "_reason",
-                    "value",
-                    "topic",
-                ]
-            ].copy()
-            out["score"] = score
-            out["decision"] = np.where(valid, score >= model.learner.threshold, False).astype("int64")
-            out["model_version"] = version
-            out["scored_at_ms"] = now
-            out["latency_ms"] = (now - kafka_ms).astype("int64")
-            out["kafka_timestamp_ms"] = kafka_ms.astype("int64")
-            for c in X_all.columns:
-                out[c] = X_all[c]
-            yield pa.RecordBatch.from_pandas(out, schema=schema, preserve_index=False)
-
-    return fn
-
-
-def _score_columns(spec: StreamSpec) -> list[tuple[str, str]]:
-    """(name, Spark type) of the scorer's output, in order."""
-    time_type = "bigint" if spec.event_time_format == "epoch_ms" else "string"
-    return [
-        (spec.event_id, "string"),
-        (spec.event_time, time_type),
-        (spec.entity_key, "string"),
-        (EVENT_MS, "bigint"),
-        ("partition", "int"),
-        ("offset", "bigint"),
-        ("_reason", "string"),
-        ("value", "binary"),
-        ("topic", "string"),
-        ("score", "double"),
-        ("decision", "bigint"),
-        ("model_version", "string"),
-        ("scored_at_ms", "bigint"),
-        ("latency_ms", "bigint"),
-        ("kafka_timestamp_ms", "bigint"),
-        *[(n, "double") for n in spec.model_numeric_inputs],
-        *[(n, "string") for n in spec.categorical_names],
-    ]
-
-
-def _score_schema(spec: StreamSpec) -> str:
-    return ", ".join(f"`{n}` {t}" for n, t in _score_columns(spec))
-
-
-def _score_arrow_schema(spec: StreamSpec) -> Any:
-    import pyarrow as pa
-
-    types = {
-        "string": pa.string(),
-        "bigint": pa.int64(),
-        "int": pa.int32(),
-        "double": pa.float64(),
-        "binary": pa.binary(),
-    }
-    return pa.schema([(n, types[t]) for n, t in _score_columns(spec)])
+from pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
 
 
 def _write_parquet(table: Any, directory: Path) -> None:
@@ -167,10 +72,8 @@ class BatchSink:
 
         t0 = time.monotonic()
         version = self.resolve_champion()
-        table = df.mapInArrow(
-            make_scorer(self.settings.tracking_uri, self.settings.mlflow.model_name, version, self.spec),
-            _score_schema(self.spec),
-        ).toArrow()
+        df.sparkSession.sparkContext.setLocalProperty(VERSION_PROPERTY, version)  # read by the tasks
+        table = df.toArrow()
         t_spark = time.monotonic() - t0
         name = f"batch_id={batch_id:09d}"
         invalid = pc.is_valid(table.column("_reason"))
@@ -234,7 +137,7 @@ class BatchSink:
                 "topic": bad.column("topic"),
                 "partition": bad.column("partition"),
                 "offset": bad.column("offset"),
-                "kafka_timestamp_ms": bad.column("kafka_timestamp_ms"),
+                KAFKA_MS: bad.column(KAFKA_MS),
                 "quarantined_at_ms": pa.array([now] * bad.num_rows, pa.int64()),
             }
         )
@@ -273,6 +176,7 @@ def build_query(
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     from pipelines.entity_state import STATE_SCHEMA, make_state_fn
+    from pipelines.scorer import make_arrow_scorer, make_frame_scorer, score_ddl
     from pipelines.spark_io import read_kafka_stream
     from pipelines.validation import validate
 
@@ -280,33 +184,32 @@ def build_query(
         spark, settings, settings.kafka.topics.events, "earliest", settings.spark.max_events_per_trigger
     )
     events = validate(raw, spec, settings.scoring.max_event_bytes)
-    # raw payloads only travel on for quarantined events
+    # raw payloads only travel on for quarantined events; Kafka time as epoch ms for the latency
     events = events.withColumn("value", F.when(F.col("_reason").isNotNull(), F.col("value")))
+    events = events.withColumn(KAFKA_MS, F.unix_millis("timestamp")).drop("key", "timestamp")
+    tracking_uri, model_name = settings.tracking_uri, settings.mlflow.model_name
+    key = (
+        settings.scoring.pseudonym_key.get_secret_value()
+        if settings.scoring.pseudonymise_entities and settings.scoring.pseudonym_key
+        else None
+    )
     if spec.aggregates or spec.time_features:
         buckets = settings.spark.entity_buckets
         events = events.withColumn(
             "_bucket",
             F.when(F.col("_reason").isNull(), F.pmod(F.hash(spec.entity_key), F.lit(buckets))).otherwise(-1),
         )
-        extra = [f"`event_{t}` double" for t in spec.time_features] + [
-            f"`{n}` double" for n in spec.aggregate_names
-        ]
-        out_ddl = ", ".join([_ddl(f) for f in events.drop("_bucket").schema.fields] + extra)
-        out_cols = (
-            [f.name for f in events.drop("_bucket").schema.fields]
-            + [f"event_{t}" for t in spec.time_features]
-            + spec.aggregate_names
+        scored = events.groupBy("_bucket").applyInPandasWithState(
+            make_state_fn(spec, key, make_frame_scorer(tracking_uri, model_name, spec)),
+            score_ddl(spec),
+            STATE_SCHEMA,
+            "append",
+            GroupStateTimeout.NoTimeout,
         )
-        key = (
-            settings.scoring.pseudonym_key.get_secret_value()
-            if settings.scoring.pseudonymise_entities and settings.scoring.pseudonym_key
-            else None
-        )
-        events = events.groupBy("_bucket").applyInPandasWithState(
-            make_state_fn(spec, out_cols, key), out_ddl, STATE_SCHEMA, "append", GroupStateTimeout.NoTimeout
-        )
+    else:
+        scored = events.mapInArrow(make_arrow_scorer(tracking_uri, model_name, spec, key), score_ddl(spec))
     writer = (
-        events.writeStream.foreachBatch(sink)
+        scored.writeStream.foreachBatch(sink)
         .outputMode("append")
         .option("checkpointLocation", str(settings.checkpoint_root / "scoring"))
     )
@@ -316,7 +219,3 @@ def build_query(
         else writer.trigger(processingTime=settings.spark.trigger_interval)
     )
     return writer.queryName("rtml-scoring").start()
-
-
-def _ddl(field: Any) -> str:
-    return f"`{field.name}` {field.dataType.simpleString()}"

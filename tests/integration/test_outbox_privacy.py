@@ -64,3 +64,24 @@ def test_pseudonymised_entities_never_reach_the_sinks(stack, tmp_path: Path) -> 
     for path in s.state_dir.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".parquet", ".log"):
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_stateless_spec_scores_in_one_arrow_stage_with_pseudonyms(stack, tmp_path: Path) -> None:
+    """A spec without aggregates or time features takes the mapInArrow path (no state, no shuffle)."""
+    secret = "another-pseudonym-key"
+    s = scoped_settings(stack, tmp_path, scoring={"pseudonymise_entities": True, "pseudonym_key": secret})
+    spec = load_spec().model_copy(update={"aggregates": None, "time_features": []})
+    assert spec.model_inputs and not spec.aggregate_names
+    bootstrap(s, spec, n=4000)
+    produced = stream_frames(
+        s, spec, generated_frames(spec, 1200, 52, None, 600), malformed_rate=0.05, seed=52
+    )
+    summary = run_scoring(s, spec, available_now=True)
+    assert summary["read"] == 1200 == summary["scored"] + summary["quarantined"]
+    assert summary["quarantined"] == produced["malformed_total"] > 0
+    assert summary["model_versions"] == ["1"]
+    scores = sink_frame(s, "scores")
+    assert len(scores) == summary["scored"] and scores[spec.event_id].is_unique
+    assert scores["score"].between(0, 1).all() and "card_id_count_24h" not in scores
+    assert scores[spec.entity_key].str.startswith("p_").all()
+    assert len(sink_frame(s, "quarantine")) == summary["quarantined"]

@@ -1,0 +1,136 @@
+"""Worker-side scoring: featurised events -> score rows, with the model version the driver chose.
+
+The driver resolves ``@champion`` once per micro-batch and hands the version to that batch's
+tasks as a Spark job property (:data:`VERSION_PROPERTY`, set with ``setLocalProperty`` just before
+the batch's action). Workers read it from their ``TaskContext`` and load that version (cached per
+Python worker, which Spark reuses), so the streaming plan is built once and still every row
+carries the version that scored it. With per-entity state the scorer runs inside the state
+function (one Python hop per micro-batch); without state, in ``mapInArrow``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infra.spec import StreamSpec
+from pipelines.features import EVENT_MS, model_frame
+
+VERSION_PROPERTY = "rtml.model.version"
+KAFKA_MS = "kafka_timestamp_ms"
+
+
+def task_model_version() -> str:
+    """The model version the driver handed to the running task."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    version = ctx.getLocalProperty(VERSION_PROPERTY) if ctx is not None else None
+    if not version:
+        raise RuntimeError(f"no model version for this task: job property '{VERSION_PROPERTY}' is not set")
+    return version
+
+
+def score_columns(spec: StreamSpec) -> list[tuple[str, str]]:
+    """(name, Spark type) of a score row, in order."""
+    time_type = "bigint" if spec.event_time_format == "epoch_ms" else "string"
+    return [
+        (spec.event_id, "string"),
+        (spec.event_time, time_type),
+        (spec.entity_key, "string"),
+        (EVENT_MS, "bigint"),
+        ("partition", "int"),
+        ("offset", "bigint"),
+        ("_reason", "string"),
+        ("value", "binary"),
+        ("topic", "string"),
+        ("score", "double"),
+        ("decision", "bigint"),
+        ("model_version", "string"),
+        ("scored_at_ms", "bigint"),
+        ("latency_ms", "bigint"),
+        (KAFKA_MS, "bigint"),
+        *[(n, "double") for n in spec.model_numeric_inputs],
+        *[(n, "string") for n in spec.categorical_names],
+    ]
+
+
+def score_ddl(spec: StreamSpec) -> str:
+    return ", ".join(f"`{n}` {t}" for n, t in score_columns(spec))
+
+
+def score_arrow_schema(spec: StreamSpec) -> Any:
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(),
+        "bigint": pa.int64(),
+        "int": pa.int32(),
+        "double": pa.float64(),
+        "binary": pa.binary(),
+    }
+    return pa.schema([(n, types[t]) for n, t in score_columns(spec)])
+
+
+def score_frame(frame: pd.DataFrame, spec: StreamSpec, model: Any, version: str) -> pd.DataFrame:
+    """Score the valid rows (``_reason`` null) of a featurised frame; invalid rows pass with NaN."""
+    valid = frame["_reason"].isna().to_numpy()
+    X_all = model_frame(frame, spec)  # invalid rows pass through with their parsed inputs
+    score = np.full(len(frame), np.nan)
+    if valid.any():
+        score[valid] = model.learner.score(X_all.loc[valid, model.columns])
+    now = int(time.time() * 1000)
+    kafka_ms = frame[KAFKA_MS].to_numpy(dtype=np.int64)
+    out = frame[
+        [spec.event_id, spec.event_time, spec.entity_key, EVENT_MS, "partition", "offset", "_reason", "value"]
+        + ["topic"]
+    ].copy()
+    out["score"] = score
+    out["decision"] = np.where(valid, score >= model.learner.threshold, False).astype("int64")
+    out["model_version"] = version
+    out["scored_at_ms"] = now
+    out["latency_ms"] = (now - kafka_ms).astype("int64")
+    out[KAFKA_MS] = kafka_ms
+    for c in X_all.columns:
+        out[c] = X_all[c]
+    return out[[n for n, _ in score_columns(spec)]]
+
+
+def make_frame_scorer(
+    tracking_uri: str, model_name: str, spec: StreamSpec
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """pandas frame -> score rows, with the model version of the running task."""
+
+    def fn(frame: pd.DataFrame) -> pd.DataFrame:
+        from models.registry import load_model
+
+        version = task_model_version()
+        return score_frame(frame, spec, load_model(tracking_uri, model_name, version), version)
+
+    return fn
+
+
+def make_arrow_scorer(
+    tracking_uri: str, model_name: str, spec: StreamSpec, pseudonym_key: str | None = None
+) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """The ``mapInArrow`` function for streams without per-entity state."""
+    score = make_frame_scorer(tracking_uri, model_name, spec)
+
+    def fn(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        from pipelines.entity_state import pseudonymise
+
+        schema = score_arrow_schema(spec)
+        for rb in batches:
+            frame = rb.to_pandas()
+            if pseudonym_key:
+                valid = frame["_reason"].isna()
+                frame.loc[valid, spec.entity_key] = pseudonymise(frame.loc[valid, spec.entity_key], pseudonym_key)
+            yield pa.RecordBatch.from_pandas(score(frame), schema=schema, preserve_index=False)
+
+    return fn
