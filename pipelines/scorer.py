@@ -129,8 +129,8 @@ def make_arrow_scorer(
         for rb in batches:
             frame = rb.to_pandas()
             if pseudonym_key:
-                valid = frame["_reason"].isna()
-                frame.loc[valid, spec.entity_key] = pseudonymise(frame.loc[valid, spec.entity_key], pseudonym_key)
+                ok, key = frame["_reason"].isna(), spec.entity_key
+                frame.loc[ok, key] = pseudonymise(frame.loc[ok, key], pseudonym_key)
             yield pa.RecordBatch.from_pandas(score(frame), schema=schema, preserve_index=False)
 
     return fn
