@@ -104,6 +104,7 @@ class BatchSink:
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat is not None else None,
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat is not None else None,
             "seconds": round(time.monotonic() - t0, 3),
+            "ended_at_ms": int(time.time() * 1000),
             "phases": {
                 "spark": round(t_spark, 3),
                 "parquet": round(t_parquet, 3),
