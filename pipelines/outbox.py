@@ -67,16 +67,23 @@ class KafkaOutbox:
     def _deliver(self, name: str, scored: Any, quarantine: Any) -> None:
         spec, topics, producer = self.spec, self.settings.kafka.topics, self.producer()
         cols = [spec.event_id, spec.event_time, "score", "decision", "model_version", "scored_at_ms"]
+        sent = []
         if scored is not None and scored.num_rows:
             frame = scored.select(cols).to_pandas()
             values = frame.to_json(orient="records", lines=True).splitlines()
             for key, value in zip(frame[spec.event_id], values, strict=True):
-                producer.send(topics.scores, key=key.encode(), value=value.encode())
+                sent.append(producer.send(topics.scores, key=key.encode(), value=value.encode()))
         if quarantine is not None and quarantine.num_rows:
             qframe = quarantine.drop_columns(["kafka_timestamp_ms"]).to_pandas()
             for value in qframe.to_json(orient="records", lines=True).splitlines():
-                producer.send(topics.quarantine, value=value.encode())
+                sent.append(producer.send(topics.quarantine, value=value.encode()))
         producer.flush()
+        failed = [f for f in sent if f.failed()]
+        if failed:  # no marker: the batch is sent again on restart (outbox recovery)
+            raise RuntimeError(
+                f"{name}: {len(failed)} of {len(sent)} records not delivered to Kafka: "
+                f"{failed[0].exception!r}"
+            )
         marker = self._marker(name)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

@@ -122,7 +122,13 @@ def settings_env(settings) -> dict[str, str]:  # noqa: ANN001
 
 
 def read_topic(settings, topic: str) -> list:  # noqa: ANN001
-    """Every record of a topic, from the beginning to its true end."""
+    """Every record of a topic, from the beginning to its true end.
+
+    Robust to a loaded machine: waits for the topic's full partition metadata, and after reaching the
+    probed end keeps reading until the topic stays quiet (an end reported short only delays the stop).
+    """
+    import time
+
     from kafka import TopicPartition
 
     from pipelines.kafka_clients import connection_options, make_consumer
@@ -130,16 +136,24 @@ def read_topic(settings, topic: str) -> list:  # noqa: ANN001
 
     consumer = make_consumer(connection_options(settings))
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        deadline = time.monotonic() + 15
+        parts = consumer.partitions_for_topic(topic) or set()
+        while len(parts) < settings.kafka.partitions and time.monotonic() < deadline:
+            time.sleep(0.2)
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         ends = true_end_offsets(consumer, tps)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        out = []
+        out, quiet = [], 0
         for _ in range(2000):
-            if all(consumer.position(tp) >= ends[tp] for tp in tps):
-                break
+            got = 0
             for recs in consumer.poll(timeout_ms=300, max_records=50_000).values():
                 out.extend(recs)
+                got += len(recs)
+            quiet = 0 if got else quiet + 1
+            if quiet >= 3 and all(consumer.position(tp) >= ends[tp] for tp in tps):
+                break
         return out
     finally:
         consumer.close()
