@@ -2,7 +2,8 @@
 
 (a) raw kafka-python consume -> produce throughput (the ceiling of any Python-side Kafka path)
 (b) a naive loop: consume one event, parse, featurise, predict, produce -- per event
-(c) rtml scoring throughput (Spark job, steady state: batches after the first)
+(c) rtml scoring throughput (Spark job, steady state: wall clock from the end of the first micro-batch
+    to the end of the last; needs --events of at least two micro-batches)
 (d) produce -> scored latency p50/p99 at a fixed input rate (producer in its own process), steady
     state after a warm-up of traffic; the warm-up's own figures are printed too
 
@@ -117,6 +118,8 @@ def rtml_throughput(settings: Settings, n: int) -> dict:
     )
     # steady state: from the end of the first micro-batch (JVM start-up, workers, model load) to the end
     # of the last, wall clock -- Spark's own planning and offset/commit logging included
+    if len(stats) < 2:
+        raise SystemExit(f"(c) needs at least two micro-batches: --events {n} fits in {len(stats)}")
     steady = stats[1:]
     steady_secs = (stats[-1]["ended_at_ms"] - stats[0]["ended_at_ms"]) / 1000
     steady_events = sum(b["read"] for b in steady)

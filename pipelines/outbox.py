@@ -15,6 +15,7 @@ from typing import Any
 
 from infra.settings import Settings
 from infra.spec import StreamSpec
+from pipelines.scorer import KAFKA_MS
 
 
 class KafkaOutbox:
@@ -74,7 +75,7 @@ class KafkaOutbox:
             for key, value in zip(frame[spec.event_id], values, strict=True):
                 sent.append(producer.send(topics.scores, key=key.encode(), value=value.encode()))
         if quarantine is not None and quarantine.num_rows:
-            qframe = quarantine.drop_columns(["kafka_timestamp_ms"]).to_pandas()
+            qframe = quarantine.drop_columns([KAFKA_MS]).to_pandas()
             for value in qframe.to_json(orient="records", lines=True).splitlines():
                 sent.append(producer.send(topics.quarantine, value=value.encode()))
         producer.flush()

@@ -85,10 +85,8 @@ def score_frame(frame: pd.DataFrame, spec: StreamSpec, model: Any, version: str)
         score[valid] = model.learner.score(X_all.loc[valid, model.columns])
     now = int(time.time() * 1000)
     kafka_ms = frame[KAFKA_MS].to_numpy(dtype=np.int64)
-    out = frame[
-        [spec.event_id, spec.event_time, spec.entity_key, EVENT_MS, "partition", "offset", "_reason", "value"]
-        + ["topic"]
-    ].copy()
+    passthrough = [spec.event_id, spec.event_time, spec.entity_key, EVENT_MS, "partition", "offset"]
+    out = frame[[*passthrough, "_reason", "value", "topic"]].copy()
     out["score"] = score
     out["decision"] = np.where(valid, score >= model.learner.threshold, False).astype("int64")
     out["model_version"] = version
