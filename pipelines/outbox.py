@@ -68,22 +68,27 @@ class KafkaOutbox:
     def _deliver(self, name: str, scored: Any, quarantine: Any) -> None:
         spec, topics, producer = self.spec, self.settings.kafka.topics, self.producer()
         cols = [spec.event_id, spec.event_time, "score", "decision", "model_version", "scored_at_ms"]
-        sent = []
+        records: list[tuple[str, bytes | None, bytes]] = []
         if scored is not None and scored.num_rows:
             frame = scored.select(cols).to_pandas()
             values = frame.to_json(orient="records", lines=True).splitlines()
             for key, value in zip(frame[spec.event_id], values, strict=True):
-                sent.append(producer.send(topics.scores, key=key.encode(), value=value.encode()))
+                records.append((topics.scores, key.encode(), value.encode()))
         if quarantine is not None and quarantine.num_rows:
             qframe = quarantine.drop_columns([KAFKA_MS]).to_pandas()
             for value in qframe.to_json(orient="records", lines=True).splitlines():
-                sent.append(producer.send(topics.quarantine, value=value.encode()))
-        producer.flush()
-        failed = [f for f in sent if f.failed()]
-        if failed:  # no marker: the batch is sent again on restart (outbox recovery)
+                records.append((topics.quarantine, None, value.encode()))
+        total = len(records)
+        for _attempt in range(3):  # records the broker did not accept (e.g. expired) are sent again
+            sent = [(r, producer.send(r[0], key=r[1], value=r[2])) for r in records]
+            producer.flush()
+            failed = [(r, f) for r, f in sent if f.failed()]
+            if not failed:
+                break
+            records = [r for r, _ in failed]
+        else:  # no marker: the batch is sent again on restart (outbox recovery)
             raise RuntimeError(
-                f"{name}: {len(failed)} of {len(sent)} records not delivered to Kafka: "
-                f"{failed[0].exception!r}"
+                f"{name}: {len(failed)} of {total} records not delivered to Kafka: {failed[0][1].exception!r}"
             )
         marker = self._marker(name)
         marker.parent.mkdir(parents=True, exist_ok=True)

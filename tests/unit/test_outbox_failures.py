@@ -14,26 +14,25 @@ from pipelines.outbox import KafkaOutbox
 
 
 class _Producer:
-    """Accepts every send; the broker 'rejects' every third record (as a timeout would)."""
+    """The broker 'rejects' every third send (as an expiry would) and always rejects record e2."""
 
     def __init__(self) -> None:
         self.n = 0
+        self.accepted: list[bytes] = []
 
     def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> SimpleNamespace:
         self.n += 1
-        bad = self.n % 3 == 0
+        bad = self.n % 3 == 0 or (key == b"e2" and self.always_reject_e2)
+        if not bad:
+            self.accepted.append(key)
         return SimpleNamespace(failed=lambda: bad, exception=TimeoutError("expired") if bad else None)
 
     def flush(self) -> None:
         pass
 
 
-def test_partly_failed_delivery_raises_and_leaves_no_marker(tmp_path: Path) -> None:
-    settings = load_settings(use_default_file=False, overrides={"state_dir": tmp_path})
-    spec = load_spec()
-    outbox = KafkaOutbox(settings, spec)
-    outbox._producer = _Producer()
-    scored = pa.table(
+def _scored(spec) -> pa.Table:  # noqa: ANN001
+    return pa.table(
         {
             spec.event_id: [f"e{i}" for i in range(9)],
             spec.event_time: ["t"] * 9,
@@ -43,7 +42,27 @@ def test_partly_failed_delivery_raises_and_leaves_no_marker(tmp_path: Path) -> N
             "scored_at_ms": [1] * 9,
         }
     )
-    with pytest.raises(RuntimeError, match="3 of 9 records not delivered"):
-        outbox._deliver("batch_id=000000001", scored, None)
+
+
+def test_records_the_broker_rejected_are_sent_again(tmp_path: Path) -> None:
+    settings = load_settings(use_default_file=False, overrides={"state_dir": tmp_path})
+    spec = load_spec()
+    outbox = KafkaOutbox(settings, spec)
+    outbox._producer = producer = _Producer()
+    producer.always_reject_e2 = False
+    outbox._deliver("batch_id=000000001", _scored(spec), None)
+    assert sorted(producer.accepted) == sorted(f"e{i}".encode() for i in range(9))  # each exactly once
+    assert (settings.sink_root / "_kafka_delivered" / "batch_id=000000001").exists()
+    outbox._pool.shutdown()
+
+
+def test_undeliverable_records_raise_and_leave_no_marker(tmp_path: Path) -> None:
+    settings = load_settings(use_default_file=False, overrides={"state_dir": tmp_path})
+    spec = load_spec()
+    outbox = KafkaOutbox(settings, spec)
+    outbox._producer = producer = _Producer()
+    producer.always_reject_e2 = True
+    with pytest.raises(RuntimeError, match="1 of 9 records not delivered"):
+        outbox._deliver("batch_id=000000001", _scored(spec), None)
     assert not (settings.sink_root / "_kafka_delivered" / "batch_id=000000001").exists()
     outbox._pool.shutdown()
