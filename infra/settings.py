@@ -74,6 +74,10 @@ class KafkaSettings(_Section):
     connector: Literal["python", "native"] = Field(
         default="python", description="Spark Kafka I/O: python data source, or native format('kafka')."
     )
+    output_client: Literal["librdkafka", "kafka-python"] = Field(
+        default="librdkafka",
+        description="Client sending the scoring job's output: librdkafka (confluent-kafka) or kafka-python.",
+    )
     topics: TopicSettings = TopicSettings()
 
     @field_validator("api_version")

@@ -4,7 +4,8 @@ Registered as format ``rtml_kafka`` (the short name ``kafka`` is reserved by Spa
 Spark's own Kafka source: key, value, topic, partition, offset, timestamp, timestampType, headers.
 Offsets per topic-partition live in the Spark checkpoint as ``{"topic": {"0": n, ...}}`` with a
 stable key order. Read options: ``subscribe`` (comma-separated topics), ``startingOffsets``
-(earliest | latest | JSON), ``maxOffsetsPerTrigger``. Write options: ``topic``.
+(earliest | latest | JSON), ``maxOffsetsPerTrigger``. Write options: ``topic``, ``outputClient``
+(librdkafka | kafka-python, see :mod:`pipelines.bulk_producer`).
 Connection options: see :func:`spark_options`.
 
 The true end of a partition is taken from the high-water mark of a fetch response, not from
@@ -290,27 +291,42 @@ class Written(WriterCommitMessage):
     rows: int
 
 
-def produce_arrow(conn: dict[str, Any], default_topic: str | None, batches: Iterator[Any]) -> int:
-    """Send rows with columns value [, key, topic, partition, headers] to Kafka; return the count."""
-    from pipelines.kafka_clients import make_producer
+def produce_arrow(
+    conn: dict[str, Any], default_topic: str | None, batches: Iterator[Any], client: str
+) -> int:
+    """Send rows with columns value [, key, topic, partition, headers] to Kafka; return the count.
 
-    producer = make_producer(conn, batch_size=512 * 1024, max_request_size=8 << 20)
+    Raises :class:`~pipelines.bulk_producer.DeliveryError` if records are not accepted after retries.
+    """
+    from pipelines.bulk_producer import deliver, make_bulk_producer
+
+    producer = make_bulk_producer(conn, client)
     n = 0
     try:
         for batch in batches:
             cols = batch.to_pydict()
             values = cols["value"]
-            keys = cols.get("key") or [None] * len(values)
+            none = [None] * len(values)
             topics = cols.get("topic") or [default_topic] * len(values)
-            parts = cols.get("partition") or [None] * len(values)
-            headers = cols.get("headers") or [None] * len(values)
-            for v, k, t, part, h in zip(values, keys, topics, parts, headers, strict=True):
-                v = v.encode() if isinstance(v, str) else v
-                k = k.encode() if isinstance(k, str) else k
-                hs = [(x["key"], x["value"]) for x in h] if h else None
-                producer.send(t or default_topic, value=v, key=k, partition=part, headers=hs)
+            records = [
+                (
+                    t or default_topic,
+                    k.encode() if isinstance(k, str) else k,
+                    v.encode() if isinstance(v, str) else v,
+                    part,
+                    [(x["key"], x["value"]) for x in h] if h else None,
+                )
+                for v, k, t, part, h in zip(
+                    values,
+                    cols.get("key") or none,
+                    topics,
+                    cols.get("partition") or none,
+                    cols.get("headers") or none,
+                    strict=True,
+                )
+            ]
+            deliver(producer, records)
             n += len(values)
-        producer.flush()
     finally:
         producer.close()
     return n
@@ -320,18 +336,20 @@ class KafkaBatchWriter(DataSourceArrowWriter):
     def __init__(self, options: dict[str, str]) -> None:
         self.conn = connection_from_options(options)
         self.topic = _lower(options).get("topic")
+        self.client = _lower(options).get("outputclient", "librdkafka")
 
     def write(self, iterator: Iterator[Any]) -> Written:
-        return Written(produce_arrow(self.conn, self.topic, iterator))
+        return Written(produce_arrow(self.conn, self.topic, iterator, self.client))
 
 
 class KafkaStreamWriter(DataSourceStreamArrowWriter):
     def __init__(self, options: dict[str, str]) -> None:
         self.conn = connection_from_options(options)
         self.topic = _lower(options).get("topic")
+        self.client = _lower(options).get("outputclient", "librdkafka")
 
     def write(self, iterator: Iterator[Any]) -> Written:
-        return Written(produce_arrow(self.conn, self.topic, iterator))
+        return Written(produce_arrow(self.conn, self.topic, iterator, self.client))
 
     def commit(self, messages: list, batchId: int) -> None:  # noqa: N803 - Spark's name
         pass

@@ -15,6 +15,7 @@ from typing import Any
 
 from infra.settings import Settings
 from infra.spec import StreamSpec
+from pipelines.bulk_producer import BulkProducer, DeliveryError, deliver, make_bulk_producer
 from pipelines.scorer import KAFKA_MS
 
 
@@ -25,16 +26,17 @@ class KafkaOutbox:
         self.root = settings.sink_root
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-outbox")
         self._pending: Future | None = None
-        self._producer: Any = None
+        self._producer: BulkProducer | None = None
 
     def _marker(self, name: str) -> Path:
         return self.root / "_kafka_delivered" / name
 
-    def producer(self) -> Any:
+    def producer(self) -> BulkProducer:
         if self._producer is None:
-            from pipelines.kafka_clients import connection_options, make_producer
+            from pipelines.kafka_clients import connection_options
 
-            self._producer = make_producer(connection_options(self.settings))
+            opts = connection_options(self.settings)
+            self._producer = make_bulk_producer(opts, self.settings.kafka.output_client)
         return self._producer
 
     def wait(self) -> None:
@@ -78,18 +80,10 @@ class KafkaOutbox:
             qframe = quarantine.drop_columns([KAFKA_MS]).to_pandas()
             for value in qframe.to_json(orient="records", lines=True).splitlines():
                 records.append((topics.quarantine, None, value.encode()))
-        total = len(records)
-        for _attempt in range(3):  # records the broker did not accept (e.g. expired) are sent again
-            sent = [(r, producer.send(r[0], key=r[1], value=r[2])) for r in records]
-            producer.flush()
-            failed = [(r, f) for r, f in sent if f.failed()]
-            if not failed:
-                break
-            records = [r for r, _ in failed]
-        else:  # no marker: the batch is sent again on restart (outbox recovery)
-            raise RuntimeError(
-                f"{name}: {len(failed)} of {total} records not delivered to Kafka: {failed[0][1].exception!r}"
-            )
+        try:  # records the broker did not accept (e.g. expired) are sent again, up to three times
+            deliver(producer, records)
+        except DeliveryError as e:  # no marker: the batch is sent again on restart (outbox recovery)
+            raise DeliveryError(f"{name}: {e}") from e
         marker = self._marker(name)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

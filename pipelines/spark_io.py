@@ -84,4 +84,6 @@ def write_kafka(df: Any, settings: Settings, topic: str) -> None:
     """Batch-write a DataFrame with columns value [, key, headers] to a topic."""
     native = settings.kafka.connector == "native"
     opts = _native_options(settings) if native else spark_options(connection_options(settings))
+    if not native:
+        opts["outputClient"] = settings.kafka.output_client
     df.write.format("kafka" if native else FORMAT).options(**opts, topic=topic).mode("append").save()

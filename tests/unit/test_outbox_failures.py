@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
 
 from infra.settings import load_settings
 from infra.spec import load_spec
+from pipelines.bulk_producer import DeliveryError
 from pipelines.outbox import KafkaOutbox
 
 
@@ -20,14 +20,17 @@ class _Producer:
         self.n = 0
         self.accepted: list[bytes] = []
 
-    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> SimpleNamespace:
-        self.n += 1
-        bad = self.n % 3 == 0 or (key == b"e2" and self.always_reject_e2)
-        if not bad:
-            self.accepted.append(key)
-        return SimpleNamespace(failed=lambda: bad, exception=TimeoutError("expired") if bad else None)
+    def send_all(self, records: list[tuple]) -> list[tuple[tuple, str]]:
+        failed = []
+        for r in records:
+            self.n += 1
+            if self.n % 3 == 0 or (r[1] == b"e2" and self.always_reject_e2):
+                failed.append((r, "KafkaTimeoutError: expired"))
+            else:
+                self.accepted.append(r[1])
+        return failed
 
-    def flush(self) -> None:
+    def close(self) -> None:
         pass
 
 
@@ -62,7 +65,7 @@ def test_undeliverable_records_raise_and_leave_no_marker(tmp_path: Path) -> None
     outbox = KafkaOutbox(settings, spec)
     outbox._producer = producer = _Producer()
     producer.always_reject_e2 = True
-    with pytest.raises(RuntimeError, match="1 of 9 records not delivered"):
+    with pytest.raises(DeliveryError, match="batch_id=000000001: 1 of 9 records not delivered.*expired"):
         outbox._deliver("batch_id=000000001", _scored(spec), None)
     assert not (settings.sink_root / "_kafka_delivered" / "batch_id=000000001").exists()
     outbox._pool.shutdown()

@@ -1,0 +1,153 @@
+"""Bulk Kafka output: send many records, learn exactly which ones the broker did not accept.
+
+Two clients behind one small interface, chosen by the ``kafka.output_client`` setting:
+
+- ``librdkafka`` (default): confluent-kafka, the C client. Measured on this project's 2-core
+  machines it spends ≈2 µs of CPU per record sent, kafka-python ≈21 µs; the scoring job sends one
+  record per event, so this is most of the CPU its Kafka output costs. Keys are partitioned with
+  murmur2, as Java clients and kafka-python do, so a key lands on the same partition whoever sends it.
+- ``kafka-python``: the pure-Python client the rest of rtml uses.
+
+Both report failed records instead of dropping them: a ``flush()`` that returns does not mean every
+record was accepted (kafka-python lets expired records go without raising). :func:`deliver` sends
+again what failed, and raises :class:`DeliveryError` if records still fail.
+
+>>> librdkafka_config({"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "PLAINTEXT"})[
+...     "bootstrap.servers"]
+'127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+# (topic, key, value) or (topic, key, value, partition, headers)
+Record = tuple[Any, ...]
+MESSAGE_TIMEOUT_S = 120  # a record not acknowledged within this time fails (and is sent again)
+OUTPUT_CLIENTS = ("librdkafka", "kafka-python")
+
+
+class DeliveryError(RuntimeError):
+    """Records the broker did not accept after every attempt."""
+
+
+class BulkProducer(Protocol):
+    def send_all(self, records: Sequence[Record]) -> list[tuple[Record, str]]:
+        """Send and wait for every record; return the failed ones with their error."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def librdkafka_config(opts: dict[str, Any]) -> dict[str, Any]:
+    """kafka-python connection options (:func:`pipelines.kafka_clients.connection_options`) -> librdkafka."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": ",".join(opts["bootstrap_servers"]),
+        "security.protocol": str(opts.get("security_protocol", "PLAINTEXT")).lower(),
+        "client.id": "rtml",
+        "acks": "all",
+        "linger.ms": 5,
+        "enable.idempotence": False,  # as kafka-python; some Kafka-compatible brokers lack InitProducerId
+        "partitioner": "murmur2_random",  # Java's and kafka-python's partition for a key
+        "message.max.bytes": 4 << 20,
+        "message.timeout.ms": MESSAGE_TIMEOUT_S * 1000,
+    }
+    for ours, theirs in (
+        ("sasl_mechanism", "sasl.mechanism"),
+        ("sasl_plain_username", "sasl.username"),
+        ("sasl_plain_password", "sasl.password"),
+        ("ssl_cafile", "ssl.ca.location"),
+        ("ssl_certfile", "ssl.certificate.location"),
+        ("ssl_keyfile", "ssl.key.location"),
+    ):
+        if opts.get(ours) is not None:
+            conf[theirs] = opts[ours]
+    return conf
+
+
+class LibrdkafkaProducer:
+    """confluent-kafka producer; delivery reports name the failed records."""
+
+    def __init__(self, opts: dict[str, Any]) -> None:
+        from confluent_kafka import KafkaException, Producer
+
+        self._refused = KafkaException
+        self._producer = Producer({**librdkafka_config(opts), "logger": logging.getLogger("rtml.kafka")})
+
+    def send_all(self, records: Sequence[Record]) -> list[tuple[Record, str]]:
+        failed: list[tuple[Record, str]] = []
+        produce, poll = self._producer.produce, self._producer.poll
+        for r in records:
+
+            def report(err: Any, _msg: Any, r: Record = r) -> None:
+                if err is not None:
+                    failed.append((r, str(err)))
+
+            kwargs: dict[str, Any] = {"key": r[1], "value": r[2], "on_delivery": report}
+            if len(r) > 3:
+                if r[3] is not None:
+                    kwargs["partition"] = r[3]
+                if r[4]:
+                    kwargs["headers"] = r[4]
+            while True:
+                try:
+                    produce(r[0], **kwargs)
+                    break
+                except BufferError:  # local queue full: serve delivery reports, then try again
+                    poll(0.05)
+                except self._refused as e:  # refused before sending, e.g. a record over the size limit
+                    failed.append((r, str(e)))
+                    break
+        # every record gets its report within message.timeout.ms, so this returns with none left
+        left = self._producer.flush(MESSAGE_TIMEOUT_S + 30)
+        if left:
+            raise DeliveryError(f"{left} records still queued after {MESSAGE_TIMEOUT_S + 30} s")
+        return failed
+
+    def close(self) -> None:
+        self._producer.flush(MESSAGE_TIMEOUT_S + 30)
+
+
+class KafkaPythonProducer:
+    """kafka-python producer; failed futures name the failed records."""
+
+    def __init__(self, opts: dict[str, Any], **extra: Any) -> None:
+        from pipelines.kafka_clients import make_producer
+
+        self._producer = make_producer(opts, **extra)
+
+    def send_all(self, records: Sequence[Record]) -> list[tuple[Record, str]]:
+        send = self._producer.send
+        sent = [
+            (r, send(r[0], key=r[1], value=r[2], partition=r[3], headers=r[4] or None))
+            if len(r) > 3
+            else (r, send(r[0], key=r[1], value=r[2]))
+            for r in records
+        ]
+        self._producer.flush()
+        return [(r, repr(f.exception)) for r, f in sent if f.failed()]
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+def make_bulk_producer(opts: dict[str, Any], client: str = "librdkafka") -> BulkProducer:
+    """A bulk producer for kafka-python connection options ``opts``."""
+    if client == "librdkafka":
+        return LibrdkafkaProducer(opts)
+    if client == "kafka-python":
+        return KafkaPythonProducer(opts)
+    raise ValueError(f"unknown Kafka output client {client!r}: use one of {', '.join(OUTPUT_CLIENTS)}")
+
+
+def deliver(producer: BulkProducer, records: Sequence[Record], attempts: int = 3) -> None:
+    """Send ``records``; send again those the broker did not accept; raise if some never are."""
+    total, failed = len(records), []
+    for _attempt in range(attempts):
+        failed = producer.send_all(records)
+        if not failed:
+            return
+        records = [r for r, _ in failed]
+    raise DeliveryError(f"{len(failed)} of {total} records not delivered to Kafka: {failed[0][1]}")
