@@ -74,9 +74,9 @@ class KafkaSettings(_Section):
     connector: Literal["python", "native"] = Field(
         default="python", description="Spark Kafka I/O: python data source, or native format('kafka')."
     )
-    output_client: Literal["librdkafka", "kafka-python"] = Field(
+    io_client: Literal["librdkafka", "kafka-python"] = Field(
         default="librdkafka",
-        description="Client sending the scoring job's output: librdkafka (confluent-kafka) or kafka-python.",
+        description="Client of Spark tasks' Kafka reads and of the job's output: librdkafka, kafka-python.",
     )
     topics: TopicSettings = TopicSettings()
 

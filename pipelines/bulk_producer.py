@@ -1,6 +1,6 @@
 """Bulk Kafka output: send many records, learn exactly which ones the broker did not accept.
 
-Two clients behind one small interface, chosen by the ``kafka.output_client`` setting:
+Two clients behind one small interface, chosen by the ``kafka.io_client`` setting:
 
 - ``librdkafka`` (default): confluent-kafka, the C client. Measured on this project's 2-core
   machines it spends ≈2 µs of CPU per record sent, kafka-python ≈21 µs; the scoring job sends one
@@ -12,21 +12,21 @@ Both report failed records instead of dropping them: a ``flush()`` that returns 
 record was accepted (kafka-python lets expired records go without raising). :func:`deliver` sends
 again what failed, and raises :class:`DeliveryError` if records still fail.
 
->>> librdkafka_config({"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "PLAINTEXT"})[
-...     "bootstrap.servers"]
-'127.0.0.1:9092'
+>>> make_bulk_producer({"bootstrap_servers": ["127.0.0.1:9"]}, "kafka-java")
+Traceback (most recent call last):
+ValueError: unknown Kafka client 'kafka-java': use one of librdkafka, kafka-python
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from pipelines.librdkafka import MESSAGE_TIMEOUT_S
+
 # (topic, key, value) or (topic, key, value, partition, headers)
 Record = tuple[Any, ...]
-MESSAGE_TIMEOUT_S = 120  # a record not acknowledged within this time fails (and is sent again)
-OUTPUT_CLIENTS = ("librdkafka", "kafka-python")
+CLIENTS = ("librdkafka", "kafka-python")
 
 
 class DeliveryError(RuntimeError):
@@ -41,40 +41,16 @@ class BulkProducer(Protocol):
     def close(self) -> None: ...
 
 
-def librdkafka_config(opts: dict[str, Any]) -> dict[str, Any]:
-    """kafka-python connection options (:func:`pipelines.kafka_clients.connection_options`) -> librdkafka."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": ",".join(opts["bootstrap_servers"]),
-        "security.protocol": str(opts.get("security_protocol", "PLAINTEXT")).lower(),
-        "client.id": "rtml",
-        "acks": "all",
-        "linger.ms": 5,
-        "enable.idempotence": False,  # as kafka-python; some Kafka-compatible brokers lack InitProducerId
-        "partitioner": "murmur2_random",  # Java's and kafka-python's partition for a key
-        "message.max.bytes": 4 << 20,
-        "message.timeout.ms": MESSAGE_TIMEOUT_S * 1000,
-    }
-    for ours, theirs in (
-        ("sasl_mechanism", "sasl.mechanism"),
-        ("sasl_plain_username", "sasl.username"),
-        ("sasl_plain_password", "sasl.password"),
-        ("ssl_cafile", "ssl.ca.location"),
-        ("ssl_certfile", "ssl.certificate.location"),
-        ("ssl_keyfile", "ssl.key.location"),
-    ):
-        if opts.get(ours) is not None:
-            conf[theirs] = opts[ours]
-    return conf
-
-
 class LibrdkafkaProducer:
     """confluent-kafka producer; delivery reports name the failed records."""
 
     def __init__(self, opts: dict[str, Any]) -> None:
         from confluent_kafka import KafkaException, Producer
 
+        from pipelines.librdkafka import logger, producer_config
+
         self._refused = KafkaException
-        self._producer = Producer({**librdkafka_config(opts), "logger": logging.getLogger("rtml.kafka")})
+        self._producer = Producer({**producer_config(opts), "logger": logger()})
 
     def send_all(self, records: Sequence[Record]) -> list[tuple[Record, str]]:
         failed: list[tuple[Record, str]] = []
@@ -139,7 +115,7 @@ def make_bulk_producer(opts: dict[str, Any], client: str = "librdkafka") -> Bulk
         return LibrdkafkaProducer(opts)
     if client == "kafka-python":
         return KafkaPythonProducer(opts)
-    raise ValueError(f"unknown Kafka output client {client!r}: use one of {', '.join(OUTPUT_CLIENTS)}")
+    raise ValueError(f"unknown Kafka client {client!r}: use one of {', '.join(CLIENTS)}")
 
 
 def deliver(producer: BulkProducer, records: Sequence[Record], attempts: int = 3) -> None:

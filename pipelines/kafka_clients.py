@@ -47,6 +47,11 @@ def make_consumer(opts: dict[str, Any], *topics: str, **extra: Any):  # noqa: AN
     return KafkaConsumer(*topics, **{**defaults, **opts, **extra})
 
 
+def make_reader_consumer(opts: dict[str, Any]):  # noqa: ANN201
+    """A consumer without group for explicitly assigned partitions (no commits), large fetches."""
+    return make_consumer(opts, group_id=None, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+
+
 def make_admin(opts: dict[str, Any]):  # noqa: ANN201
     from kafka.admin import KafkaAdminClient
 

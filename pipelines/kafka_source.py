@@ -4,8 +4,9 @@ Registered as format ``rtml_kafka`` (the short name ``kafka`` is reserved by Spa
 Spark's own Kafka source: key, value, topic, partition, offset, timestamp, timestampType, headers.
 Offsets per topic-partition live in the Spark checkpoint as ``{"topic": {"0": n, ...}}`` with a
 stable key order. Read options: ``subscribe`` (comma-separated topics), ``startingOffsets``
-(earliest | latest | JSON), ``maxOffsetsPerTrigger``. Write options: ``topic``, ``outputClient``
-(librdkafka | kafka-python, see :mod:`pipelines.bulk_producer`).
+(earliest | latest | JSON), ``maxOffsetsPerTrigger``. Write options: ``topic``. Both: ``ioClient``
+(librdkafka | kafka-python: the client tasks read and write with, see :mod:`pipelines.partition_reader`
+and :mod:`pipelines.bulk_producer`; offsets are always discovered with kafka-python on the driver).
 Connection options: see :func:`spark_options`.
 
 The true end of a partition is taken from the high-water mark of a fetch response, not from
@@ -69,9 +70,9 @@ def connection_from_options(options: dict[str, str]) -> dict[str, Any]:
 
 
 def _consumer(conn: dict[str, Any]):  # noqa: ANN202
-    from pipelines.kafka_clients import make_consumer
+    from pipelines.kafka_clients import make_reader_consumer
 
-    return make_consumer(conn, group_id=None, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    return make_reader_consumer(conn)
 
 
 def true_end_offsets(consumer: Any, tps: list[Any]) -> dict[Any, int]:
@@ -108,6 +109,7 @@ class KafkaPartition(InputPartition):
     start: int
     end: int
     conn: dict[str, Any]
+    client: str = "librdkafka"
 
 
 def _offsets_json(d: dict[tuple[str, int], int]) -> dict[str, dict[str, int]]:
@@ -128,6 +130,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.conn = connection_from_options(options)
         self.max_rows = int(options["maxoffsetspertrigger"]) if options.get("maxoffsetspertrigger") else None
         self.starting = options.get("startingoffsets", "earliest")
+        self.client = options.get("ioclient", "librdkafka")
         self._client: Any = None  # created lazily: the reader is pickled and instantiated more than once
         self._target: dict[tuple[str, int], int] | None = None
 
@@ -180,13 +183,16 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def partitions(self, start: dict, end: dict) -> list[InputPartition]:
         s, e = _from_json(start), _from_json(end)
         return [
-            KafkaPartition(t, p, s.get((t, p), 0), off, self.conn)
+            KafkaPartition(t, p, s.get((t, p), 0), off, self.conn, self.client)
             for (t, p), off in sorted(e.items())
             if off > s.get((t, p), 0)
         ]
 
     def read(self, partition: KafkaPartition) -> Iterator[Any]:  # type: ignore[override]
-        yield from read_partition(partition)
+        from pipelines.partition_reader import read_partition
+
+        p = partition
+        yield from read_partition(p.conn, p.topic, p.partition, p.start, p.end, p.client)
 
     def commit(self, end: dict) -> None:
         pass
@@ -213,76 +219,6 @@ def _apply_row_limit(begin: dict, ends: dict, max_rows: int) -> dict:
             share[k] += 1
             left -= 1
     return {k: begin.get(k, 0) + share[k] for k in keys}
-
-
-def read_partition(p: KafkaPartition, chunk: int = 20_000) -> Iterator[Any]:
-    """Records [start, end) of one partition as Arrow record batches."""
-    import pyarrow as pa
-    from kafka import TopicPartition
-
-    schema = pa.schema(
-        [
-            ("key", pa.binary()),
-            ("value", pa.binary()),
-            ("topic", pa.string()),
-            ("partition", pa.int32()),
-            ("offset", pa.int64()),
-            ("timestamp", pa.timestamp("us", tz="UTC")),
-            ("timestampType", pa.int32()),
-            ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
-        ]
-    )
-    tp = TopicPartition(p.topic, p.partition)
-    consumer = _partition_consumer(p.conn, tp)
-    if consumer.position(tp) != p.start:  # a reused consumer usually continues where it stopped
-        consumer.seek(tp, p.start)
-    pos = p.start
-    idle_deadline = time.monotonic() + 60
-    try:
-        while pos < p.end:
-            recs = consumer.poll(timeout_ms=500, max_records=min(chunk, p.end - pos)).get(tp, [])
-            recs = [r for r in recs if r.offset < p.end]
-            if not recs:
-                pos = max(pos, consumer.position(tp))
-                if time.monotonic() > idle_deadline:
-                    raise TimeoutError(f"{p.topic}[{p.partition}]: no data between {pos} and {p.end} for 60s")
-                continue
-            idle_deadline = time.monotonic() + 60
-            pos = recs[-1].offset + 1
-            yield pa.RecordBatch.from_arrays(
-                [
-                    pa.array([r.key for r in recs], pa.binary()),
-                    pa.array([r.value for r in recs], pa.binary()),
-                    pa.array([p.topic] * len(recs), pa.string()),
-                    pa.array([p.partition] * len(recs), pa.int32()),
-                    pa.array([r.offset for r in recs], pa.int64()),
-                    pa.array([r.timestamp * 1000 for r in recs], pa.timestamp("us", tz="UTC")),
-                    pa.array([max(r.timestamp_type, 0) for r in recs], pa.int32()),
-                    pa.array(
-                        [[{"key": k, "value": v} for k, v in (r.headers or [])] for r in recs],
-                        schema.field("headers").type,
-                    ),
-                ],
-                schema=schema,
-            )
-    except BaseException:
-        _CONSUMERS.pop((json.dumps(p.conn, sort_keys=True, default=str), p.topic, p.partition), None)
-        consumer.close()
-        raise
-
-
-_CONSUMERS: dict[tuple[str, str, int], Any] = {}
-
-
-def _partition_consumer(conn: dict[str, Any], tp: Any) -> Any:
-    """One consumer per partition per Python worker, reused across micro-batches (workers are reused)."""
-    key = (json.dumps(conn, sort_keys=True, default=str), tp.topic, tp.partition)
-    consumer = _CONSUMERS.get(key)
-    if consumer is None:
-        consumer = _consumer(conn)
-        consumer.assign([tp])
-        _CONSUMERS[key] = consumer
-    return consumer
 
 
 # Writing ------------------------------------------------------------------------------------------
@@ -336,7 +272,7 @@ class KafkaBatchWriter(DataSourceArrowWriter):
     def __init__(self, options: dict[str, str]) -> None:
         self.conn = connection_from_options(options)
         self.topic = _lower(options).get("topic")
-        self.client = _lower(options).get("outputclient", "librdkafka")
+        self.client = _lower(options).get("ioclient", "librdkafka")
 
     def write(self, iterator: Iterator[Any]) -> Written:
         return Written(produce_arrow(self.conn, self.topic, iterator, self.client))
@@ -346,7 +282,7 @@ class KafkaStreamWriter(DataSourceStreamArrowWriter):
     def __init__(self, options: dict[str, str]) -> None:
         self.conn = connection_from_options(options)
         self.topic = _lower(options).get("topic")
-        self.client = _lower(options).get("outputclient", "librdkafka")
+        self.client = _lower(options).get("ioclient", "librdkafka")
 
     def write(self, iterator: Iterator[Any]) -> Written:
         return Written(produce_arrow(self.conn, self.topic, iterator, self.client))

@@ -36,7 +36,7 @@ class KafkaOutbox:
             from pipelines.kafka_clients import connection_options
 
             opts = connection_options(self.settings)
-            self._producer = make_bulk_producer(opts, self.settings.kafka.output_client)
+            self._producer = make_bulk_producer(opts, self.settings.kafka.io_client)
         return self._producer
 
     def wait(self) -> None:

@@ -75,6 +75,8 @@ def read_kafka_stream(
     reader = spark.readStream.format("kafka" if native else FORMAT)
     opts = _native_options(settings) if native else spark_options(connection_options(settings))
     opts |= {"subscribe": topic, "startingOffsets": starting}
+    if not native:
+        opts["ioClient"] = settings.kafka.io_client
     if max_per_trigger:
         opts["maxOffsetsPerTrigger"] = str(max_per_trigger)
     return reader.options(**opts).load()
@@ -85,5 +87,5 @@ def write_kafka(df: Any, settings: Settings, topic: str) -> None:
     native = settings.kafka.connector == "native"
     opts = _native_options(settings) if native else spark_options(connection_options(settings))
     if not native:
-        opts["outputClient"] = settings.kafka.output_client
+        opts["ioClient"] = settings.kafka.io_client
     df.write.format("kafka" if native else FORMAT).options(**opts, topic=topic).mode("append").save()

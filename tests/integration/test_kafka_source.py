@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from tests.helpers import read_topic, scoped_settings
 pytestmark = pytest.mark.integration
 
 
-def test_write_then_read_in_limited_micro_batches(stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["librdkafka", "kafka-python"])
+def test_write_then_read_in_limited_micro_batches(stack, tmp_path: Path, client: str) -> None:
     s = scoped_settings(stack, tmp_path)
+    s.kafka.io_client = client  # the client Spark tasks read and write with
     spark = spark_session(s)
     rows = [(f"k{i}", json.dumps({"i": i})) for i in range(5000)]
     write_kafka(spark.createDataFrame(rows, "key string, value string"), s, s.kafka.topics.events)
@@ -24,9 +27,15 @@ def test_write_then_read_in_limited_micro_batches(stack, tmp_path: Path) -> None
 
     def collect(df, batch_id: int) -> None:  # noqa: ANN001
         seen.append(df.count())
-        df.selectExpr("cast(value as string) v", "partition", "offset").write.mode("append").parquet(
-            str(tmp_path / "out")
-        )
+        df.selectExpr(
+            "cast(value as string) v",
+            "cast(key as string) k",
+            "partition",
+            "offset",
+            "cast(timestamp as long) ts",
+            "timestampType",
+            "transform(headers, h -> h.key || '=' || cast(h.value as string)) hs",
+        ).write.mode("append").parquet(str(tmp_path / "out"))
 
     def run() -> None:
         q = (
@@ -41,11 +50,13 @@ def test_write_then_read_in_limited_micro_batches(stack, tmp_path: Path) -> None
     run()
     assert sum(seen) == 5000
     assert max(seen) <= 1200 and len([n for n in seen if n]) >= 5  # the row budget is honoured
-    write_kafka(
-        spark.createDataFrame([("x", json.dumps({"i": 5000}))], "key string, value string"),
-        s,
-        s.kafka.topics.events,
-    )
+    from pipelines.bulk_producer import make_bulk_producer
+    from pipelines.kafka_clients import connection_options
+
+    producer = make_bulk_producer(connection_options(s), client)
+    value = json.dumps({"i": 5000}).encode()
+    assert producer.send_all([(s.kafka.topics.events, b"x", value, None, [("origin", b"test")])]) == []
+    producer.close()
     seen.clear()
     run()  # restart from the checkpoint: exactly the new record
     assert seen == [1]
@@ -54,3 +65,8 @@ def test_write_then_read_in_limited_micro_batches(stack, tmp_path: Path) -> None
     out = pd.read_parquet(tmp_path / "out")
     assert len(out) == 5001 and out[["partition", "offset"]].drop_duplicates().shape[0] == 5001
     assert sorted(json.loads(v)["i"] for v in out["v"]) == list(range(5001))
+    assert sorted(out["k"]) == sorted([f"k{i}" for i in range(5000)] + ["x"])
+    assert (out["timestampType"] == 0).all()  # CreateTime, as Spark's own source reports it
+    assert out["ts"].between(time.time() - 600, time.time() + 5).all()
+    with_headers = out[out["hs"].map(len) > 0]
+    assert with_headers["k"].tolist() == ["x"] and list(with_headers["hs"].iloc[0]) == ["origin=test"]
