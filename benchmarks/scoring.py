@@ -1,20 +1,26 @@
 """Scoring benchmark: one run, one broker, JSON on stdout.
 
-(a) raw kafka-python consume -> produce throughput (the ceiling of any Python-side Kafka path)
+(a) raw kafka-python consume -> produce throughput: a Python loop doing nothing but Kafka I/O with the
+    pure-Python client (the issue's reference); the same loop with librdkafka (confluent-kafka, what
+    rtml's data path uses) is printed next to it
 (b) a naive loop: consume one event, parse, featurise, predict, produce -- per event
-(c) rtml scoring throughput (Spark job, steady state: wall clock from the end of the first micro-batch
-    to the end of the last; needs --events of at least two micro-batches)
+(c) rtml scoring throughput (Spark job), steady state: wall clock from the end of the JVM's warm-up
+    micro-batches (--warmup-batches, JIT compilation) to the end of the last; the rate after only the
+    first micro-batch is printed too
 (d) produce -> scored latency p50/p99 at a fixed input rate (producer in its own process), steady
     state after a warm-up of traffic; the warm-up's own figures are printed too
 
-    python benchmarks/scoring.py [--events 200000] [--naive-events 3000] [--rate 2000] [--seconds 60]
-                                 [--warmup 30] [--batch 20000]
+    python benchmarks/scoring.py [--events 400000] [--naive-events 3000] [--rate 2000] [--seconds 60]
+                                 [--warmup 30] [--batch <spark.max_events_per_trigger>] [--warmup-batches 2]
+                                 [--phases a,b,c,d]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -72,6 +78,38 @@ def raw_passthrough(settings: Settings, n: int) -> dict:
     return {"events": done, "seconds": round(secs, 3), "events_per_s": round(done / secs, 1)}
 
 
+def raw_passthrough_librdkafka(settings: Settings, n: int) -> dict:
+    """(a) with librdkafka: consume n events, produce each to another topic, as fast as it goes."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from pipelines.librdkafka import consumer_config, producer_config
+
+    opts = connection_options(settings)
+    ensure_topics(opts, ["bench.raw.out2"], settings.kafka.partitions)
+    consumer = Consumer(consumer_config(opts))
+    topic = settings.kafka.topics.events
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.kafka.partitions)])
+    producer = Producer(producer_config(opts))
+    done = 0
+    t0 = None
+    while done < n:
+        msgs = consumer.consume(num_messages=10_000, timeout=0.5)
+        t0 = t0 or (time.monotonic() if msgs else None)
+        for m in msgs:
+            while True:
+                try:
+                    producer.produce("bench.raw.out2", value=m.value(), key=m.key())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+        done += len(msgs)
+    producer.flush(60)
+    secs = time.monotonic() - (t0 or time.monotonic())
+    consumer.close()
+    return {"events": done, "seconds": round(secs, 3), "events_per_s": round(done / secs, 1)}
+
+
 def naive_loop(settings: Settings, n: int) -> dict:
     """(b) one event at a time: json.loads -> 1-row frame -> features -> predict -> produce."""
     spec = load_spec()
@@ -106,7 +144,7 @@ def naive_loop(settings: Settings, n: int) -> dict:
     }
 
 
-def rtml_throughput(settings: Settings, n: int) -> dict:
+def rtml_throughput(settings: Settings, n: int, warmup_batches: int) -> dict:
     """(c) the Spark scoring job over n events already in the topic."""
     spec = load_spec()
     t0 = time.monotonic()
@@ -116,21 +154,28 @@ def rtml_throughput(settings: Settings, n: int) -> dict:
         (json.loads(p.read_text()) for p in (settings.sink_root / "_batches").glob("*.json")),
         key=lambda b: b["batch_id"],
     )
-    # steady state: from the end of the first micro-batch (JVM start-up, workers, model load) to the end
-    # of the last, wall clock -- Spark's own planning and offset/commit logging included
-    if len(stats) < 2:
-        raise SystemExit(f"(c) needs at least two micro-batches: --events {n} fits in {len(stats)}")
-    steady = stats[1:]
-    steady_secs = (stats[-1]["ended_at_ms"] - stats[0]["ended_at_ms"]) / 1000
-    steady_events = sum(b["read"] for b in steady)
+    if len(stats) < warmup_batches + 2:
+        raise SystemExit(
+            f"(c) needs at least {warmup_batches + 2} micro-batches: --events {n} fits in {len(stats)}"
+        )
+
+    def rate_after(k: int) -> float:
+        # wall clock from the end of micro-batch k-1 to the end of the last one: Spark's own planning
+        # and offset/commit logging between micro-batches included
+        secs = (stats[-1]["ended_at_ms"] - stats[k - 1]["ended_at_ms"]) / 1000
+        return round(sum(b["read"] for b in stats[k:]) / secs, 1)
+
+    steady = stats[warmup_batches:]
     return {
         "events": summary["read"],
         "batches": len(stats),
+        "warmup_batches": warmup_batches,
         "wall_seconds_incl_startup": round(wall, 2),
-        "steady_events_per_s": round(steady_events / steady_secs, 1),
+        "steady_events_per_s": rate_after(warmup_batches),
+        "after_first_batch_events_per_s": rate_after(1),
         "wall_events_per_s": round(summary["read"] / wall, 1),
-        "mean_batch_seconds": round(steady_secs / len(steady), 3),
-        "mean_foreach_batch_seconds": round(sum(b["seconds"] for b in steady) / len(steady), 3),
+        "batch_seconds": [round(b["seconds"], 2) for b in stats],
+        "mean_steady_foreach_batch_seconds": round(sum(b["seconds"] for b in steady) / len(steady), 3),
     }
 
 
@@ -187,43 +232,66 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--naive-events", type=int, default=3_000)
     ap.add_argument("--rate", type=float, default=2_000)
     ap.add_argument("--seconds", type=float, default=60, help="measured steady traffic, after the warm-up")
     ap.add_argument("--warmup", type=float, default=30, help="seconds of traffic before measuring latency")
-    ap.add_argument("--batch", type=int, default=20_000, help="max events per micro-batch")
+    ap.add_argument("--batch", type=int, default=None, help="max events per micro-batch (default: setting)")
+    ap.add_argument("--warmup-batches", type=int, default=2, help="(c): micro-batches of JVM warm-up")
+    ap.add_argument("--phases", default="a,b,c,d", help="which measurements to run, e.g. 'c' or 'a,c'")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="rtml-bench-"))
     overrides = {
         "state_dir": str(state),
         "ports": {"kafka": _free_port(), "mlflow": _free_port(), "prefect": _free_port()},
-        "spark": {"max_events_per_trigger": args.batch},
     }
+    if args.batch:
+        overrides["spark"] = {"max_events_per_trigger": args.batch}
     settings = load_settings(use_default_file=False, overrides=overrides)
     stack.up(settings)
+    phases = set(args.phases.split(","))
     try:
-        spec = load_spec()
-        ensure_topics(connection_options(settings), settings.kafka.topics.all(), settings.kafka.partitions)
-        bootstrap(settings, spec, n=30_000)
-        produced = stream_frames(settings, spec, generated_frames(spec, args.events, 5, None, 5000))
-        result = {
-            "machine": {"cores": 2},
-            "produced": {"events": produced["events"], "events_per_s": produced["events_per_s"]},
-        }
+        with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links: stdout is the JSON only
+            result = _run(settings, overrides, args, phases)
+        print(json.dumps(result, indent=2))
+    finally:
+        stack.down(settings)
+
+
+def _run(settings: Settings, overrides: dict, args: argparse.Namespace, phases: set[str]) -> dict:
+    spec = load_spec()
+    ensure_topics(connection_options(settings), settings.kafka.topics.all(), settings.kafka.partitions)
+    bootstrap(settings, spec, n=30_000)
+    produced = stream_frames(settings, spec, generated_frames(spec, args.events, 5, None, 5000))
+    result: dict = {
+        "machine": {"cores": os.cpu_count()},
+        "max_events_per_trigger": settings.spark.max_events_per_trigger,
+        "kafka_io_client": settings.kafka.io_client,
+        "produced": {"events": produced["events"], "events_per_s": produced["events_per_s"]},
+    }
+    if "a" in phases:
         result["a_raw_kafka_python"] = raw_passthrough(settings, args.events)
+        result["a_raw_librdkafka"] = raw_passthrough_librdkafka(settings, args.events)
+    if "b" in phases:
         result["b_naive_per_event"] = naive_loop(settings, args.naive_events)
-        result["c_rtml"] = rtml_throughput(settings, args.events)
+    if "c" in phases:
+        result["c_rtml"] = rtml_throughput(settings, args.events, args.warmup_batches)
+    if "d" in phases:
         result["d_latency"] = latency_at_rate(settings, overrides, args.rate, args.seconds, args.warmup)
+    if {"a", "b", "c"} <= phases:
         a, b, c = (
             result["a_raw_kafka_python"]["events_per_s"],
             result["b_naive_per_event"]["events_per_s"],
             result["c_rtml"]["steady_events_per_s"],
         )
-        result["ratios"] = {"c_over_a": round(c / a, 3), "c_over_b": round(c / b, 1)}
-        print(json.dumps(result, indent=2))
-    finally:
-        stack.down(settings)
+        a2 = result["a_raw_librdkafka"]["events_per_s"]
+        result["ratios"] = {
+            "c_over_a": round(c / a, 3),
+            "c_over_b": round(c / b, 1),
+            "c_over_a_librdkafka": round(c / a2, 3),
+        }
+    return result
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ class SparkSettings(_Section):
         description="State and scoring stage partitions: 1 is fastest on local[2], more on a cluster.",
     )
     trigger_interval: str = "0 seconds"
-    max_events_per_trigger: int = Field(default=20_000, ge=1)
+    max_events_per_trigger: int = Field(default=50_000, ge=1)
     entity_buckets: int = Field(
         default=8, ge=1, le=4096, description="State groups for per-entity aggregates."
     )

@@ -62,6 +62,7 @@ def consumer_config(opts: dict[str, Any]) -> dict[str, Any]:
         "max.partition.fetch.bytes": 8 << 20,
         "fetch.max.bytes": 64 << 20,
         "queued.max.messages.kbytes": 32 << 10,  # prefetch per partition: the next micro-batch's records
+        "fetch.wait.max.ms": 100,  # caught up: the broker answers a fetch within this (read latency)
     }
 
 
