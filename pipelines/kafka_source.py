@@ -1,4 +1,5 @@
-"""Kafka for Spark through PySpark's Python Data Source API and kafka-python.
+"""Kafka for Spark through PySpark's Python Data Source API (kafka-python on the driver, librdkafka or
+kafka-python in the tasks: see :mod:`pipelines.partition_reader`).
 
 Registered as format ``rtml_kafka`` (the short name ``kafka`` is reserved by Spark). Rows look like
 Spark's own Kafka source: key, value, topic, partition, offset, timestamp, timestampType, headers.
