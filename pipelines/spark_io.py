@@ -67,16 +67,20 @@ def _native_options(settings: Settings) -> dict[str, str]:
     return opts
 
 
+def _format_and_options(settings: Settings) -> tuple[str, dict[str, str]]:
+    """Spark format and connection options: native connector, or rtml's data source and its client."""
+    if settings.kafka.connector == "native":
+        return "kafka", _native_options(settings)
+    return FORMAT, spark_options(connection_options(settings)) | {"ioClient": settings.kafka.io_client}
+
+
 def read_kafka_stream(
     spark: Any, settings: Settings, topic: str, starting: str = "earliest", max_per_trigger: int | None = None
 ) -> Any:
     """Streaming DataFrame with Spark's Kafka source columns."""
-    native = settings.kafka.connector == "native"
-    reader = spark.readStream.format("kafka" if native else FORMAT)
-    opts = _native_options(settings) if native else spark_options(connection_options(settings))
+    fmt, opts = _format_and_options(settings)
+    reader = spark.readStream.format(fmt)
     opts |= {"subscribe": topic, "startingOffsets": starting}
-    if not native:
-        opts["ioClient"] = settings.kafka.io_client
     if max_per_trigger:
         opts["maxOffsetsPerTrigger"] = str(max_per_trigger)
     return reader.options(**opts).load()
@@ -84,8 +88,5 @@ def read_kafka_stream(
 
 def write_kafka(df: Any, settings: Settings, topic: str) -> None:
     """Batch-write a DataFrame with columns value [, key, headers] to a topic."""
-    native = settings.kafka.connector == "native"
-    opts = _native_options(settings) if native else spark_options(connection_options(settings))
-    if not native:
-        opts["ioClient"] = settings.kafka.io_client
-    df.write.format("kafka" if native else FORMAT).options(**opts, topic=topic).mode("append").save()
+    fmt, opts = _format_and_options(settings)
+    df.write.format(fmt).options(**opts, topic=topic).mode("append").save()
