@@ -26,7 +26,6 @@ from pipelines.librdkafka import MESSAGE_TIMEOUT_S
 
 # (topic, key, value) or (topic, key, value, partition, headers)
 Record = tuple[Any, ...]
-CLIENTS = ("librdkafka", "kafka-python")
 
 
 class DeliveryError(RuntimeError):
@@ -111,11 +110,11 @@ class KafkaPythonProducer:
 
 def make_bulk_producer(opts: dict[str, Any], client: str = "librdkafka") -> BulkProducer:
     """A bulk producer for kafka-python connection options ``opts``."""
-    if client == "librdkafka":
+    from pipelines.kafka_clients import check_io_client
+
+    if check_io_client(client) == "librdkafka":
         return LibrdkafkaProducer(opts)
-    if client == "kafka-python":
-        return KafkaPythonProducer(opts)
-    raise ValueError(f"unknown Kafka client {client!r}: use one of {', '.join(CLIENTS)}")
+    return KafkaPythonProducer(opts)
 
 
 def deliver(producer: BulkProducer, records: Sequence[Record], attempts: int = 3) -> None:

@@ -11,6 +11,15 @@ from typing import Any
 
 from infra.settings import KafkaSettings, Settings
 
+IO_CLIENTS = ("librdkafka", "kafka-python")  # clients of the data path (setting kafka.io_client)
+
+
+def check_io_client(client: str) -> str:
+    """``client`` if it names a data-path client, else a one-line ValueError."""
+    if client not in IO_CLIENTS:
+        raise ValueError(f"unknown Kafka client {client!r}: use one of {', '.join(IO_CLIENTS)}")
+    return client
+
 
 def connection_options(settings: Settings) -> dict[str, Any]:
     """kafka-python keyword arguments common to producer, consumer and admin clients."""

@@ -154,9 +154,9 @@ def read_partition(
     key = (client, json.dumps(conn, sort_keys=True, default=str), topic, partition)
     reader = _READERS.get(key)
     if reader is None:
-        if client not in ("librdkafka", "kafka-python"):
-            raise ValueError(f"unknown Kafka client {client!r}: use librdkafka or kafka-python")
-        cls = _LibrdkafkaReader if client == "librdkafka" else _KafkaPythonReader
+        from pipelines.kafka_clients import check_io_client
+
+        cls = _LibrdkafkaReader if check_io_client(client) == "librdkafka" else _KafkaPythonReader
         reader = _READERS[key] = cls(conn, topic, partition)
     try:
         yield from reader.read(start, end, chunk)

@@ -47,12 +47,18 @@ def _scored(spec) -> pa.Table:  # noqa: ANN001
     )
 
 
-def test_records_the_broker_rejected_are_sent_again(tmp_path: Path) -> None:
+def _outbox(tmp_path: Path, always_reject_e2: bool) -> tuple:
+    """Settings, spec, an outbox whose producer is the rejecting fake, and that fake."""
     settings = load_settings(use_default_file=False, overrides={"state_dir": tmp_path})
     spec = load_spec()
     outbox = KafkaOutbox(settings, spec)
     outbox._producer = producer = _Producer()
-    producer.always_reject_e2 = False
+    producer.always_reject_e2 = always_reject_e2
+    return settings, spec, outbox, producer
+
+
+def test_records_the_broker_rejected_are_sent_again(tmp_path: Path) -> None:
+    settings, spec, outbox, producer = _outbox(tmp_path, always_reject_e2=False)
     outbox._deliver("batch_id=000000001", _scored(spec), None)
     assert sorted(producer.accepted) == sorted(f"e{i}".encode() for i in range(9))  # each exactly once
     assert (settings.sink_root / "_kafka_delivered" / "batch_id=000000001").exists()
@@ -60,11 +66,7 @@ def test_records_the_broker_rejected_are_sent_again(tmp_path: Path) -> None:
 
 
 def test_undeliverable_records_raise_and_leave_no_marker(tmp_path: Path) -> None:
-    settings = load_settings(use_default_file=False, overrides={"state_dir": tmp_path})
-    spec = load_spec()
-    outbox = KafkaOutbox(settings, spec)
-    outbox._producer = producer = _Producer()
-    producer.always_reject_e2 = True
+    settings, spec, outbox, _producer = _outbox(tmp_path, always_reject_e2=True)
     with pytest.raises(DeliveryError, match="batch_id=000000001: 1 of 9 records not delivered.*expired"):
         outbox._deliver("batch_id=000000001", _scored(spec), None)
     assert not (settings.sink_root / "_kafka_delivered" / "batch_id=000000001").exists()
