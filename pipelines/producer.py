@@ -13,6 +13,7 @@ import pandas as pd
 
 from infra.settings import Settings
 from infra.spec import StreamSpec, load_spec
+from pipelines.bulk_producer import make_bulk_producer
 from pipelines.generator import (
     MALFORMED_KINDS,
     CardTransactionGenerator,
@@ -20,7 +21,7 @@ from pipelines.generator import (
     malform,
     to_event_frame,
 )
-from pipelines.kafka_clients import connection_options, make_producer
+from pipelines.kafka_clients import connection_options
 
 KIND_HEADER = "rtml.generator.kind"
 
@@ -43,9 +44,20 @@ def _send(
     keys: list[bytes] | None = None,
     kinds: list[str] | None = None,
 ) -> None:
-    for i, v in enumerate(values):
-        headers = [(KIND_HEADER, kinds[i].encode())] if kinds and kinds[i] else None
-        producer.send(topic, value=v, key=keys[i] if keys else None, headers=headers)
+    """Send and wait until the broker accepted every record (re-sent if not; DeliveryError if never)."""
+    from pipelines.bulk_producer import deliver
+
+    records = [
+        (
+            topic,
+            keys[i] if keys else None,
+            v,
+            None,
+            [(KIND_HEADER, kinds[i].encode())] if kinds and kinds[i] else None,
+        )
+        for i, v in enumerate(values)
+    ]
+    deliver(producer, records)
 
 
 def stream_frames(
@@ -62,7 +74,7 @@ def stream_frames(
     if not 0 <= malformed_rate < 1:
         raise ProduceError(f"malformed rate must be in [0, 1), got {malformed_rate}")
     topics = settings.kafka.topics
-    producer = make_producer(connection_options(settings))
+    producer = make_bulk_producer(connection_options(settings), settings.kafka.io_client)
     rng = np.random.default_rng(seed + 99)
     pending: collections.deque[tuple[float, list[bytes]]] = collections.deque()
     counts: dict[str, Any] = {
@@ -104,13 +116,11 @@ def stream_frames(
                 ahead = counts["events"] / rate - (time.monotonic() - t0)
                 if ahead > 0:
                     time.sleep(ahead)
-        producer.flush()
         while pending:  # deliver the remaining labels when they fall due
             due, msgs = pending.popleft()
             time.sleep(max(0.0, due - time.monotonic()))
             _send(producer, topics.labels, msgs)
             counts["labels"] += len(msgs)
-        producer.flush()
     finally:
         producer.close()
     counts["malformed_total"] = sum(counts["malformed"].values())
