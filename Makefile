@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rtml-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean-state
+.PHONY: demo test test-fast lint layers venv clean-state
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,21 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rtml demo
 
-test: $(STAMP)
+# The whole suite: the layer contract, then every tier (unit, data, model, integration).
+test: layers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+# Service-free tiers only (no broker, MLflow server, Prefect server or Spark stream).
+test-fast: layers
+	$(BIN)/python -m pytest tests/unit tests/data tests/model $(PYTEST_ARGS)
+
+lint: layers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Layers point one way (pyproject.toml [tool.importlinter]): app > flows > engines > features > config.
+layers: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 
 clean-state:
 	-$(BIN)/rtml down

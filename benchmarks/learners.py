@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.spec import load_spec  # noqa: E402
-from models.families import FAMILIES  # noqa: E402
-from pipelines.features import EVENT_MS, featurise_history, model_frame  # noqa: E402
-from pipelines.generator import CardTransactionGenerator  # noqa: E402
+from rtml.features.featurise import EVENT_MS, featurise_history, model_frame  # noqa: E402
+from rtml.infra.config.spec import load_spec  # noqa: E402
+from rtml.models.learners.families import FAMILIES  # noqa: E402
+from rtml.pipelines.generator import CardTransactionGenerator  # noqa: E402
 
 
 def river_twin(family: str, numeric: list[str], categorical: list[str]) -> Any:

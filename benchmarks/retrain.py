@@ -22,15 +22,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.settings import load_settings  # noqa: E402
-from infra.spec import load_spec  # noqa: E402
-from models.bootstrap import train_initial  # noqa: E402
-from models.registry import _pyfunc_class  # noqa: E402
-from models.retrain import evaluate, holdout_f1, policy_of  # noqa: E402
-from models.training import select_window, train_challenger  # noqa: E402
-from pipelines.features import EVENT_MS, featurise_history  # noqa: E402
-from pipelines.generator import CardTransactionGenerator  # noqa: E402
-from pipelines.labels import read_labelled  # noqa: E402
+from rtml.features.featurise import EVENT_MS, featurise_history  # noqa: E402
+from rtml.infra.config.settings import load_settings  # noqa: E402
+from rtml.infra.config.spec import load_spec  # noqa: E402
+from rtml.models.lifecycle.registry import _pyfunc_class  # noqa: E402
+from rtml.models.training.bootstrap import train_initial  # noqa: E402
+from rtml.models.training.challenger import select_window, train_challenger  # noqa: E402
+from rtml.models.training.retrain import evaluate, holdout_f1, policy_of  # noqa: E402
+from rtml.pipelines.generator import CardTransactionGenerator  # noqa: E402
+from rtml.pipelines.labels import read_labelled  # noqa: E402
 
 
 def labelled_frame(n: int, seed: int, start_ms: int, drift_at: int | None = None) -> pd.DataFrame:

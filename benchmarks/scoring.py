@@ -32,15 +32,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra import stack  # noqa: E402
-from infra.settings import Settings, load_settings  # noqa: E402
-from infra.spec import load_spec  # noqa: E402
-from models.bootstrap import bootstrap  # noqa: E402
-from models.registry import alias_version, load_model  # noqa: E402
-from pipelines.features import featurise_history, model_frame  # noqa: E402
-from pipelines.kafka_clients import connection_options, ensure_topics, make_consumer, make_producer  # noqa: E402
-from pipelines.producer import generated_frames, stream_frames  # noqa: E402
-from pipelines.score_job import run_scoring  # noqa: E402
+from rtml.features.featurise import featurise_history, model_frame  # noqa: E402
+from rtml.flows.bootstrap import bootstrap  # noqa: E402
+from rtml.infra.app import stack  # noqa: E402
+from rtml.infra.config.kafka_clients import connection_options, ensure_topics, make_consumer, make_producer  # noqa: E402
+from rtml.infra.config.settings import Settings, load_settings  # noqa: E402
+from rtml.infra.config.spec import load_spec  # noqa: E402
+from rtml.models.lifecycle.registry import alias_version, load_model  # noqa: E402
+from rtml.pipelines.producer import generated_frames, stream_frames  # noqa: E402
+from rtml.pipelines.score_job import run_scoring  # noqa: E402
 
 
 def _free_port() -> int:
@@ -82,7 +82,7 @@ def raw_passthrough_librdkafka(settings: Settings, n: int) -> dict:
     """(a) with librdkafka: consume n events, produce each to another topic, as fast as it goes."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from pipelines.librdkafka import consumer_config, producer_config
+    from rtml.pipelines.librdkafka import consumer_config, producer_config
 
     opts = connection_options(settings)
     ensure_topics(opts, ["bench.raw.out2"], settings.kafka.partitions)

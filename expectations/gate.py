@@ -6,8 +6,8 @@ failed expectation; :func:`publish` stores the GE validation result (JSON) and r
 markdown artifact.
 
 >>> import pandas as pd
->>> from infra.settings import load_settings
->>> from infra.spec import load_spec
+>>> from rtml.infra.config.settings import load_settings
+>>> from rtml.infra.config.spec import load_spec
 >>> frame = pd.DataFrame({"transaction_id": ["a", "a"], "score": [0.1, 1.5],
 ...                       "decision": [0, 1], "model_version": ["1", "1"]})
 >>> r = validate(frame, "scores", load_spec(), load_settings(use_default_file=False), render=False)
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from expectations.suites import load_suite, parameters
-from infra.spec import StreamSpec
-from pipelines.features import EVENT_MS
+from rtml.expectations.suites import load_suite, parameters
+from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.spec import StreamSpec
 
 _CONTEXT: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -196,7 +196,7 @@ def publish(result: GateResult, settings: Any, tags: dict[str, str] | None = Non
     """Store validation JSON + Data Docs HTML in MLflow; add a Prefect artifact inside a run."""
     import mlflow
 
-    from infra.clients import configure_mlflow
+    from rtml.infra.config.clients import configure_mlflow
 
     configure_mlflow(settings)
     mlflow.set_experiment(settings.mlflow.experiment)

@@ -1,14 +1,14 @@
 """Stream gate: the scoring job validates every K-th micro-batch with the raw-events suite.
 
 Row-level problems (bad JSON, wrong types, out-of-range values ...) are already caught per event
-and quarantined by ``pipelines.validation``; this gate checks what only a batch can show --
+and quarantined by ``rtml.pipelines.validation``; this gate checks what only a batch can show --
 duplicated event ids, null rates, category mixes, and whatever was added to the suite by hand.
 It runs in a background thread on the driver, so it never holds up scoring. Each check leaves
 ``<sink_root>/_quality/batch_id=N.json`` (pass/fail, failed expectations); a failure also stores
 GE's result and Data Docs in MLflow and raises a ``rtml.quality.failed`` alert (severity warning).
 
 >>> import pandas as pd
->>> from infra.spec import load_spec
+>>> from rtml.infra.config.spec import load_spec
 >>> sink = pd.DataFrame({"transaction_id": ["t1"], "event_time": ["2026-01-01T00:00:00Z"],
 ...     "card_id": ["c"], "_event_ms": [0], "amount": [1.0], "distance_from_home_km": [2.0],
 ...     "merchant_category": ["fuel"], "channel": ["pos"], "card_present": [1.0], "score": [0.1]})
@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from infra.spec import StreamSpec
-from pipelines.features import EVENT_MS
+from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.spec import StreamSpec
 
 log = logging.getLogger(__name__)
 QUALITY_DIR = "_quality"
@@ -36,7 +36,7 @@ QUALITY_DIR = "_quality"
 
 def raw_events_frame(scored: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
     """The event fields of scored rows as they arrived (booleans back from the model's 0/1)."""
-    from expectations.gate import prepare
+    from rtml.expectations.gate import prepare
 
     return prepare(scored[[*spec.event_fields, EVENT_MS]], spec)
 
@@ -52,7 +52,7 @@ class StreamGate:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-stream-gate")
         self._pending: list[Future] = []
         if self.every > 0:  # build GE's context (~6 s) while the job starts, not on a live micro-batch
-            from expectations.gate import warm_up
+            from rtml.expectations.gate import warm_up
 
             self._pending.append(self._pool.submit(warm_up))
 
@@ -71,7 +71,7 @@ class StreamGate:
         self._pending.append(self._pool.submit(self._check, batch_id, frame, version))
 
     def _check(self, batch_id: int, frame: pd.DataFrame, version: str) -> dict[str, Any]:
-        from expectations.gate import validate
+        from rtml.expectations.gate import validate
 
         try:
             result = validate(frame, "raw_events", self.spec, self.settings, render=False)
@@ -86,9 +86,9 @@ class StreamGate:
         return record
 
     def _report_failure(self, batch_id: int, frame: pd.DataFrame, version: str) -> dict[str, Any]:
-        from expectations.gate import publish, validate
-        from infra.alerts import emit_alert
-        from infra.clients import prefect_api
+        from rtml.expectations.gate import publish, validate
+        from rtml.infra.config.clients import prefect_api
+        from rtml.models.monitoring.alerts import emit_alert
 
         out: dict[str, Any] = {}
         try:  # re-run with rendering only for failures: Data Docs for whoever is on call

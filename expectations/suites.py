@@ -8,7 +8,7 @@ parameters (``{"$PARAMETER": name}``) filled in by :func:`parameters`.
 Suites live as JSON in ``expectations/suites/<spec>/<suite>.json``; ``rtml expectations generate``
 rewrites the generated part and keeps every expectation whose ``meta`` has ``"rtml": "hand"``.
 
->>> from infra.spec import load_spec
+>>> from rtml.infra.config.spec import load_spec
 >>> suite = generate(load_spec(), "scores")
 >>> [e["type"] for e in suite["expectations"]][:2]
 ['expect_column_values_to_not_be_null', 'expect_column_values_to_be_between']
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.spec import StreamSpec, parse_duration_seconds
-from pipelines.features import EVENT_MS
+from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.spec import StreamSpec, parse_duration_seconds
 
 SUITES = ("raw_events", "training_batch", "scores")
 SHIPPED = Path(__file__).parent / "suites"
@@ -179,7 +179,7 @@ def parameters(
     spec: StreamSpec, settings: Any, reference: dict[str, Any] | None = None, now_ms: int | None = None
 ) -> dict[str, Any]:
     """Run-time values of the suite parameters: clock, settings, champion's reference profile."""
-    from models.profile import quantile_of
+    from rtml.models.monitoring.profile import quantile_of
 
     q = settings.quality
     now_ms = now_ms or int(time.time() * 1000)

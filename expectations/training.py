@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from expectations.gate import GateResult, publish, validate
-from infra.spec import StreamSpec
+from rtml.expectations.gate import GateResult, publish, validate
+from rtml.infra.config.spec import StreamSpec
 
 
 class QualityGateFailed(RuntimeError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.settings import Settings
+from rtml.infra.config.settings import Settings
 
 FLOWS = ("score", "retrain", "quality", "drift", "promote")
 
@@ -28,11 +28,11 @@ def build(
     """RunnerDeployments (module-path entrypoints, so any working directory can run them)."""
     from prefect.types.entrypoint import EntrypointType
 
-    from flows.drift import drift_flow
-    from flows.promote import promote_flow
-    from flows.quality import quality_flow
-    from flows.retrain import retrain_flow
-    from flows.score import score_flow
+    from rtml.flows.drift import drift_flow
+    from rtml.flows.promote import promote_flow
+    from rtml.flows.quality import quality_flow
+    from rtml.flows.retrain import retrain_flow
+    from rtml.flows.score import score_flow
 
     name = settings.mlflow.model_name
     params: dict[str, Any] = {"config_file": config_file, "overrides": overrides}
@@ -81,7 +81,7 @@ def apply_all(
     settings: Settings, config_file: str | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Register every deployment and the alert automation; returns what is registered."""
-    from infra.alerting import AlertingError, ensure_alerting
+    from rtml.flows.alerting import AlertingError, ensure_alerting
 
     registered = []
     for d in build(settings, config_file, overrides):

@@ -6,7 +6,7 @@ profile; live precision / recall / F1 and ADWIN on the labelled feedback of the 
 one per model version, feature and kind per ``drift.cooldown``), which the alert automation sends
 to the on-call notification block. The report (plots + statistics) goes to MLflow and Prefect.
 
-    python -m flows.drift            # one check against the configured services
+    python -m rtml.flows.drift            # one check against the configured services
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from infra.settings import Settings, load_settings
-from infra.spec import StreamSpec, load_spec, parse_duration_seconds
+from rtml.infra.config.settings import Settings, load_settings
+from rtml.infra.config.spec import StreamSpec, load_spec, parse_duration_seconds
 
 
 class DriftCheckError(RuntimeError):
@@ -29,8 +29,8 @@ class DriftCheckError(RuntimeError):
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def champion_reference(settings: Settings) -> dict[str, Any]:
     """Champion version, its reference profile and its holdout precision / recall / F1."""
-    from models.profile import load_profile
-    from models.registry import CHAMPION, alias_version, client
+    from rtml.models.lifecycle.registry import CHAMPION, alias_version, client
+    from rtml.models.monitoring.profile import load_profile
 
     version = alias_version(settings, CHAMPION)
     if version is None:
@@ -46,7 +46,7 @@ def champion_reference(settings: Settings) -> dict[str, Any]:
 
 @task(cache_policy=NO_CACHE)
 def recent_scores(settings: Settings, window: str) -> Any:
-    from pipelines.sinks import read_sink
+    from rtml.pipelines.sinks import read_sink
 
     since = int(time.time() * 1000) - parse_duration_seconds(window) * 1000
     return read_sink(settings, "scores", since)
@@ -55,7 +55,7 @@ def recent_scores(settings: Settings, window: str) -> Any:
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def labelled_feedback(settings: Settings, spec: StreamSpec, version: str) -> Any:
     """Labelled events the champion served in the performance window, oldest first."""
-    from pipelines.labels import build_labelled, ingest_labels, read_labelled
+    from rtml.pipelines.labels import build_labelled, ingest_labels, read_labelled
 
     ingest_labels(settings, spec)
     build_labelled(settings, spec)
@@ -70,7 +70,7 @@ def labelled_feedback(settings: Settings, spec: StreamSpec, version: str) -> Any
 def check(
     settings: Settings, spec: StreamSpec, ref: dict[str, Any], scores: Any, labelled: Any, window: str
 ) -> tuple[list[Any], dict[str, Any]]:
-    from models.drift import input_findings, performance_findings
+    from rtml.models.monitoring.drift import input_findings, performance_findings
 
     cfg = settings.drift
     findings, stats = [], {}
@@ -89,7 +89,7 @@ def check(
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def alert(settings: Settings, version: str, findings: list[Any]) -> list[str]:
     """Emit each finding unless its (version, feature, kind) alerted within the cooldown."""
-    from infra.alerts import emit_once
+    from rtml.models.monitoring.alerts import emit_once
 
     cooldown = parse_duration_seconds(settings.drift.cooldown)
     sent = []
@@ -104,8 +104,8 @@ def report(settings: Settings, ref: dict[str, Any], scores: Any, stats: dict[str
     """Plots + statistics as MLflow artifacts of a ``drift-check`` run; the table as a Prefect artifact."""
     import mlflow
 
-    from infra.clients import configure_mlflow
-    from models.drift_report import figure, markdown
+    from rtml.infra.config.clients import configure_mlflow
+    from rtml.models.monitoring.drift_report import figure, markdown
 
     configure_mlflow(settings)
     mlflow.set_experiment(settings.mlflow.experiment)
@@ -165,7 +165,7 @@ def drift_flow(
         summary["note"] = f"{len(scores)} events in the window, fewer than drift.min_events"
     summary["mlflow_run_id"] = report(settings, ref, scores, stats, summary)
     if sent and settings.drift.retrain_on_drift:
-        from flows.retrain import retrain_flow
+        from rtml.flows.retrain import retrain_flow
 
         outcome = retrain_flow(config_file=config_file, overrides=overrides, trigger="drift")
         summary["retrain"] = {

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import flow
 
-from infra.settings import load_settings
+from rtml.infra.config.settings import load_settings
 
 
 @flow(name="rtml-promote", log_prints=True)
@@ -19,8 +19,8 @@ def promote_flow(
 ) -> dict[str, Any]:
     from pathlib import Path
 
-    from infra.spec import load_spec
-    from models.lifecycle import promote_manual
+    from rtml.infra.config.spec import load_spec
+    from rtml.models.lifecycle.aliases import promote_manual
 
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     return promote_manual(settings, load_spec(settings.spec), str(version), reason)

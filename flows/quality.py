@@ -4,7 +4,7 @@ Runs the ``raw_events`` suite over the scored events and the ``scores`` suite ov
 each result is stored in MLflow (validation JSON + Data Docs) and a Prefect artifact, and a failure
 raises a ``rtml.quality.failed`` alert (warning) and fails the flow run, naming the expectations.
 
-    python -m flows.quality
+    python -m rtml.flows.quality
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from infra.settings import Settings, load_settings
-from infra.spec import StreamSpec, load_spec, parse_duration_seconds
+from rtml.infra.config.settings import Settings, load_settings
+from rtml.infra.config.spec import StreamSpec, load_spec, parse_duration_seconds
 
 
 class QualityCheckFailed(RuntimeError):
@@ -25,11 +25,11 @@ class QualityCheckFailed(RuntimeError):
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def validate_suite(settings: Settings, spec: StreamSpec, suite: str, frame: Any, version: str | None) -> dict:
-    from expectations.gate import publish, validate
+    from rtml.expectations.gate import publish, validate
 
     result = publish(validate(frame, suite, spec, settings), settings, {"rtml.gate": "scheduled"})
     if not result.passed:
-        from infra.alerts import emit_alert
+        from rtml.models.monitoring.alerts import emit_alert
 
         emit_alert(
             settings,
@@ -54,9 +54,9 @@ def quality_flow(
 ) -> dict[str, Any]:
     from pathlib import Path
 
-    from expectations.stream import raw_events_frame
-    from models.registry import CHAMPION, alias_version
-    from pipelines.sinks import read_sink
+    from rtml.expectations.stream import raw_events_frame
+    from rtml.models.lifecycle.registry import CHAMPION, alias_version
+    from rtml.pipelines.sinks import read_sink
 
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     spec = load_spec(settings.spec)

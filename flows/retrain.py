@@ -1,8 +1,9 @@
 """Retrain flow: labels -> labelled window -> quality gate -> challenger -> same-holdout decision ->
 new MLflow version -> promotion by moving aliases. The flow only orchestrates; the work is in
-``pipelines.labels``, ``models.training``, ``models.retrain`` and ``models.lifecycle``.
+``rtml.pipelines.labels``, ``rtml.models.training.challenger``, ``rtml.models.training.retrain``
+and ``rtml.models.lifecycle.aliases``.
 
-    python -m flows.retrain            # one run against the configured services
+    python -m rtml.flows.retrain            # one run against the configured services
 """
 
 from __future__ import annotations
@@ -15,26 +16,26 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from infra.settings import Settings, load_settings
-from infra.spec import StreamSpec, load_spec
+from rtml.infra.config.settings import Settings, load_settings
+from rtml.infra.config.spec import StreamSpec, load_spec
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def refresh_labelled(settings: Settings, spec: StreamSpec) -> dict[str, int]:
-    from pipelines.labels import build_labelled, ingest_labels
+    from rtml.pipelines.labels import build_labelled, ingest_labels
 
     return {**ingest_labels(settings, spec), **build_labelled(settings, spec)}
 
 
 @task(cache_policy=NO_CACHE)
 def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> Any:
-    from expectations.training import quarantined_ids
-    from models.training import select_window as select
-    from pipelines.labels import read_labelled
+    from rtml.expectations.training import quarantined_ids
+    from rtml.models.training.challenger import select_window as select
+    from rtml.pipelines.labels import read_labelled
 
     since = watermark_ms
     if settings.retrain.mode == "full":
-        from infra.spec import parse_duration_seconds
+        from rtml.infra.config.spec import parse_duration_seconds
 
         since = min(
             since, int(time.time() * 1000) - parse_duration_seconds(settings.retrain.sliding_window) * 1000
@@ -49,7 +50,7 @@ def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> An
 @task(cache_policy=NO_CACHE)
 def read_batch_file(spec: StreamSpec, path: str) -> Any:
     """A labelled batch from a file (backfill): raw event fields + label, as given (the gate checks)."""
-    from expectations.gate import prepare
+    from rtml.expectations.gate import prepare
 
     frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
     return prepare(frame, spec)
@@ -58,8 +59,8 @@ def read_batch_file(spec: StreamSpec, path: str) -> Any:
 @task(cache_policy=NO_CACHE)
 def window_of_batch(settings: Settings, spec: StreamSpec, raw: Any) -> Any:
     """Features of a gated batch file, every row new (the file is the window)."""
-    from models.training import select_window as select
-    from pipelines.features import featurise_history
+    from rtml.features.featurise import featurise_history
+    from rtml.models.training.challenger import select_window as select
 
     return select(featurise_history(raw, spec), spec, settings, watermark_ms=-1)
 
@@ -69,14 +70,14 @@ def quality_gate(
     settings: Settings, spec: StreamSpec, frame: Any, champion_version: str, trigger: str, source: str | None
 ) -> Any:
     """Great Expectations training-batch suite; a failure quarantines the batch, alerts, and raises."""
-    from expectations.training import (
+    from rtml.expectations.training import (
         QualityGateFailed,
         check_training_batch,
         failure_message,
         quarantine_batch,
     )
-    from infra.alerts import emit_alert
-    from models.profile import load_profile
+    from rtml.models.monitoring.alerts import emit_alert
+    from rtml.models.monitoring.profile import load_profile
 
     tags = {"rtml.trigger": trigger, "rtml.champion_version": champion_version, "rtml.gate": "retrain"}
     result = check_training_batch(settings, spec, frame, load_profile(settings, champion_version), tags)
@@ -103,7 +104,7 @@ def quality_gate(
 
 @task(retries=1, cache_policy=NO_CACHE)
 def train(settings: Settings, spec: StreamSpec, champion_model: Any, window: Any) -> Any:
-    from models.training import train_challenger
+    from rtml.models.training.challenger import train_challenger
 
     return train_challenger(
         champion_model,
@@ -117,8 +118,8 @@ def train(settings: Settings, spec: StreamSpec, champion_model: Any, window: Any
 
 @task(cache_policy=NO_CACHE)
 def evaluate(settings: Settings, spec: StreamSpec, champion_model: Any, learner: Any, window: Any) -> Any:
-    from models.retrain import evaluate as judge
-    from models.retrain import policy_of
+    from rtml.models.training.retrain import evaluate as judge
+    from rtml.models.training.retrain import policy_of
 
     return judge(policy_of(settings), spec, champion_model, learner, window)
 
@@ -134,7 +135,7 @@ def register(
     trigger: str,
     watermark_ms: int,
 ) -> str:
-    from models.retrain import max_event_ms, register_challenger
+    from rtml.models.training.retrain import max_event_ms, register_challenger
 
     reg = register_challenger(
         settings,
@@ -153,8 +154,8 @@ def register(
 def apply_decision(
     settings: Settings, champion_version: str, challenger_version: str, decision: Any, trigger: str
 ) -> dict[str, Any]:
-    from models.lifecycle import move_champion
-    from models.retrain import record_decision
+    from rtml.models.lifecycle.aliases import move_champion
+    from rtml.models.training.retrain import record_decision
 
     record_decision(settings, champion_version, challenger_version, decision)
     create_table_artifact(
@@ -189,7 +190,7 @@ def retrain_flow(
     """
     from pathlib import Path
 
-    from models.retrain import champion
+    from rtml.models.training.retrain import champion
 
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     spec = load_spec(settings.spec)

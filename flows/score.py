@@ -1,11 +1,11 @@
 """Scoring deployment: a long-running flow that keeps the streaming scoring job alive.
 
-The work is in :class:`pipelines.supervisor.ScoringSupervisor`; this flow publishes what it sees:
+The work is in :class:`rtml.pipelines.supervisor.ScoringSupervisor`; this flow publishes what it sees:
 a ``rtml.scoring.heartbeat`` event every heartbeat (input and processed rates, batch duration,
 consumer lag, restarts), a ``rtml.scoring.restarted`` event per restart, and the
 ``rtml-scoring-progress`` table artifact. Cancel the flow run (or SIGTERM) to stop the job cleanly.
 
-    python -m flows.score            # supervise until stopped
+    python -m rtml.flows.score            # supervise until stopped
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from infra.settings import load_settings
+from rtml.infra.config.settings import load_settings
 
 ARTIFACT_EVERY = 6  # heartbeats between two progress artifacts
 
@@ -39,7 +39,7 @@ def score_flow(
 
     from prefect.events import emit_event
 
-    from pipelines.supervisor import ScoringSupervisor
+    from rtml.pipelines.supervisor import ScoringSupervisor
 
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     logger = get_run_logger()

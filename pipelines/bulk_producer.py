@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pipelines.librdkafka import MESSAGE_TIMEOUT_S
+from rtml.pipelines.librdkafka import MESSAGE_TIMEOUT_S
 
 # (topic, key, value) or (topic, key, value, partition, headers)
 Record = tuple[Any, ...]
@@ -46,7 +46,7 @@ class LibrdkafkaProducer:
     def __init__(self, opts: dict[str, Any]) -> None:
         from confluent_kafka import KafkaException, Producer
 
-        from pipelines.librdkafka import logger, producer_config
+        from rtml.pipelines.librdkafka import logger, producer_config
 
         self._refused = KafkaException
         self._producer = Producer({**producer_config(opts), "logger": logger()})
@@ -89,7 +89,7 @@ class KafkaPythonProducer:
     """kafka-python producer; failed futures name the failed records."""
 
     def __init__(self, opts: dict[str, Any], **extra: Any) -> None:
-        from pipelines.kafka_clients import make_producer
+        from rtml.infra.config.kafka_clients import make_producer
 
         self._producer = make_producer(opts, **extra)
 
@@ -110,7 +110,7 @@ class KafkaPythonProducer:
 
 def make_bulk_producer(opts: dict[str, Any], client: str = "librdkafka") -> BulkProducer:
     """A bulk producer for kafka-python connection options ``opts``."""
-    from pipelines.kafka_clients import check_io_client
+    from rtml.infra.config.kafka_clients import check_io_client
 
     if check_io_client(client) == "librdkafka":
         return LibrdkafkaProducer(opts)

@@ -6,7 +6,7 @@ calls per micro-batch is the number of buckets. The state of a bucket is the rec
 its entities (within the longest window), stored as Arrow IPC bytes: binary state avoids the
 array-typed state schema bug of Spark 4.3.0. Invalid events (``_reason`` set) pass through in
 bucket -1 without touching state. The stage's output is what ``finish`` makes of the featurised
-frame (the scorer: see :mod:`pipelines.scorer`). State is versioned with the checkpoint, so a replayed
+frame (the scorer: see :mod:`rtml.pipelines.scorer`). State is versioned with the checkpoint, so a replayed
 micro-batch recomputes exactly the same aggregates.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from infra.spec import StreamSpec
-from pipelines.features import featurise
+from rtml.features.featurise import featurise
+from rtml.infra.config.spec import StreamSpec
 
 STATE_SCHEMA = "history binary"
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from infra.spec import StreamSpec
+from rtml.infra.config.spec import StreamSpec
 
 CATEGORIES = [
     "grocery",

@@ -1,13 +1,13 @@
 """Kafka for Spark through PySpark's Python Data Source API (kafka-python on the driver, librdkafka or
-kafka-python in the tasks: see :mod:`pipelines.partition_reader`).
+kafka-python in the tasks: see :mod:`rtml.pipelines.partition_reader`).
 
 Registered as format ``rtml_kafka`` (the short name ``kafka`` is reserved by Spark). Rows look like
 Spark's own Kafka source: key, value, topic, partition, offset, timestamp, timestampType, headers.
 Offsets per topic-partition live in the Spark checkpoint as ``{"topic": {"0": n, ...}}`` with a
 stable key order. Read options: ``subscribe`` (comma-separated topics), ``startingOffsets``
 (earliest | latest | JSON), ``maxOffsetsPerTrigger``. Write options: ``topic``. Both: ``ioClient``
-(librdkafka | kafka-python: the client tasks read and write with, see :mod:`pipelines.partition_reader`
-and :mod:`pipelines.bulk_producer`; offsets are always discovered with kafka-python on the driver).
+(librdkafka | kafka-python: the client tasks read and write with, see :mod:`rtml.pipelines.partition_reader`
+and :mod:`rtml.pipelines.bulk_producer`; offsets are always discovered with kafka-python on the driver).
 Connection options: see :func:`spark_options`.
 
 The true end of a partition is taken from the high-water mark of a fetch response, not from
@@ -71,7 +71,7 @@ def connection_from_options(options: dict[str, str]) -> dict[str, Any]:
 
 
 def _consumer(conn: dict[str, Any]):  # noqa: ANN202
-    from pipelines.kafka_clients import make_reader_consumer
+    from rtml.infra.config.kafka_clients import make_reader_consumer
 
     return make_reader_consumer(conn)
 
@@ -190,7 +190,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         ]
 
     def read(self, partition: KafkaPartition) -> Iterator[Any]:  # type: ignore[override]
-        from pipelines.partition_reader import read_partition
+        from rtml.pipelines.partition_reader import read_partition
 
         p = partition
         yield from read_partition(p.conn, p.topic, p.partition, p.start, p.end, p.client)
@@ -233,9 +233,9 @@ def produce_arrow(
 ) -> int:
     """Send rows with columns value [, key, topic, partition, headers] to Kafka; return the count.
 
-    Raises :class:`~pipelines.bulk_producer.DeliveryError` if records are not accepted after retries.
+    Raises :class:`~rtml.pipelines.bulk_producer.DeliveryError` if records are not accepted after retries.
     """
-    from pipelines.bulk_producer import deliver, make_bulk_producer
+    from rtml.pipelines.bulk_producer import deliver, make_bulk_producer
 
     producer = make_bulk_producer(conn, client)
     n = 0

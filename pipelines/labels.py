@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from infra.settings import Settings
-from infra.spec import StreamSpec, parse_duration_seconds
-from pipelines.features import EVENT_MS
+from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.settings import Settings
+from rtml.infra.config.spec import StreamSpec, parse_duration_seconds
 
 
 def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
@@ -29,8 +29,8 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
     """
     from kafka import TopicPartition
 
-    from pipelines.kafka_clients import connection_options, make_consumer
-    from pipelines.kafka_source import true_end_offsets
+    from rtml.infra.config.kafka_clients import connection_options, make_consumer
+    from rtml.pipelines.kafka_source import true_end_offsets
 
     assert spec.label is not None
     root = settings.sink_root / "labels"

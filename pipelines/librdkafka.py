@@ -1,7 +1,7 @@
 """librdkafka (confluent-kafka) configuration from rtml's kafka-python connection options.
 
 rtml keeps one description of a Kafka connection, the kafka-python keyword arguments of
-:func:`pipelines.kafka_clients.connection_options` (plain dicts that travel to Spark executors);
+:func:`rtml.infra.config.kafka_clients.connection_options` (plain dicts that travel to Spark executors);
 this module maps it to librdkafka's property names for the data path's clients.
 
 >>> c = consumer_config({"bootstrap_servers": ["a:9092", "b:9092"], "security_protocol": "SASL_SSL",

@@ -13,10 +13,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from infra.settings import Settings
-from infra.spec import StreamSpec
-from pipelines.bulk_producer import BulkProducer, DeliveryError, deliver, make_bulk_producer
-from pipelines.scorer import KAFKA_MS
+from rtml.infra.config.settings import Settings
+from rtml.infra.config.spec import StreamSpec
+from rtml.pipelines.bulk_producer import BulkProducer, DeliveryError, deliver, make_bulk_producer
+from rtml.pipelines.scorer import KAFKA_MS
 
 
 class KafkaOutbox:
@@ -33,7 +33,7 @@ class KafkaOutbox:
 
     def producer(self) -> BulkProducer:
         if self._producer is None:
-            from pipelines.kafka_clients import connection_options
+            from rtml.infra.config.kafka_clients import connection_options
 
             opts = connection_options(self.settings)
             self._producer = make_bulk_producer(opts, self.settings.kafka.io_client)

@@ -58,7 +58,7 @@ class _KafkaPythonReader:
     def __init__(self, conn: dict[str, Any], topic: str, partition: int) -> None:
         from kafka import TopicPartition
 
-        from pipelines.kafka_clients import make_reader_consumer
+        from rtml.infra.config.kafka_clients import make_reader_consumer
 
         self.tp = TopicPartition(topic, partition)
         self.consumer = make_reader_consumer(conn)
@@ -97,7 +97,7 @@ class _LibrdkafkaReader:
     def __init__(self, conn: dict[str, Any], topic: str, partition: int) -> None:
         from confluent_kafka import Consumer
 
-        from pipelines.librdkafka import consumer_config, logger
+        from rtml.pipelines.librdkafka import consumer_config, logger
 
         self.topic, self.partition = topic, partition
         self.consumer = Consumer({**consumer_config(conn), "logger": logger()})
@@ -154,7 +154,7 @@ def read_partition(
     key = (client, json.dumps(conn, sort_keys=True, default=str), topic, partition)
     reader = _READERS.get(key)
     if reader is None:
-        from pipelines.kafka_clients import check_io_client
+        from rtml.infra.config.kafka_clients import check_io_client
 
         cls = _LibrdkafkaReader if check_io_client(client) == "librdkafka" else _KafkaPythonReader
         reader = _READERS[key] = cls(conn, topic, partition)

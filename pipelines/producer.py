@@ -11,17 +11,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from infra.settings import Settings
-from infra.spec import StreamSpec, load_spec
-from pipelines.bulk_producer import make_bulk_producer
-from pipelines.generator import (
+from rtml.infra.config.kafka_clients import connection_options
+from rtml.infra.config.settings import Settings
+from rtml.infra.config.spec import StreamSpec, load_spec
+from rtml.pipelines.bulk_producer import make_bulk_producer
+from rtml.pipelines.generator import (
     MALFORMED_KINDS,
     CardTransactionGenerator,
     encode_events,
     malform,
     to_event_frame,
 )
-from pipelines.kafka_clients import connection_options
 
 KIND_HEADER = "rtml.generator.kind"
 
@@ -45,7 +45,7 @@ def _send(
     kinds: list[str] | None = None,
 ) -> None:
     """Send and wait until the broker accepted every record (re-sent if not; DeliveryError if never)."""
-    from pipelines.bulk_producer import deliver
+    from rtml.pipelines.bulk_producer import deliver
 
     records = [
         (

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any
 
-from infra.settings import Settings
-from infra.spec import StreamSpec
+from rtml.infra.config.settings import Settings
+from rtml.infra.config.spec import StreamSpec
 
 
 def run_scoring(
@@ -24,9 +24,9 @@ def run_scoring(
     stop: threading.Event | None = None,
     max_seconds: float | None = None,
 ) -> dict[str, Any]:
-    from infra.clients import configure_mlflow
-    from pipelines.scoring import BatchSink, build_query
-    from pipelines.spark_io import spark_session
+    from rtml.infra.config.clients import configure_mlflow
+    from rtml.pipelines.scoring import BatchSink, build_query
+    from rtml.pipelines.spark_io import spark_session
 
     configure_mlflow(settings)
     stop = stop or threading.Event()
@@ -100,8 +100,8 @@ def write_progress(settings: Settings, progress: dict[str, Any]) -> None:
 if __name__ == "__main__":
     import json
 
-    from infra.settings import load_settings
-    from infra.spec import load_spec
+    from rtml.infra.config.settings import load_settings
+    from rtml.infra.config.spec import load_spec
 
     s = load_settings()
     print(json.dumps(run_scoring(s, load_spec(s.spec), available_now="--available-now" in sys.argv)))

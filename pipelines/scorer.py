@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from infra.spec import StreamSpec
-from pipelines.features import EVENT_MS, model_frame
+from rtml.features.featurise import EVENT_MS, model_frame
+from rtml.infra.config.spec import StreamSpec
 
 VERSION_PROPERTY = "rtml.model.version"
 KAFKA_MS = "kafka_timestamp_ms"
@@ -104,7 +104,7 @@ def make_frame_scorer(
     """pandas frame -> score rows, with the model version of the running task."""
 
     def fn(frame: pd.DataFrame) -> pd.DataFrame:
-        from models.registry import load_model
+        from rtml.models.lifecycle.registry import load_model
 
         version = task_model_version()
         return score_frame(frame, spec, load_model(tracking_uri, model_name, version), version)
@@ -121,7 +121,7 @@ def make_arrow_scorer(
     def fn(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
-        from pipelines.entity_state import pseudonymise
+        from rtml.pipelines.entity_state import pseudonymise
 
         schema = score_arrow_schema(spec)
         for rb in batches:

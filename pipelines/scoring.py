@@ -3,12 +3,12 @@
 Per micro-batch (``foreachBatch``) the sink resolves ``@champion`` once and hands the version to
 the batch's tasks as a job property; a moved alias swaps the model without a restart and every
 score row carries the version that produced it. Each micro-batch is one Spark job (read, validate,
-then features and scores in one Python stage: :mod:`pipelines.scorer`) whose Arrow result is
+then features and scores in one Python stage: :mod:`rtml.pipelines.scorer`) whose Arrow result is
 written by the driver: Parquet via pyarrow and Kafka via one long-lived producer. Scores go to
 ``<sink_root>/scores/batch_id=N`` (Parquet) and the scores topic; invalid events to
 ``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason and raw payload.
 A replayed batch keeps its id, so Parquet output is overwritten, not duplicated (exactly once);
-Kafka output is delivered from those Parquet batches by :mod:`pipelines.outbox`.
+Kafka output is delivered from those Parquet batches by :mod:`rtml.pipelines.outbox`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from expectations.stream import StreamGate
-from infra.settings import Settings
-from infra.spec import StreamSpec
-from models.registry import CHAMPION, alias_version
-from pipelines.outbox import KafkaOutbox
-from pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
+from rtml.expectations.stream import StreamGate
+from rtml.infra.config.settings import Settings
+from rtml.infra.config.spec import StreamSpec
+from rtml.models.lifecycle.registry import CHAMPION, alias_version
+from rtml.pipelines.outbox import KafkaOutbox
+from rtml.pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
 
 
 def _write_parquet(table: Any, directory: Path) -> None:
@@ -176,10 +176,10 @@ def build_query(
     from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
-    from pipelines.entity_state import STATE_SCHEMA, make_state_fn
-    from pipelines.scorer import make_arrow_scorer, make_frame_scorer, score_ddl
-    from pipelines.spark_io import read_kafka_stream
-    from pipelines.validation import validate
+    from rtml.pipelines.entity_state import STATE_SCHEMA, make_state_fn
+    from rtml.pipelines.scorer import make_arrow_scorer, make_frame_scorer, score_ddl
+    from rtml.pipelines.spark_io import read_kafka_stream
+    from rtml.pipelines.validation import validate
 
     raw = read_kafka_stream(
         spark, settings, settings.kafka.topics.events, "earliest", settings.spark.max_events_per_trigger

@@ -1,6 +1,6 @@
 """Read back what the scoring job wrote: the Parquet score and quarantine sinks.
 
->>> from infra.settings import load_settings
+>>> from rtml.infra.config.settings import load_settings
 >>> s = load_settings(overrides={"state_dir": "/nonexistent"}, use_default_file=False)
 >>> read_sink(s, "scores").empty
 True

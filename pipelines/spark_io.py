@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.settings import Settings
-from pipelines.kafka_clients import connection_options
-from pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
+from rtml.infra.config.kafka_clients import connection_options
+from rtml.infra.config.settings import Settings
+from rtml.pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
 
 
 def spark_session(settings: Settings, app_name: str = "rtml") -> Any:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.settings import Settings
+from rtml.infra.config.settings import Settings
 
 log = logging.getLogger(__name__)
 SUPERVISED_PID = "scoring-supervised.json"
@@ -60,8 +60,8 @@ def consumer_lag(settings: Settings, end_offset: dict[str, dict[str, int]] | Non
     """Events on the events topic not yet processed by the job (None if it cannot be measured)."""
     from kafka import TopicPartition
 
-    from pipelines.kafka_clients import connection_options, make_consumer
-    from pipelines.kafka_source import true_end_offsets
+    from rtml.infra.config.kafka_clients import connection_options, make_consumer
+    from rtml.pipelines.kafka_source import true_end_offsets
 
     topic = settings.kafka.topics.events
     done = (end_offset or {}).get(topic, {})
@@ -147,7 +147,7 @@ class ScoringSupervisor:
             self.proc.wait(timeout=30)
 
     def progress(self) -> dict[str, Any] | None:
-        from pipelines.score_job import PROGRESS_FILE
+        from rtml.pipelines.score_job import PROGRESS_FILE
 
         path = self.settings.sink_root / PROGRESS_FILE
         try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.spec import UNKNOWN_CATEGORY, FeatureSpec, StreamSpec
-from pipelines.features import EVENT_MS
+from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.spec import UNKNOWN_CATEGORY, FeatureSpec, StreamSpec
 
 _SPARK_TYPES = {"double": "double", "long": "bigint", "string": "string", "boolean": "boolean"}
 

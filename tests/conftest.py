@@ -32,8 +32,8 @@ def session_dir() -> Path:
 @pytest.fixture(scope="session")
 def stack(session_dir: Path) -> Iterator:
     """A running local stack (broker, MLflow, Prefect) for the whole test session; yields Settings."""
-    from infra import stack as stack_mod
-    from infra.settings import load_settings
+    from rtml.infra.app import stack as stack_mod
+    from rtml.infra.config.settings import load_settings
 
     settings = load_settings(
         use_default_file=False,

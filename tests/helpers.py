@@ -87,8 +87,8 @@ def scoped_settings(stack, tmp_path: Path, **extra):  # noqa: ANN001, ANN201
     """Settings on the session stack with this test's own topics, model name and state dir."""
     import uuid
 
-    from infra.settings import load_settings
-    from pipelines.kafka_clients import connection_options, ensure_topics
+    from rtml.infra.config.kafka_clients import connection_options, ensure_topics
+    from rtml.infra.config.settings import load_settings
 
     uid = uuid.uuid4().hex[:8]
     overrides = {
@@ -131,8 +131,8 @@ def read_topic(settings, topic: str) -> list:  # noqa: ANN001
 
     from kafka import TopicPartition
 
-    from pipelines.kafka_clients import connection_options, make_consumer
-    from pipelines.kafka_source import true_end_offsets
+    from rtml.infra.config.kafka_clients import connection_options, make_consumer
+    from rtml.pipelines.kafka_source import true_end_offsets
 
     consumer = make_consumer(connection_options(settings))
     try:
@@ -163,8 +163,8 @@ def valid_and_malformed(settings) -> tuple[dict[str, tuple[int, int]], dict[tupl
     """From the events topic: valid event id -> (partition, offset); (partition, offset) -> malformed kind."""
     import json as _json
 
-    from infra.spec import load_spec
-    from pipelines.producer import KIND_HEADER
+    from rtml.infra.config.spec import load_spec
+    from rtml.pipelines.producer import KIND_HEADER
 
     spec = load_spec(settings.spec)
     valid, bad = {}, {}
@@ -195,8 +195,8 @@ def labelled_batch(n: int, seed: int, start_ms: int | None = None, drift_at: int
     """Generated labelled events as a user's batch file would hold them: event fields + label."""
     import time as _time
 
-    from infra.spec import load_spec
-    from pipelines.generator import CardTransactionGenerator, to_event_frame
+    from rtml.infra.config.spec import load_spec
+    from rtml.pipelines.generator import CardTransactionGenerator, to_event_frame
 
     spec = load_spec()
     gen = CardTransactionGenerator(seed=seed, drift_at=drift_at)

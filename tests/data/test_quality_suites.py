@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from expectations.gate import validate
-from expectations.suites import SHIPPED, SUITES, suite_path, write_suites
-from infra.settings import load_settings
-from infra.spec import load_spec
-from models.profile import build_profile
-from pipelines.features import featurise_history
+from rtml.expectations.gate import validate
+from rtml.expectations.suites import SHIPPED, SUITES, suite_path, write_suites
+from rtml.features.featurise import featurise_history
+from rtml.infra.config.settings import load_settings
+from rtml.infra.config.spec import load_spec
+from rtml.models.monitoring.profile import build_profile
 from tests.helpers import POISONS, labelled_batch, poison
 
 SPEC = load_spec()

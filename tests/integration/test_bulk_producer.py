@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.bulk_producer import DeliveryError, deliver, make_bulk_producer
-from pipelines.kafka_clients import connection_options
+from rtml.infra.config.kafka_clients import connection_options
+from rtml.pipelines.bulk_producer import DeliveryError, deliver, make_bulk_producer
 from tests.helpers import read_topic, scoped_settings
 
 pytestmark = pytest.mark.integration

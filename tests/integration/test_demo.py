@@ -52,8 +52,8 @@ def test_demo_closes_the_loop(tmp_path: Path) -> None:
 
 
 def test_a_failing_demo_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from infra import demo, stack
-    from infra.settings import load_settings
+    from rtml.infra.app import demo, stack
+    from rtml.infra.config.settings import load_settings
 
     env = stack_env(tmp_path / "state")
     settings = load_settings(

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from flows.drift import drift_flow
-from infra.alerting import ensure_alerting
-from infra.clients import prefect_api
-from infra.oncall import WebhookReceiver
-from infra.spec import load_spec
-from models.bootstrap import bootstrap
-from pipelines.producer import generated_frames, stream_frames
-from pipelines.score_job import run_scoring
+from rtml.flows.alerting import ensure_alerting
+from rtml.flows.bootstrap import bootstrap
+from rtml.flows.drift import drift_flow
+from rtml.infra.app.oncall import WebhookReceiver
+from rtml.infra.config.clients import prefect_api
+from rtml.infra.config.spec import load_spec
+from rtml.pipelines.producer import generated_frames, stream_frames
+from rtml.pipelines.score_job import run_scoring
 from tests.helpers import overrides_of, scoped_settings
 
 pytestmark = pytest.mark.integration

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.retrain import retrain_flow
-from infra.clients import prefect_api
-from infra.spec import load_spec
-from models.bootstrap import bootstrap
-from models.registry import client
-from pipelines.producer import generated_frames, stream_frames
-from pipelines.score_job import run_scoring
+from rtml.flows.bootstrap import bootstrap
+from rtml.flows.retrain import retrain_flow
+from rtml.infra.config.clients import prefect_api
+from rtml.infra.config.spec import load_spec
+from rtml.models.lifecycle.registry import client
+from rtml.pipelines.producer import generated_frames, stream_frames
+from rtml.pipelines.score_job import run_scoring
 from tests.helpers import overrides_of, scoped_settings, sink_frame, valid_and_malformed
 
 pytestmark = pytest.mark.integration

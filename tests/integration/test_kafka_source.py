@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.spark_io import read_kafka_stream, spark_session, write_kafka
+from rtml.pipelines.spark_io import read_kafka_stream, spark_session, write_kafka
 from tests.helpers import read_topic, scoped_settings
 
 pytestmark = pytest.mark.integration
@@ -50,8 +50,8 @@ def test_write_then_read_in_limited_micro_batches(stack, tmp_path: Path, client:
     run()
     assert sum(seen) == 5000
     assert max(seen) <= 1200 and len([n for n in seen if n]) >= 5  # the row budget is honoured
-    from pipelines.bulk_producer import make_bulk_producer
-    from pipelines.kafka_clients import connection_options
+    from rtml.infra.config.kafka_clients import connection_options
+    from rtml.pipelines.bulk_producer import make_bulk_producer
 
     producer = make_bulk_producer(connection_options(s), client)
     value = json.dumps({"i": 5000}).encode()

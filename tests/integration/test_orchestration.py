@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from flows.score import score_flow
-from infra.clients import prefect_api
-from infra.spec import load_spec
-from models.bootstrap import bootstrap
-from pipelines.producer import generated_frames, stream_frames
-from pipelines.supervisor import STOP_FILE, SUPERVISED_PID
+from rtml.flows.bootstrap import bootstrap
+from rtml.flows.score import score_flow
+from rtml.infra.config.clients import prefect_api
+from rtml.infra.config.spec import load_spec
+from rtml.pipelines.producer import generated_frames, stream_frames
+from rtml.pipelines.supervisor import STOP_FILE, SUPERVISED_PID
 from tests.helpers import (
     overrides_of,
     rtml,

@@ -8,12 +8,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from infra.spec import load_spec
-from models.bootstrap import bootstrap
-from pipelines.outbox import KafkaOutbox
-from pipelines.producer import generated_frames, stream_frames
-from pipelines.score_job import run_scoring
-from pipelines.scoring import _write_parquet
+from rtml.flows.bootstrap import bootstrap
+from rtml.infra.config.spec import load_spec
+from rtml.pipelines.outbox import KafkaOutbox
+from rtml.pipelines.producer import generated_frames, stream_frames
+from rtml.pipelines.score_job import run_scoring
+from rtml.pipelines.scoring import _write_parquet
 from tests.helpers import read_topic, scoped_settings, sink_frame
 
 pytestmark = pytest.mark.integration

@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from expectations.training import quarantine_root, quarantined_ids
-from flows.retrain import retrain_flow
-from infra.clients import prefect_api
-from infra.spec import load_spec
-from models.bootstrap import bootstrap
-from models.registry import CHAMPION, alias_version, client
+from rtml.expectations.training import quarantine_root, quarantined_ids
+from rtml.flows.bootstrap import bootstrap
+from rtml.flows.retrain import retrain_flow
+from rtml.infra.config.clients import prefect_api
+from rtml.infra.config.spec import load_spec
+from rtml.models.lifecycle.registry import CHAMPION, alias_version, client
 from tests.helpers import (
     POISONS,
     RTML,

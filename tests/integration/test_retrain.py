@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from flows.retrain import retrain_flow
-from infra.clients import prefect_api
-from infra.spec import load_spec
-from models.bootstrap import bootstrap
-from models.lifecycle import (
+from rtml.flows.bootstrap import bootstrap
+from rtml.flows.retrain import retrain_flow
+from rtml.infra.config.clients import prefect_api
+from rtml.infra.config.spec import load_spec
+from rtml.models.lifecycle.aliases import (
     LifecycleError,
     audit_trail,
     list_versions,
@@ -18,9 +18,9 @@ from models.lifecycle import (
     promote_manual,
     rollback,
 )
-from models.registry import CHAMPION, PREVIOUS, alias_version, client
-from pipelines.producer import generated_frames, stream_frames
-from pipelines.score_job import run_scoring
+from rtml.models.lifecycle.registry import CHAMPION, PREVIOUS, alias_version, client
+from rtml.pipelines.producer import generated_frames, stream_frames
+from rtml.pipelines.score_job import run_scoring
 from tests.helpers import RTML, overrides_of, scoped_settings, settings_env, sink_frame, wait_for
 
 pytestmark = pytest.mark.integration

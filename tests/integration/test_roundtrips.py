@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.smoke import kafka_round_trip, mlflow_round_trip, prefect_round_trip
+from rtml.infra.app.smoke import kafka_round_trip, mlflow_round_trip, prefect_round_trip
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_prefect_flow_run_recorded_by_server(stack) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
-    from infra.clients import prefect_api
+    from rtml.infra.config.clients import prefect_api
 
     result = prefect_round_trip(stack)
     assert result["ok"] is True

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.spec import load_spec
-from models.bootstrap import bootstrap
-from pipelines.producer import generated_frames, stream_frames
-from pipelines.score_job import run_scoring
+from rtml.flows.bootstrap import bootstrap
+from rtml.infra.config.spec import load_spec
+from rtml.pipelines.producer import generated_frames, stream_frames
+from rtml.pipelines.score_job import run_scoring
 from tests.helpers import (
     RTML,
     read_topic,

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from infra.spec import load_spec
-from models.bootstrap import bootstrap
-from models.registry import client
-from pipelines.producer import generated_frames, stream_frames
-from pipelines.score_job import run_scoring
+from rtml.flows.bootstrap import bootstrap
+from rtml.infra.config.spec import load_spec
+from rtml.models.lifecycle.registry import client
+from rtml.pipelines.producer import generated_frames, stream_frames
+from rtml.pipelines.score_job import run_scoring
 from tests.helpers import RTML, read_topic, scoped_settings, settings_env
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from models.families import FAMILIES
-from models.streaming_linear import regression_metrics
+from rtml.models.learners.families import FAMILIES
+from rtml.models.learners.streaming_linear import regression_metrics
 
 NUMERIC = ["x1", "x2"]
 CATS = {"c": ["a", "b", "c"]}
@@ -66,7 +66,7 @@ def test_mlflow_save_and_load_give_identical_predictions(family: str, tmp_path: 
     import mlflow
     from mlflow.models import infer_signature
 
-    from models.registry import _pyfunc_class
+    from rtml.models.lifecycle.registry import _pyfunc_class
 
     learner = trained(family)
     X, _ = learnable(family, 300, seed=98)
@@ -109,8 +109,8 @@ def test_learning_on_a_learnable_stream_improves_the_metric(family: str) -> None
 
 
 def test_unknown_family_and_wrong_task_are_one_line_errors() -> None:
-    from infra.spec import load_spec
-    from models.families import make_learner
+    from rtml.infra.config.spec import load_spec
+    from rtml.models.learners.families import make_learner
 
     with pytest.raises(ValueError, match="unknown model family 'forest'"):
         make_learner(load_spec(), "forest")

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.hoeffding_tree import HoeffdingTree
-from models.streaming_kmeans import StreamingKMeans
-from models.streaming_linear import StreamingLinearRegression, regression_metrics
+from rtml.models.learners.hoeffding_tree import HoeffdingTree
+from rtml.models.learners.streaming_kmeans import StreamingKMeans
+from rtml.models.learners.streaming_linear import StreamingLinearRegression, regression_metrics
 
 
 def river_stream(name: str, n: int) -> tuple[pd.DataFrame, np.ndarray]:

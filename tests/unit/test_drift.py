@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from infra.settings_ops import DriftSettings
-from models.drift import adwin_change, categorical_stats, input_findings, performance_findings, psi
+from rtml.infra.config.settings_ops import DriftSettings
+from rtml.models.monitoring.drift import (
+    adwin_change,
+    categorical_stats,
+    input_findings,
+    performance_findings,
+    psi,
+)
 
 CFG = DriftSettings()
 RNG = np.random.default_rng(7)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from infra.spec import load_spec, parse_duration_seconds
-from pipelines.features import EVENT_MS, add_entity_aggregates, featurise_history
-from pipelines.generator import CardTransactionGenerator
+from rtml.features.featurise import EVENT_MS, add_entity_aggregates, featurise_history
+from rtml.infra.config.spec import load_spec, parse_duration_seconds
+from rtml.pipelines.generator import CardTransactionGenerator
 
 
 def _events(n: int = 20_000) -> pd.DataFrame:

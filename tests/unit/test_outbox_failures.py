@@ -7,10 +7,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from infra.settings import load_settings
-from infra.spec import load_spec
-from pipelines.bulk_producer import DeliveryError
-from pipelines.outbox import KafkaOutbox
+from rtml.infra.config.settings import load_settings
+from rtml.infra.config.spec import load_spec
+from rtml.pipelines.bulk_producer import DeliveryError
+from rtml.pipelines.outbox import KafkaOutbox
 
 
 class _Producer:

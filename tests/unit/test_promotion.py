@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.promotion import PromotionPolicy, decide, metrics_from_predictions
+from rtml.models.evaluation.promotion import PromotionPolicy, decide, metrics_from_predictions
 
 POLICY = PromotionPolicy(min_holdout=100, min_positives=10, bootstrap_samples=100)
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from infra.spec import load_spec
-from pipelines.features import EVENT_MS, featurise_history
-from pipelines.generator import CardTransactionGenerator, to_event_frame
-from pipelines.scorer import KAFKA_MS, score_arrow_schema, score_columns, score_frame, task_model_version
+from rtml.features.featurise import EVENT_MS, featurise_history
+from rtml.infra.config.spec import load_spec
+from rtml.pipelines.generator import CardTransactionGenerator, to_event_frame
+from rtml.pipelines.scorer import KAFKA_MS, score_arrow_schema, score_columns, score_frame, task_model_version
 
 
 class _AmountLearner:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import ConfigError, load_settings
+from rtml.infra.config.settings import ConfigError, load_settings
 
 
 def _yaml(tmp_path: Path, text: str) -> Path:
@@ -84,7 +84,7 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
     s = load_settings(cfg)
     assert "hunter2" not in str(s.public_dict())
     assert "hunter2" not in repr(s)
-    from pipelines.kafka_clients import connection_options
+    from rtml.infra.config.kafka_clients import connection_options
 
     opts = connection_options(s)
     assert opts["sasl_plain_password"] == "hunter2"  # reaches the client, nothing else

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import ConfigError
-from infra.spec import load_spec, parse_duration_seconds
+from rtml.infra.config.settings import ConfigError
+from rtml.infra.config.spec import load_spec, parse_duration_seconds
 
 
 def test_default_spec_declares_the_fraud_stream() -> None:

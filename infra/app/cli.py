@@ -1,0 +1,204 @@
+"""`rtml` command line: local stack, configuration, and the platform's jobs.
+
+Run ``rtml --help``; every command takes ``--json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rtml.infra.app.cli_support import GlobalOptions, JsonOpt, console, emit, run_app, settings_of, table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="rtml: real-time ML on Kafka, Spark, MLflow and Prefect.",
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML settings file (default rtml.yaml).")
+    ] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="State directory (default .rtml).")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="External Kafka bootstrap servers.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="External MLflow tracking URI.")] = None,
+    prefect_api_url: Annotated[str | None, typer.Option(help="External Prefect API URL.")] = None,
+    spec: Annotated[Path | None, typer.Option(help="Stream spec YAML (default: card transactions).")] = None,
+) -> None:
+    ctx.obj = GlobalOptions(
+        config,
+        {
+            "state_dir": state_dir,
+            "spec": spec,
+            "kafka": {"bootstrap_servers": bootstrap_servers},
+            "mlflow": {"tracking_uri": tracking_uri},
+            "prefect": {"api_url": prefect_api_url},
+        },
+    )
+
+
+def _render_services(result: dict) -> None:
+    rows = []
+    for name, s in result["services"].items():
+        health = "[green]healthy[/]" if s.get("healthy") else "[red]down[/]"
+        kind = "external" if s.get("external") else s.get("action", "managed" if s.get("managed") else "-")
+        rows.append([name, s["url"], health, kind, s.get("pid")])
+    table("rtml services", ["service", "url", "health", "", "pid"], rows)
+    if result.get("topics_created"):
+        console.print(f"topics created: {', '.join(result['topics_created'])}")
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 90.0,
+) -> None:
+    """Start (or reuse) the local stack: broker, MLflow, Prefect; create topics; print URLs."""
+    from rtml.infra.app import stack
+
+    result = stack.up(settings_of(ctx), timeout_s=timeout)
+    emit({"ok": True, **result}, as_json, _render_services)
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Show each service with its URL and health."""
+    from rtml.infra.app import stack
+
+    result = stack.status(settings_of(ctx))
+    result["ok"] = all(s["healthy"] for s in result["services"].values())
+    emit(result, as_json, _render_services)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def down(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Stop the processes that `rtml up` started (and nothing else)."""
+    from rtml.infra.app import stack
+
+    result = stack.down(settings_of(ctx))
+    emit(
+        {"ok": True, **result},
+        as_json,
+        lambda r: console.print(f"stopped: {', '.join(r['stopped']) or 'nothing was running'}"),
+    )
+
+
+@app.command("config")
+def show_config(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Print the effective settings (secrets masked) and stream spec summary."""
+    from rtml.infra.config.spec import load_spec
+
+    s = settings_of(ctx)
+    spec = load_spec(s.spec)
+    result = {
+        "ok": True,
+        "settings": s.public_dict(),
+        "endpoints": {"kafka": s.kafka_bootstrap, "mlflow": s.tracking_uri, "prefect": s.prefect_api_url},
+        "spec": {"name": spec.name, "task": spec.task, "features": [f.name for f in spec.features]},
+    }
+    emit(result, as_json)
+
+
+@app.command()
+def smoke(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Round trip through every service: Kafka produce/consume, MLflow log+load, Prefect flow run."""
+    from rtml.infra.app.smoke import run_smoke
+
+    result = run_smoke(settings_of(ctx))
+    emit(
+        result,
+        as_json,
+        lambda r: table(
+            "smoke",
+            ["check", "ok", "detail"],
+            [[k, v["ok"], v.get("detail", "")] for k, v in r["checks"].items()],
+        ),
+    )
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(min=2000, help="Events per round (two rounds).")] = 24_000,
+    rate: Annotated[float, typer.Option(min=100, help="Events per second.")] = 2_000,
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the local stack up afterwards to browse the UIs.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bring up the local stack, run the end-to-end demo, print a summary and the UI URLs."""
+    from rtml.infra.app.demo import run_demo
+
+    result = run_demo(
+        settings_of(ctx),
+        progress=not as_json,
+        events=events,
+        drift_at=events // 3,
+        rate=rate,
+        keep_running=keep_running,
+    )
+    emit(result, as_json, _render_demo)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def _render_demo(result: dict) -> None:
+    for title, rows in result.get("tables", {}).items():
+        table(title, ["", "value"], [[k, v] for k, v in rows.items()])
+    if result["drift_alerts"]:
+        table(
+            "drift alerts (one per model version, feature and kind)",
+            ["check", "model", "kind", "feature", "statistic", "value", "severity"],
+            [
+                [
+                    a["check"],
+                    f"v{a['champion']}",
+                    a["kind"],
+                    a["feature"],
+                    a["statistic"],
+                    f"{a['value']:.3g}",
+                    a["severity"],
+                ]
+                for a in result["drift_alerts"]
+            ],
+        )
+    table(
+        "deployments",
+        ["deployment", "schedule"],
+        [
+            [d["deployment"], ", ".join(d["schedules"]) or "by hand / rtml serve"]
+            for d in result["deployments"]
+        ],
+    )
+    if result["stopped"]:
+        console.print(
+            f"stopped what the demo started ({', '.join(result['stopped'])}); "
+            "run [bold]rtml demo --keep-running[/] (or [bold]rtml up[/]) to browse the UIs:"
+        )
+    console.print("[bold]MLflow UI:[/]  " + result["urls"]["mlflow"])
+    console.print("[bold]Prefect UI:[/] " + result["urls"]["prefect"])
+    if not result["stopped"]:
+        console.print("Stop the stack with [bold]rtml down[/] (or `make clean-state`).")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from rtml.infra.app import cli_jobs, cli_quality  # noqa: F401 - register their commands on `app`
+
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

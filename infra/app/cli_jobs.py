@@ -1,0 +1,360 @@
+"""Job commands of the `rtml` CLI (produce, replay, bootstrap, score), registered on the main app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rtml.infra.app.cli import app
+from rtml.infra.app.cli_support import (
+    CommandError,
+    JsonOpt,
+    console,
+    emit,
+    failure_reason,
+    settings_of,
+    table,
+)
+
+
+def _spec(ctx: typer.Context):  # noqa: ANN202
+    from rtml.infra.config.spec import load_spec
+
+    return load_spec(settings_of(ctx).spec)
+
+
+def _render_produce(r: dict) -> None:
+    table(
+        "produced",
+        ["", "count"],
+        [
+            ["events", r["events"]],
+            ["valid", r["valid"]],
+            ["malformed", r["malformed_total"]],
+            ["labels", r["labels"]],
+            ["events/s", r["events_per_s"]],
+        ],
+    )
+
+
+def _progress_stream(total: int | None, quiet: bool, run):  # noqa: ANN001, ANN202
+    if quiet:
+        return run(None)
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("producing", total=total)
+        return run(lambda n: bar.advance(task, n))
+
+
+@app.command()
+def produce(
+    ctx: typer.Context,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of events.")] = 10_000,
+    rate: Annotated[
+        float | None, typer.Option(min=1, help="Events per second (default: as fast as possible).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same stream).")] = 1,
+    drift_at: Annotated[
+        int | None, typer.Option(min=0, help="Switch distribution and concept at event N.")
+    ] = None,
+    malformed_rate: Annotated[float, typer.Option(min=0, max=0.99, help="Fraction of invalid events.")] = 0.0,
+    label_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds before labels (chargebacks) follow.")
+    ] = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate synthetic card transactions onto the events topic; labels follow on the labels topic."""
+    from rtml.pipelines.producer import generated_frames
+
+    chunk = max(100, min(5000, int(rate / 10) if rate else 5000))
+    _send_frames(
+        ctx,
+        lambda spec: generated_frames(spec, n, seed, drift_at, chunk),
+        n,
+        as_json,
+        rate=rate,
+        malformed_rate=malformed_rate,
+        label_delay_s=label_delay,
+        seed=seed,
+    )
+
+
+def _send_frames(ctx: typer.Context, make_frames, total: int | None, as_json: bool, **kwargs) -> None:  # noqa: ANN001, ANN003
+    """Stream frames onto Kafka with a progress bar; bad input becomes a one-line error."""
+    from rtml.pipelines.producer import ProduceError, stream_frames
+
+    s, spec = settings_of(ctx), _spec(ctx)
+    try:
+        frames = make_frames(spec)
+        result = _progress_stream(
+            total, as_json, lambda cb: stream_frames(s, spec, frames, on_progress=cb, **kwargs)
+        )
+    except ProduceError as exc:
+        raise CommandError(str(exc)) from None
+    emit({"ok": True, **result}, as_json, _render_produce)
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file whose columns match the stream spec.")],
+    rate: Annotated[float | None, typer.Option(min=1, help="Events per second.")] = None,
+    label_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds before labels follow (if a label column).")
+    ] = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stream a CSV/Parquet file of events (and labels, when it has the label column) onto Kafka."""
+    from rtml.pipelines.producer import file_frames
+
+    _send_frames(
+        ctx, lambda spec: file_frames(file, spec, 5000), None, as_json, rate=rate, label_delay_s=label_delay
+    )
+
+
+@app.command()
+def bootstrap(
+    ctx: typer.Context,
+    n: Annotated[int, typer.Option("--n", "-n", min=1000, help="Generated history size.")] = 50_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated history.")] = 7,
+    from_file: Annotated[Path | None, typer.Option("--from", help="Labelled history (CSV/Parquet).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing champion.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train an initial model, register it in MLflow and point alias `champion` at it."""
+    from rtml.flows.bootstrap import bootstrap as run
+    from rtml.models.training.bootstrap import BootstrapError
+
+    try:
+        result = run(settings_of(ctx), _spec(ctx), n=n, seed=seed, from_file=from_file, force=force)
+    except BootstrapError as exc:
+        raise CommandError(str(exc)) from None
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(
+            r["reason"]
+            if r["skipped"]
+            else f"registered version {r['champion']} as @champion; "
+            f"holdout F1 {r['metrics']['holdout_f1']:.3f}"
+        ),
+    )
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    available_now: Annotated[bool, typer.Option(help="Process what is in the topic, then exit.")] = False,
+    max_seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the streaming scoring job (until SIGTERM/Ctrl-C, or once with --available-now)."""
+    from rtml.pipelines.score_job import run_scoring
+
+    try:
+        result = run_scoring(
+            settings_of(ctx), _spec(ctx), available_now=available_now, max_seconds=max_seconds
+        )
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
+
+    def render(r: dict) -> None:
+        table(
+            "scoring",
+            ["", "value"],
+            [
+                [k, r[k]]
+                for k in ("read", "scored", "quarantined", "batches", "model_versions", "events_per_s")
+            ],
+        )
+        if r["quarantined_by_reason"]:
+            table(
+                "quarantined by reason",
+                ["reason", "events"],
+                list(map(list, r["quarantined_by_reason"].items())),
+            )
+
+    emit(result, as_json, render)
+
+
+def _lifecycle_error():  # noqa: ANN202
+    from rtml.models.lifecycle.aliases import LifecycleError
+
+    return LifecycleError
+
+
+@app.command()
+def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Registered versions with aliases, holdout precision/recall/F1 and promotion decisions."""
+    from rtml.models.lifecycle.aliases import list_versions
+
+    rows = list_versions(settings_of(ctx))
+
+    def render(r: dict) -> None:
+        def f(x: float | None) -> str:
+            return "" if x is None else f"{x:.3f}"
+
+        table(
+            f"model {settings_of(ctx).mlflow.model_name}",
+            ["version", "aliases", "trigger", "parent", "precision", "recall", "F1", "decision"],
+            [
+                [
+                    v["version"],
+                    ",".join(v["aliases"]),
+                    v["trigger"],
+                    v["parent"],
+                    f(v["precision"]),
+                    f(v["recall"]),
+                    f(v["f1"]),
+                    v["decision"],
+                ]
+                for v in r["versions"]
+            ],
+        )
+
+    emit({"ok": True, "versions": rows}, as_json, render)
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the versions).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Manually move @champion to VERSION (bypasses the metric gate; recorded with reason and user)."""
+    from rtml.models.lifecycle.aliases import promote_manual
+
+    s = settings_of(ctx)
+    try:
+        result = promote_manual(s, _spec(ctx), version, reason)
+    except _lifecycle_error() as exc:
+        raise CommandError(str(exc)) from None
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(
+            f"@champion -> v{r['champion']} (was v{r['previous_champion']}); reason recorded"
+        ),
+    )
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option(help="Why.")] = "rollback",
+    as_json: JsonOpt = False,
+) -> None:
+    """Move @champion back to @previous-champion (recorded)."""
+    from rtml.models.lifecycle.aliases import rollback as run
+
+    try:
+        result = run(settings_of(ctx), reason)
+    except _lifecycle_error() as exc:
+        raise CommandError(str(exc)) from None
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(f"@champion -> v{r['champion']} (rolled back from v{r['from']})"),
+    )
+
+
+@app.command()
+def retrain(
+    ctx: typer.Context,
+    trigger: Annotated[str, typer.Option(help="schedule | drift | manual")] = "manual",
+    batch: Annotated[
+        Path | None, typer.Option(help="Train on this labelled Parquet/CSV batch instead of the store.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the retrain flow now (Prefect) and print its decision."""
+    from rtml.flows.retrain import retrain_flow
+    from rtml.infra.config.clients import configure_mlflow, prefect_api
+
+    s = settings_of(ctx)
+    if batch is not None and not batch.exists():
+        raise typer.BadParameter(f"{batch}: no such file")
+    configure_mlflow(s)
+    overrides = getattr(ctx.obj, "overrides", None)  # global flags travel to the flow as parameters
+    config = getattr(ctx.obj, "config", None)
+    with prefect_api(s):
+        state = retrain_flow(
+            config_file=str(config) if config else None,
+            overrides=overrides,
+            trigger=trigger,
+            batch_file=str(batch.resolve()) if batch else None,
+            return_state=True,
+        )
+    if state.is_failed():
+        raise CommandError(f"retrain flow failed: {failure_reason(state)}")
+    result = {"ok": True, **state.result()}
+
+    def render(r: dict) -> None:
+        console.print(f"[bold]{r['outcome']}[/]: {r['reason']}")
+        if r.get("decision"):
+            table(
+                "champion vs challenger (same holdout)",
+                ["metric", "champion", "challenger", "delta", "95% CI"],
+                [
+                    [
+                        d["metric"],
+                        d["champion"],
+                        d["challenger"],
+                        d["delta"],
+                        f"[{d['ci_low']}, {d['ci_high']}]",
+                    ]
+                    for d in r["decision"]
+                ],
+            )
+
+    emit(result, as_json, render)
+
+
+def _flow_params(ctx: typer.Context) -> tuple[str | None, dict | None]:
+    """What a deployment's runs need to rebuild these settings: the config file and the global flags."""
+    config = getattr(ctx.obj, "config", None)
+    overrides = getattr(ctx.obj, "overrides", None)
+    return (str(Path(config).resolve()) if config else None), overrides
+
+
+@app.command()
+def deploy(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Register the Prefect deployments (score, retrain, quality, drift, promote) and the alert automation."""
+    from rtml.flows.deployments import apply_all
+    from rtml.infra.config.clients import prefect_api
+
+    s = settings_of(ctx)
+    config, overrides = _flow_params(ctx)
+    with prefect_api(s):
+        result = apply_all(s, config, overrides)
+
+    def render(r: dict) -> None:
+        table(
+            "deployments",
+            ["deployment", "schedule"],
+            [
+                [d["deployment"], ", ".join(d["schedules"]) or "by hand / rtml serve"]
+                for d in r["deployments"]
+            ],
+        )
+        a = r["alerting"]
+        console.print(f"alerting: {a.get('automation', '')} {a['action']} {a.get('reason', '')}".strip())
+
+    emit({"ok": True, **result}, as_json, render)
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the deployments on this machine until Ctrl-C: scoring supervisor + scheduled flows."""
+    from rtml.flows.deployments import serve as run
+    from rtml.infra.config.clients import configure_mlflow, prefect_api
+
+    s = settings_of(ctx)
+    configure_mlflow(s)
+    config, overrides = _flow_params(ctx)
+    with prefect_api(s):
+        run(s, config, overrides)

@@ -1,0 +1,327 @@
+"""Platform settings.
+
+Precedence, highest first: CLI flags (passed as ``overrides``) > environment ``RTML_*``
+(nested keys joined by ``__``, e.g. ``RTML_KAFKA__BOOTSTRAP_SERVERS``) > YAML file
+(``--config``, default ``rtml.yaml`` when present) > defaults.
+
+A service left unset (``kafka.bootstrap_servers``, ``mlflow.tracking_uri``, ``prefect.api_url``)
+is the embedded local one that ``rtml up`` runs on 127.0.0.1; set it and rtml uses yours.
+
+>>> s = load_settings(overrides={"ports": {"kafka": 29092}}, config_file=None, use_default_file=False)
+>>> s.kafka_bootstrap
+'127.0.0.1:29092'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from rtml.infra.config.settings_ops import AlertSettings, DriftSettings, QualitySettings
+
+DEFAULT_CONFIG_FILE = Path("rtml.yaml")
+_YAML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("rtml_yaml_data", default=None)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; its message is one line naming the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TopicSettings(_Section):
+    events: str = "rtml.events"
+    labels: str = "rtml.labels"
+    scores: str = "rtml.scores"
+    quarantine: str = "rtml.quarantine"
+    alerts: str = "rtml.alerts"
+
+    def all(self) -> list[str]:
+        return [self.events, self.labels, self.scores, self.quarantine, self.alerts]
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str | None = Field(
+        default=None, description="External cluster 'host:port,...'; unset = embedded broker."
+    )
+    api_version: str = Field(default="2.5", description="'auto' or 'X.Y' (2.5 for the embedded broker).")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    partitions: int = Field(default=2, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    connector: Literal["python", "native"] = Field(
+        default="python", description="Spark Kafka I/O: python data source, or native format('kafka')."
+    )
+    io_client: Literal["librdkafka", "kafka-python"] = Field(
+        default="librdkafka",
+        description="Client of Spark tasks' Kafka reads and of the job's output: librdkafka, kafka-python.",
+    )
+    topics: TopicSettings = TopicSettings()
+
+    @field_validator("api_version")
+    @classmethod
+    def _check_api_version(cls, v: str) -> str:
+        if v != "auto":
+            parts = v.split(".")
+            if not (2 <= len(parts) <= 3 and all(p.isdigit() for p in parts)):
+                raise ValueError("must be 'auto' or a version like '2.5'")
+        return v
+
+    def api_version_tuple(self) -> tuple[int, ...] | None:
+        return None if self.api_version == "auto" else tuple(int(p) for p in self.api_version.split("."))
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str | None = Field(default=None, description="Unset = embedded MLflow server.")
+    experiment: str = "rtml"
+    model_name: str = "rtml-fraud"
+
+
+class PrefectSettings(_Section):
+    api_url: str | None = Field(default=None, description="Unset = embedded Prefect server.")
+
+
+class SparkSettings(_Section):
+    master: str = "local[2]"
+    checkpoint_root: Path | None = Field(default=None, description="Default: <state_dir>/checkpoints")
+    sink_root: Path | None = Field(default=None, description="Default: <state_dir>/sink")
+    shuffle_partitions: int = Field(
+        default=1,
+        ge=1,
+        description="State and scoring stage partitions: 1 is fastest on local[2], more on a cluster.",
+    )
+    trigger_interval: str = "0 seconds"
+    max_events_per_trigger: int = Field(default=50_000, ge=1)
+    entity_buckets: int = Field(
+        default=8, ge=1, le=4096, description="State groups for per-entity aggregates."
+    )
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark configuration entries.")
+
+
+class PortSettings(_Section):
+    kafka: int = Field(default=19092, ge=1, le=65535)
+    mlflow: int = Field(default=15000, ge=1, le=65535)
+    prefect: int = Field(default=14200, ge=1, le=65535)
+
+
+class ScoringSettings(_Section):
+    pseudonymise_entities: bool = False
+    pseudonym_key: SecretStr | None = None
+    max_event_bytes: int = Field(default=16_384, ge=64)
+
+    @model_validator(mode="after")
+    def _key_when_pseudonymising(self) -> ScoringSettings:
+        if self.pseudonymise_entities and not self.pseudonym_key:
+            raise ValueError(
+                "pseudonymise_entities needs scoring.pseudonym_key (set RTML_SCORING__PSEUDONYM_KEY)"
+            )
+        return self
+
+
+class PromotionSettings(_Section):
+    """Champion/challenger thresholds (data, not code)."""
+
+    margin: float = Field(
+        default=0.0, ge=0, description="Challenger must beat champion + margin on every metric."
+    )
+    min_holdout: int = Field(default=500, ge=1)
+    min_positives: int = Field(default=20, ge=1)
+    bootstrap_samples: int = Field(default=200, ge=10)
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1, description="Newest slice of the window.")
+
+
+class ModelSettings(_Section):
+    """Which learner family new models use (models/learners/families.py) and its constructor arguments."""
+
+    family: Literal["sgd_logistic", "hoeffding_tree", "streaming_kmeans", "streaming_linear"] = "sgd_logistic"
+    params: dict[str, Any] = Field(default_factory=dict, description="e.g. {grace_period: 100} for a tree.")
+
+
+class RetrainSettings(_Section):
+    mode: Literal["incremental", "full"] = "incremental"
+    sliding_window: str = Field(default="7d", description="Training window of a full retrain.")
+    min_new_rows: int = Field(default=1000, ge=1, description="Skip a retrain with fewer new labelled rows.")
+    schedule_cron: str = "*/15 * * * *"
+
+
+class Settings(BaseSettings):
+    """All rtml settings. Build with :func:`load_settings` in entry points, never at import."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RTML_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    host: str = Field(default="127.0.0.1", description="Bind address of the embedded services.")
+    state_dir: Path = Path(".rtml")
+    spec: Path | None = Field(default=None, description="Stream spec YAML; default: card transactions.")
+    kafka: KafkaSettings = KafkaSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    spark: SparkSettings = SparkSettings()
+    ports: PortSettings = PortSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    model: ModelSettings = ModelSettings()
+    promotion: PromotionSettings = PromotionSettings()
+    retrain: RetrainSettings = RetrainSettings()
+    quality: QualitySettings = QualitySettings()
+    drift: DriftSettings = DriftSettings()
+    alerts: AlertSettings = AlertSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    # Effective endpoints -------------------------------------------------------------------------
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers or f"{self.host}:{self.ports.kafka}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"http://{self.host}:{self.ports.mlflow}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return self.prefect.api_url or f"http://{self.host}:{self.ports.prefect}/api"
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.spark.checkpoint_root or self.state_dir / "checkpoints"
+
+    @property
+    def sink_root(self) -> Path:
+        return self.spark.sink_root or self.state_dir / "sink"
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON-able data with every secret masked."""
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_YAML_DATA.get() or {})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}:{where} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping of settings")
+    return data
+
+
+def _unknown_env_keys() -> list[str]:
+    known = {name.upper() for name in Settings.model_fields}
+    bad = []
+    for key in os.environ:
+        if key.startswith("RTML_") and key[5:].split("__")[0] not in known:
+            bad.append(key)
+    return sorted(bad)
+
+
+def format_validation_error(exc: ValidationError, source: str = "") -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(settings)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting"
+    suffix = f" (in {source})" if source else ""
+    more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
+    return f"config error: {key}: {msg}{suffix}{more}"
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    use_default_file: bool = True,
+) -> Settings:
+    """Build settings from flags, environment, YAML and defaults; raise ConfigError on bad input."""
+    path = config_file
+    if path is None and use_default_file and DEFAULT_CONFIG_FILE.exists():
+        path = DEFAULT_CONFIG_FILE
+    data = _read_yaml(path) if path is not None else {}
+    bad_env = _unknown_env_keys()
+    if bad_env:
+        raise ConfigError(f"config error: {bad_env[0]}: unknown setting (environment)")
+    token = _YAML_DATA.set(data)
+    try:
+        return Settings(**_drop_none(dict(overrides or {})))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path) if path else "")) from None
+    finally:
+        _YAML_DATA.reset(token)
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def public_overrides(settings: Settings) -> dict[str, Any]:
+    """Non-default settings as JSON-able overrides, secrets left out (they travel in the environment).
+
+    >>> s = load_settings(overrides={"alerts": {"webhook_url": "https://hook"}, "ports": {"kafka": 1}},
+    ...                   use_default_file=False)
+    >>> public_overrides(s)
+    {'ports': {'kafka': 1}}
+    """
+
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "conf":
+                v = strip(v)
+                if v:
+                    out[k] = v
+            elif v != "**********":
+                out[k] = v
+        return out
+
+    return strip(settings.model_dump(mode="json", exclude_defaults=True))

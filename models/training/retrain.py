@@ -1,0 +1,175 @@
+"""Steps of a retrain, each a plain function the Prefect flow orchestrates (flows/retrain.py)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.settings import Settings
+from rtml.infra.config.spec import StreamSpec
+from rtml.models.evaluation.metrics import classification_metrics
+from rtml.models.evaluation.promotion import Decision, PromotionPolicy
+from rtml.models.evaluation.tasks import holdout_metrics, is_regression, judge
+from rtml.models.lifecycle.registry import (
+    CHAMPION,
+    Registered,
+    alias_version,
+    client,
+    load_model,
+    log_and_register,
+    tag_version,
+)
+from rtml.models.monitoring.profile import build_profile
+from rtml.models.training.challenger import Window, labels_of
+
+WATERMARK_TAG = "rtml.train_watermark_ms"
+
+
+def policy_of(settings: Settings) -> PromotionPolicy:
+    p = settings.promotion
+    return PromotionPolicy(
+        margin=p.margin,
+        min_holdout=p.min_holdout,
+        min_positives=p.min_positives,
+        bootstrap_samples=p.bootstrap_samples,
+    )
+
+
+def champion(settings: Settings) -> tuple[str, Any, int]:
+    """(version, loaded model, training watermark in event-time ms) of the current champion."""
+    version = alias_version(settings, CHAMPION)
+    if version is None:
+        raise RuntimeError(f"no @{CHAMPION} version of '{settings.mlflow.model_name}': run `rtml bootstrap`")
+    mv = client(settings).get_model_version(settings.mlflow.model_name, version)
+    watermark = int((mv.tags or {}).get(WATERMARK_TAG, "0"))
+    return version, load_model(settings.tracking_uri, settings.mlflow.model_name, version), watermark
+
+
+def predictions(model: Any, frame: Any) -> np.ndarray:
+    return (model.learner.score(frame[model.columns]) >= model.learner.threshold).astype(np.int64)
+
+
+def evaluate(
+    policy: PromotionPolicy, spec: StreamSpec, champ: Any, challenger_learner: Any, window: Window
+) -> Decision:
+    from rtml.models.lifecycle.registry import _pyfunc_class
+
+    challenger = _pyfunc_class()(challenger_learner, champ.columns)
+    return judge(policy, spec, labels_of(window.holdout, spec), champ, challenger, window.holdout)
+
+
+def _figures(y: np.ndarray, scores: np.ndarray, threshold: float, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
+
+    paths = []
+    if y.sum() > 0:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        PrecisionRecallDisplay.from_predictions(y, scores, ax=ax, name="challenger")
+        ax.set_title("Precision-recall on holdout")
+        paths.append(out / "pr_curve.png")
+        fig.savefig(paths[-1], dpi=80)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ConfusionMatrixDisplay.from_predictions(y, (scores >= threshold).astype(int), ax=ax, labels=[0, 1])
+    ax.set_title("Confusion matrix on holdout")
+    paths.append(out / "confusion_matrix.png")
+    fig.savefig(paths[-1], dpi=80)
+    plt.close(fig)
+    return paths
+
+
+def register_challenger(
+    settings: Settings,
+    spec: StreamSpec,
+    learner: Any,
+    window: Window,
+    decision: Decision,
+    parent: str,
+    trigger: str,
+    watermark_ms: int,
+) -> Registered:
+    """Log the challenger as a new run + registered version with lineage, metrics and plots."""
+    import mlflow
+
+    y = labels_of(window.holdout, spec)
+    scores = learner.score(window.holdout[spec.model_inputs])
+    hold = holdout_metrics(spec, y, scores, learner.threshold) if len(y) else {}
+    metrics = {f"holdout_{k}": float(v) for k, v in hold.items()}
+    metrics |= {f"champion_holdout_{k}": float(v) for k, v in decision.champion.items()}
+    metrics |= {f"delta_{k}": float(v) for k, v in decision.deltas.items()}
+    metrics["threshold"] = float(learner.threshold)
+    params = {
+        **learner.params(),
+        "parent_version": parent,
+        "trigger": trigger,
+        "threshold": round(float(learner.threshold), 6),
+        **{f"window_{k}": v for k, v in window.info.items()},
+    }
+    tags = {
+        "rtml.trigger": trigger,
+        "rtml.parent_version": parent,
+        "rtml.spec": spec.name,
+        WATERMARK_TAG: str(watermark_ms),
+        "rtml.window": json.dumps(window.info, sort_keys=True),
+    }
+    seen = pd.concat([window.train, window.holdout], ignore_index=True)
+    profile = build_profile(
+        seen[spec.model_inputs],
+        spec,
+        scores=learner.score(seen[spec.model_inputs]),
+        labels=labels_of(seen, spec),
+    )
+    reg = log_and_register(
+        settings,
+        learner,
+        window.train[spec.model_inputs],
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        run_name=f"retrain-{trigger}",
+        profile=profile,
+    )
+    tag_version(settings, reg.version, tags)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=reg.run_id):
+        for path in (
+            _figures(y, scores, learner.threshold, Path(tmp)) if len(y) and not is_regression(spec) else []
+        ):
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+        mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")
+    return reg
+
+
+def record_decision(
+    settings: Settings, champion_version: str, challenger_version: str, decision: Decision
+) -> None:
+    """Write the decision (table, deltas, intervals, reason) as tags on both versions."""
+    table = json.dumps(decision.table())
+    common = {
+        "rtml.decision": decision.outcome,
+        "rtml.decision_reason": decision.reason[:1000],
+        "rtml.decision_table": table,
+        "rtml.decision_at_ms": str(int(time.time() * 1000)),
+        "rtml.decision_holdout": f"n={decision.holdout_n} positives={decision.holdout_positives}",
+    }
+    tag_version(settings, challenger_version, {**common, "rtml.compared_with": champion_version})
+    tag_version(settings, champion_version, {f"rtml.challenged_by.{challenger_version}": decision.outcome})
+
+
+def holdout_f1(model: Any, frame: Any, spec: StreamSpec) -> float:
+    """F1 of a model on a labelled frame (used to report improvement over successive retrains)."""
+    return classification_metrics(labels_of(frame, spec), predictions(model, frame))["f1"]
+
+
+def max_event_ms(frame: Any) -> int:
+    return int(frame[EVENT_MS].max()) if len(frame) else 0
