@@ -179,8 +179,9 @@ def recorded(settings: Settings, name: str) -> dict | None:
         return None
     rec = json.loads(f.read_text())
     pid = rec["pid"]
-    # pid + start time identifies our process even if the pid was reused since
-    if _alive(pid) and (rec.get("proc_start") is None or _proc_start(pid) == rec["proc_start"]):
+    # pid + kernel start time identify our process: a pid reused by another process (or a record
+    # without a start time) is never ours to signal
+    if _alive(pid) and rec.get("proc_start") is not None and _proc_start(pid) == rec["proc_start"]:
         return rec
     return None
 
@@ -204,6 +205,7 @@ def _start(settings: Settings, svc: Service) -> dict:
     log.close()
     rec = {
         "pid": proc.pid,
+        "proc_start": _proc_start(proc.pid),
         "command": svc.command,
         "url": svc.url,
         "started_at": time.time(),
@@ -331,7 +333,8 @@ def status(settings: Settings) -> dict:
 
 
 def down(settings: Settings) -> dict:
-    stopped = {}
+    """Stop what `up` started; a recorded pid that now belongs to another process is left alone."""
+    stopped, not_ours = {}, {}
     for svc in services(settings):
         f = _pidfile(settings, svc.name)
         if not f.exists():
@@ -340,8 +343,12 @@ def down(settings: Settings) -> dict:
         if rec is not None:
             _stop_group(rec["pid"])
             stopped[svc.name] = rec["pid"]
+        else:
+            pid = json.loads(f.read_text()).get("pid")
+            if isinstance(pid, int) and _alive(pid):
+                not_ours[svc.name] = pid  # reused pid (or a record without start time): not signalled
         f.unlink(missing_ok=True)
-    return {"stopped": stopped}
+    return {"stopped": stopped, "not_ours": not_ours}
 
 
 def _redact(url: str) -> str:
