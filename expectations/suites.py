@@ -5,7 +5,7 @@ labelled events before it is trained on) and ``scores`` (what the scoring job wr
 known only at run time -- now, the champion's reference distribution, the settings -- are suite
 parameters (``{"$PARAMETER": name}``) filled in by :func:`parameters`.
 
-Suites live as JSON in ``expectations/suites/<spec>/<suite>.json``; ``rtml expectations generate``
+Suites live as JSON in ``expectations/suite_files/<spec>/<suite>.json``; ``rtml expectations generate``
 rewrites the generated part and keeps every expectation whose ``meta`` has ``"rtml": "hand"``.
 
 >>> from rtml.infra.config.spec import load_spec
@@ -25,7 +25,7 @@ from rtml.features.featurise import EVENT_MS
 from rtml.infra.config.spec import StreamSpec, parse_duration_seconds
 
 SUITES = ("raw_events", "training_batch", "scores")
-SHIPPED = Path(__file__).parent / "suites"
+SHIPPED = Path(__file__).parent / "suite_files"
 NUMERIC_TYPES = ["float64", "float32", "int64", "int32", "Float64", "Int64"]
 _BIG = 1e300  # "unbounded" for a parameter without a reference
 

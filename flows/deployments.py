@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rtml.infra.config.settings import Settings
@@ -100,13 +101,21 @@ def apply_all(
 
 
 def serve(
-    settings: Settings, config_file: str | None = None, overrides: dict[str, Any] | None = None
+    settings: Settings,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    on_ready: Callable[[list[str]], None] | None = None,
 ) -> None:
-    """Register and run the deployments here until stopped; starts the scoring supervisor once."""
+    """Register and run the deployments here until stopped; starts the scoring supervisor once.
+
+    ``on_ready`` is told the deployments' names once they are registered, before serving blocks.
+    """
     from prefect import serve as prefect_serve
     from prefect.deployments import run_deployment
 
     deployments = build(settings, config_file, overrides)
-    apply_all(settings, config_file, overrides)
+    applied = apply_all(settings, config_file, overrides)
     run_deployment(f"rtml-score/{settings.mlflow.model_name}", timeout=0)  # the runner picks it up
+    if on_ready is not None:
+        on_ready([d["deployment"] for d in applied["deployments"]])
     prefect_serve(*deployments, limit=len(deployments) + 2)

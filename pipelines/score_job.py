@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rtml.infra.config.settings import Settings
@@ -23,7 +24,10 @@ def run_scoring(
     available_now: bool = False,
     stop: threading.Event | None = None,
     max_seconds: float | None = None,
+    on_batch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
+    """Run the query until stopped (or, with ``available_now``, until the topic is read); ``on_batch``
+    gets Spark's progress record of each micro-batch (``numInputRows``, ``batchId``, ...)."""
     from rtml.infra.config.clients import configure_mlflow
     from rtml.pipelines.scoring import BatchSink, build_query
     from rtml.pipelines.spark_io import spark_session
@@ -51,6 +55,8 @@ def run_scoring(
             if progress and progress.get("batchId") != last_batch:
                 last_batch = progress.get("batchId")
                 write_progress(settings, progress)
+                if on_batch is not None:
+                    on_batch(progress)
         error = query.exception()
         if error is not None:
             raise RuntimeError(f"scoring query failed: {str(error).splitlines()[0]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rtml.infra.config.kafka_clients import connection_options
@@ -38,6 +39,13 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         )
         .config("spark.python.worker.reuse", "true")
     )
+    if "spark.driver.extraJavaOptions" not in settings.spark.conf:  # JVM logs to a file, errors on stderr
+        logs = settings.state_dir.resolve() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log4j = Path(__file__).with_name("log4j2.properties")
+        builder = builder.config(
+            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
+        )
     for key, value in settings.spark.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -5,12 +5,16 @@ Run ``rtml --help``; every command takes ``--json``.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from rtml.infra.app import cli_jobs, cli_quality, output
 from rtml.infra.app.cli_support import GlobalOptions, JsonOpt, console, emit, run_app, settings_of, table
+from rtml.infra.app.progress import Display
+from rtml.infra.config.settings import ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -31,6 +35,20 @@ def _global(
     tracking_uri: Annotated[str | None, typer.Option(help="External MLflow tracking URI.")] = None,
     prefect_api_url: Annotated[str | None, typer.Option(help="External Prefect API URL.")] = None,
     spec: Annotated[Path | None, typer.Option(help="Stream spec YAML (default: card transactions).")] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show the libraries' INFO logs and warnings on stderr (always in the log).",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the rtml version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = GlobalOptions(
         config,
@@ -42,6 +60,16 @@ def _global(
             "prefect": {"api_url": prefect_api_url},
         },
     )
+    with contextlib.suppress(ConfigError):  # a bad config is reported by the command itself
+        output.log_to_file(ctx.obj.settings().state_dir / "logs" / "cli.log")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"rtml {version('rtml')}")
+        raise typer.Exit(0)
 
 
 def _render_services(result: dict) -> None:
@@ -64,7 +92,8 @@ def up(
     """Start (or reuse) the local stack: broker, MLflow, Prefect; create topics; print URLs."""
     from rtml.infra.app import stack
 
-    result = stack.up(settings_of(ctx), timeout_s=timeout)
+    with Display(as_json).busy("starting the local stack (broker, MLflow, Prefect)"):
+        result = stack.up(settings_of(ctx), timeout_s=timeout)
     emit({"ok": True, **result}, as_json, _render_services)
 
 
@@ -85,11 +114,18 @@ def down(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Stop the processes that `rtml up` started (and nothing else)."""
     from rtml.infra.app import stack
 
-    result = stack.down(settings_of(ctx))
+    with Display(as_json).busy("stopping the local stack"):
+        result = stack.down(settings_of(ctx))
     emit(
         {"ok": True, **result},
         as_json,
-        lambda r: console.print(f"stopped: {', '.join(r['stopped']) or 'nothing was running'}"),
+        lambda r: console.print(
+            f"stopped: {', '.join(r['stopped']) or 'nothing was running'}"
+            + "".join(
+                f"\nnot stopped: {name} (pid {pid} now belongs to another process)"
+                for name, pid in r["not_ours"].items()
+            )
+        ),
     )
 
 
@@ -193,10 +229,31 @@ def _render_demo(result: dict) -> None:
         console.print("Stop the stack with [bold]rtml down[/] (or `make clean-state`).")
 
 
-def main() -> None:
-    """Console-script entry point."""
-    from rtml.infra.app import cli_jobs, cli_quality  # noqa: F401 - register their commands on `app`
+# The commands of the other CLI modules, registered explicitly (no import for side effects).
+for _command in (
+    cli_jobs.produce,
+    cli_jobs.replay,
+    cli_jobs.bootstrap,
+    cli_jobs.score,
+    cli_jobs.models,
+    cli_jobs.promote,
+    cli_jobs.rollback,
+    cli_jobs.retrain,
+    cli_jobs.deploy,
+    cli_jobs.serve,
+    cli_quality.validate,
+    cli_quality.expectations,
+    cli_quality.drift,
+    cli_quality.alerting,
+):
+    app.command()(_command)
 
+
+def main() -> None:
+    """Console-script entry point: the output is configured before any library is imported."""
+    import sys
+
+    output.configure(verbose=bool({"-v", "--verbose"} & set(sys.argv[1:])))
     run_app(app)
 
 

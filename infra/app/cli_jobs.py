@@ -1,4 +1,7 @@
-"""Job commands of the `rtml` CLI (produce, replay, bootstrap, score), registered on the main app."""
+"""Job commands of the `rtml` CLI (produce, replay, bootstrap, score, models, retrain, deploy, serve).
+
+Plain functions; :mod:`rtml.infra.app.cli` registers each one on the app.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from rtml.infra.app.cli import app
 from rtml.infra.app.cli_support import (
     CommandError,
+    JsonLinesOpt,
     JsonOpt,
     console,
     emit,
@@ -17,6 +20,7 @@ from rtml.infra.app.cli_support import (
     settings_of,
     table,
 )
+from rtml.infra.app.progress import Display
 
 
 def _spec(ctx: typer.Context):  # noqa: ANN202
@@ -40,16 +44,10 @@ def _render_produce(r: dict) -> None:
 
 
 def _progress_stream(total: int | None, quiet: bool, run):  # noqa: ANN001, ANN202
-    if quiet:
-        return run(None)
-    from rich.progress import Progress
-
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("producing", total=total)
-        return run(lambda n: bar.advance(task, n))
+    with Display(quiet).bar("producing events", total) as bar:
+        return run(bar.advance)
 
 
-@app.command()
 def produce(
     ctx: typer.Context,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of events.")] = 10_000,
@@ -97,7 +95,6 @@ def _send_frames(ctx: typer.Context, make_frames, total: int | None, as_json: bo
     emit({"ok": True, **result}, as_json, _render_produce)
 
 
-@app.command()
 def replay(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV or Parquet file whose columns match the stream spec.")],
@@ -115,7 +112,6 @@ def replay(
     )
 
 
-@app.command()
 def bootstrap(
     ctx: typer.Context,
     n: Annotated[int, typer.Option("--n", "-n", min=1000, help="Generated history size.")] = 50_000,
@@ -144,7 +140,6 @@ def bootstrap(
     )
 
 
-@app.command()
 def score(
     ctx: typer.Context,
     available_now: Annotated[bool, typer.Option(help="Process what is in the topic, then exit.")] = False,
@@ -154,10 +149,16 @@ def score(
     """Run the streaming scoring job (until SIGTERM/Ctrl-C, or once with --available-now)."""
     from rtml.pipelines.score_job import run_scoring
 
+    what = "scoring what is in the topic" if available_now else "scoring (Ctrl-C stops)"
     try:
-        result = run_scoring(
-            settings_of(ctx), _spec(ctx), available_now=available_now, max_seconds=max_seconds
-        )
+        with Display(as_json).bar(what, None) as bar:
+            result = run_scoring(
+                settings_of(ctx),
+                _spec(ctx),
+                available_now=available_now,
+                max_seconds=max_seconds,
+                on_batch=lambda progress: bar.advance(progress.get("numInputRows") or 0),
+            )
     except RuntimeError as exc:
         raise CommandError(str(exc)) from None
 
@@ -186,7 +187,6 @@ def _lifecycle_error():  # noqa: ANN202
     return LifecycleError
 
 
-@app.command()
 def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Registered versions with aliases, holdout precision/recall/F1 and promotion decisions."""
     from rtml.models.lifecycle.aliases import list_versions
@@ -218,7 +218,6 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     emit({"ok": True, "versions": rows}, as_json, render)
 
 
-@app.command()
 def promote(
     ctx: typer.Context,
     version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
@@ -242,7 +241,6 @@ def promote(
     )
 
 
-@app.command()
 def rollback(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option(help="Why.")] = "rollback",
@@ -262,7 +260,6 @@ def rollback(
     )
 
 
-@app.command()
 def retrain(
     ctx: typer.Context,
     trigger: Annotated[str, typer.Option(help="schedule | drift | manual")] = "manual",
@@ -281,7 +278,7 @@ def retrain(
     configure_mlflow(s)
     overrides = getattr(ctx.obj, "overrides", None)  # global flags travel to the flow as parameters
     config = getattr(ctx.obj, "config", None)
-    with prefect_api(s):
+    with prefect_api(s), Display(as_json).busy(f"retraining ({trigger}): Prefect flow rtml-retrain"):
         state = retrain_flow(
             config_file=str(config) if config else None,
             overrides=overrides,
@@ -321,7 +318,6 @@ def _flow_params(ctx: typer.Context) -> tuple[str | None, dict | None]:
     return (str(Path(config).resolve()) if config else None), overrides
 
 
-@app.command()
 def deploy(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Register the Prefect deployments (score, retrain, quality, drift, promote) and the alert automation."""
     from rtml.flows.deployments import apply_all
@@ -347,8 +343,7 @@ def deploy(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     emit({"ok": True, **result}, as_json, render)
 
 
-@app.command()
-def serve(ctx: typer.Context) -> None:
+def serve(ctx: typer.Context, as_json: JsonLinesOpt = False) -> None:
     """Run the deployments on this machine until Ctrl-C: scoring supervisor + scheduled flows."""
     from rtml.flows.deployments import serve as run
     from rtml.infra.config.clients import configure_mlflow, prefect_api
@@ -356,5 +351,23 @@ def serve(ctx: typer.Context) -> None:
     s = settings_of(ctx)
     configure_mlflow(s)
     config, overrides = _flow_params(ctx)
-    with prefect_api(s):
-        run(s, config, overrides)
+
+    def ready(deployments: list[str]) -> None:
+        emit(
+            {
+                "event": "serving",
+                "deployments": deployments,
+                "prefect_ui": s.prefect_api_url.removesuffix("/api"),
+            },
+            as_json,
+            lambda r: console.print(
+                f"serving {len(deployments)} deployments ({', '.join(deployments)}); "
+                f"runs show in the Prefect UI at {r['prefect_ui']}; Ctrl-C stops"
+            ),
+        )
+
+    try:
+        with prefect_api(s):
+            run(s, config, overrides, on_ready=ready)
+    finally:
+        emit({"event": "stopped"}, as_json, lambda r: console.print("stopped serving"))

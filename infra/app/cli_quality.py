@@ -1,4 +1,7 @@
-"""Data-quality and monitoring commands of the `rtml` CLI: validate, expectations, drift, alerting."""
+"""Data-quality and monitoring commands of the `rtml` CLI: validate, expectations, drift, alerting.
+
+Plain functions; :mod:`rtml.infra.app.cli` registers each one on the app.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from rtml.infra.app.cli import app
 from rtml.infra.app.cli_support import (
     CommandError,
     JsonOpt,
@@ -77,7 +79,6 @@ def _reference(settings: Any) -> dict | None:
         return None
 
 
-@app.command()
 def validate(
     ctx: typer.Context,
     file: Annotated[Path | None, typer.Argument(help="CSV / Parquet / JSON-lines file to validate.")] = None,
@@ -133,7 +134,6 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
 def expectations(
     ctx: typer.Context,
     out: Annotated[
@@ -154,7 +154,6 @@ def expectations(
     )
 
 
-@app.command()
 def drift(
     ctx: typer.Context,
     window: Annotated[
@@ -214,7 +213,6 @@ def drift(
     emit(result, as_json, render)
 
 
-@app.command()
 def alerting(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Create or update the on-call route: notification block (from alerts.webhook_url) + automation."""
     from rtml.flows.alerting import AlertingError, ensure_alerting

@@ -15,6 +15,9 @@ from rich.table import Table
 from rtml.infra.config.settings import ConfigError, Settings, load_settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of rich output.")]
+JsonLinesOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object per line, one line per event reported.")
+]
 console = Console(stderr=False)
 _STDOUT = sys.stdout  # the real stdout: in --json mode only the result object goes there
 

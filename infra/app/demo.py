@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rtml.infra.app import stack
+from rtml.infra.app.progress import Display
 from rtml.infra.config.settings import Settings, load_settings, public_overrides
 from rtml.infra.config.spec import load_spec
 
@@ -37,31 +38,17 @@ def _demo_settings(settings: Settings, run: str, oncall_url: str | None) -> Sett
     return load_settings(use_default_file=False, overrides=data)
 
 
-class _View:
-    """Progress lines on stderr (the live view); silent with --json."""
-
-    def __init__(self, on: bool) -> None:
-        self.on = on
-
-    def say(self, text: str) -> None:
-        if self.on:
-            from rich.console import Console
-
-            Console(stderr=True).print(f"[bold cyan]demo[/] {text}")
-
-
-def _wait_scored(s: Settings, n: int, alive: threading.Thread, view: _View, timeout_s: float = 300) -> None:
+def _wait_scored(s: Settings, n: int, alive: threading.Thread, view: Display, timeout_s: float = 300) -> None:
     from rtml.pipelines.scoring import read_batch_records
 
-    deadline, shown = time.monotonic() + timeout_s, 0.0
-    while time.monotonic() < deadline and alive.is_alive():
-        read = sum(b["read"] for b in read_batch_records(s))
-        if read >= n:
-            return
-        if time.monotonic() - shown > 5:
-            view.say(f"  scored or quarantined {read:,} of {n:,} events")
-            shown = time.monotonic()
-        time.sleep(0.5)
+    deadline = time.monotonic() + timeout_s
+    with view.bar("  scored or quarantined", n) as bar:
+        while time.monotonic() < deadline and alive.is_alive():
+            read = sum(b["read"] for b in read_batch_records(s))
+            bar.update(read)
+            if read >= n:
+                return
+            time.sleep(0.5)
     raise RuntimeError(f"scoring did not catch up with {n} events in {timeout_s:.0f}s")
 
 
@@ -116,7 +103,7 @@ def _demo_body(
     from rtml.pipelines.scoring import read_batch_records, summarise_batches
     from rtml.pipelines.supervisor import STOP_FILE
 
-    view = _View(progress)
+    view = Display(quiet=not progress, prefix="demo")
     t_start = time.monotonic()
     run = time.strftime("%Y%m%d%H%M%S")
     with prefect_api(settings):

@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.helpers import rtml, stack_env
+from tests.helpers import RTML, rtml, stack_env
 
 pytestmark = pytest.mark.integration
 
 
+# What the libraries print when nobody stops them: MLflow's run links and tqdm bars, Prefect's log
+# lines, Python warnings, Spark's log4j banner, GE's temp-dir line, tracebacks.
+LIBRARY_NOISE = re.compile(
+    r"View run|View experiment|Downloading artifacts|\d+%\|.*\||\| INFO |\| WARNING |Warning:|warnings\.warn"
+    r"|log4j|WARN |NativeCodeLoader|Setting default log level|Traceback|tmp_path_factory|great_expectations",
+)
+
+
 def test_demo_closes_the_loop(tmp_path: Path) -> None:
     env = stack_env(tmp_path / "state")
-    code, out, err = rtml(
-        "demo", "--events", "6000", "--rate", "3000", "--keep-running", "--json", env=env, timeout=900
+    proc = subprocess.run(
+        [RTML, "demo", "--events", "6000", "--rate", "3000", "--keep-running", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
+    lines = proc.stdout.splitlines()
+    out = json.loads(lines[0]) if len(lines) == 1 else None
     try:
-        assert code == 0 and out is not None, err[-3000:]
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert out is not None, f"--json must print exactly one line, got {len(lines)}: {proc.stdout[:2000]}"
+        assert not LIBRARY_NOISE.search(proc.stderr), proc.stderr[-3000:]
         summary = out["summary"]
         assert out["ok"] and summary["valid_events_lost"] == 0
         assert summary["events_scored"] == summary["valid_events"] > 11_000
@@ -76,3 +95,28 @@ def test_a_failing_demo_stops_what_it_started(tmp_path: Path, monkeypatch: pytes
     for name in ("kafka", "mlflow", "prefect"):  # ... or listening
         port = int(env[f"RTML_PORTS__{name.upper()}"])
         assert stack._port_free(settings.host, port), name
+
+
+def test_demo_on_a_terminal_prints_only_its_own_lines(tmp_path: Path) -> None:
+    """Without --json: stdout holds rtml's tables and closing lines; stderr its progress; the libraries'
+    chatter is in the log file, not on the terminal."""
+    env = stack_env(tmp_path / "state", COLUMNS="160")
+    proc = subprocess.run(
+        [RTML, "demo", "--events", "2000", "--rate", "4000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    own = re.compile(
+        r"^\s*$|[│┃┏┓┗┛┡┩└┘━─╇╈┼┳┻]"  # rich tables
+        r"|^\s*(demo summary|quarantined by reason|promotion v|drift alerts|deployments)"  # their titles
+        r"|^(MLflow UI|Prefect UI):|^stopped what the demo started|^Stop the stack with"
+    )
+    foreign = [ln for ln in proc.stdout.splitlines() if not own.search(ln)]
+    assert foreign == [], f"stdout lines rtml did not write: {foreign[:10]}"
+    assert "demo summary" in proc.stdout and "MLflow UI:" in proc.stdout
+    assert not LIBRARY_NOISE.search(proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
+    log = (tmp_path / "state" / "logs" / "cli.log").read_text()
+    assert "mlflow" in log or "prefect" in log  # the libraries' logs were kept, in the file

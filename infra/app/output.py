@@ -1,0 +1,109 @@
+"""The CLI owns its output: stdout carries results, stderr rtml's progress and problems, and what the
+libraries say (MLflow, Prefect, Great Expectations, py4j, Kafka clients, Python warnings) goes to
+``<state_dir>/logs/cli.log``.
+
+:func:`configure` runs first in ``main()``, before any of those libraries is imported: it sets the
+libraries' own switches (MLflow's run links and progress bars off; MLflow leaves logging to us) and puts
+two handlers on the root logger: the console (stderr) and a buffer that :func:`log_to_file` empties
+into the log file once the settings say where the state directory is. Prefect sees a root logger
+that is already configured and leaves it alone; its flow and task run logs still go to its API, so the
+Prefect UI keeps them.
+
+On the console, by default: rtml's own loggers from WARNING, everything else only from ERROR.
+``-v/--verbose`` shows INFO and above from every logger.
+
+>>> import logging
+>>> console = ConsoleLogHandler(verbose=False)
+>>> record = lambda name, level: logging.LogRecord(name, level, __file__, 1, "m", None, None)
+>>> console.filter(record("rtml.pipelines.scoring", logging.WARNING))
+True
+>>> console.filter(record("mlflow.models", logging.WARNING))
+False
+>>> console.filter(record("py.warnings", logging.ERROR))
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LIBRARY_ENV = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # no "View run ... at: http://..." lines
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no tqdm "Downloading artifacts" bars
+    "MLFLOW_CONFIGURE_LOGGING": "false",  # MLflow's records reach the root logger, i.e. ours
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",  # Prefect's own console handler, where it has one
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+_BUFFER_LIMIT = 20_000
+
+
+class ConsoleLogHandler(logging.StreamHandler):
+    """stderr: rtml's loggers from WARNING, libraries' from ERROR; with verbose, all from INFO."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        import sys
+
+        super().__init__(sys.stderr)
+        self.verbose = verbose
+        self.setFormatter(logging.Formatter("rtml: %(levelname)s %(name)s: %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if self.verbose:
+            return record.levelno >= logging.INFO
+        own = record.name == "rtml" or record.name.startswith("rtml.")
+        return record.levelno >= (logging.WARNING if own else logging.ERROR)
+
+
+class BufferLogHandler(logging.Handler):
+    """Keeps records (up to a bound) until the log file is known; then hands them over."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < _BUFFER_LIMIT:
+            self.records.append(record)
+
+
+def configure(verbose: bool = False) -> None:
+    """Set the libraries' switches and the root logger's handlers; call before importing them.
+
+    Explicit environment settings win (``setdefault``), so a user can still turn a library back on.
+    """
+    for key, value in LIBRARY_ENV.items():
+        os.environ.setdefault(key, value)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, ConsoleLogHandler | BufferLogHandler | logging.FileHandler):
+            root.removeHandler(handler)
+    root.setLevel(logging.INFO)
+    root.addHandler(ConsoleLogHandler(verbose))
+    root.addHandler(BufferLogHandler())
+    logging.captureWarnings(True)  # Python warnings become records of the "py.warnings" logger
+    for noisy in ("py4j", "py4j.clientserver", "kafka", "urllib3", "httpx", "alembic", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def log_to_file(path: Path) -> Path | None:
+    """Send everything logged (and what was buffered so far) to ``path``; None if it cannot be written."""
+    root = logging.getLogger()
+    buffers = [h for h in root.handlers if isinstance(h, BufferLogHandler)]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return None
+    file_handler.setLevel(logging.INFO)
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    for buffer in buffers:
+        for record in buffer.records:
+            file_handler.handle(record)
+        root.removeHandler(buffer)
+    root.addHandler(file_handler)
+    return path
