@@ -25,9 +25,14 @@ True
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LIBRARY_ENV = {
@@ -86,6 +91,7 @@ def configure(verbose: bool = False) -> None:
     root.addHandler(ConsoleLogHandler(verbose))
     root.addHandler(BufferLogHandler())
     logging.captureWarnings(True)  # Python warnings become records of the "py.warnings" logger
+    _when_imported("mlflow.utils.logging_utils", _mlflow_prints_to_log)
     for noisy in ("py4j", "py4j.clientserver", "kafka", "urllib3", "httpx", "alembic", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
 
@@ -107,3 +113,51 @@ def log_to_file(path: Path) -> Path | None:
         root.removeHandler(buffer)
     root.addHandler(file_handler)
     return path
+
+
+class _PrintsToLog:
+    """A stream whose lines become INFO records of a logger (for libraries that print)."""
+
+    def __init__(self, logger: str) -> None:
+        self.logger = logging.getLogger(logger)
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _mlflow_prints_to_log(module: Any) -> None:
+    """MLflow's ``eprint`` ("Successfully registered model ...", "Created version ...") writes to the
+    module's stream object at call time: send that stream to the log instead of the terminal."""
+    module.MLFLOW_LOGGING_STREAM.write = _PrintsToLog("mlflow").write
+
+
+def _when_imported(name: str, then: Callable[[Any], None]) -> None:
+    """Run ``then(module)`` right after module ``name`` is first executed (now, if it already was)."""
+    if name in sys.modules:
+        then(sys.modules[name])
+        return
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+            if fullname != name:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            if spec is None or spec.loader is None:
+                return spec
+            execute = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                execute(module)
+                then(module)
+
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+            return spec
+
+    sys.meta_path.insert(0, Hook())
