@@ -155,7 +155,14 @@ class PromotionSettings(_Section):
 class ModelSettings(_Section):
     """Which learner family new models use (models/learners/families.py) and its constructor arguments."""
 
-    family: Literal["sgd_logistic", "hoeffding_tree", "streaming_kmeans", "streaming_linear"] = "sgd_logistic"
+    # Not a Literal: the families are the registered Learner subclasses (rtml.models.learners), which
+    # this bottom layer may not import; make_learner reports an unknown name in one line.
+    family: str = Field(
+        default="sgd_logistic",
+        min_length=1,
+        description="A registered learner family: the `family` of a Learner subclass, built-in or "
+        "third-party (listed by rtml.models.learners.families.FAMILIES).",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="e.g. {grace_period: 100} for a tree.")
 
 

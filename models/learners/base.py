@@ -1,12 +1,28 @@
-"""The learner interface every model family implements, and the shared incremental encoder.
+"""The learner contract every model family implements, the family registry, and the shared encoder.
+
+:class:`Learner` is the contract in code: an abstract base class every model family subclasses.
+A subclass that declares its own ``family`` is registered under that name when it is defined
+(:func:`registered`), which is where ``model.family`` settings are looked up
+(:func:`rtml.models.learners.families.make_learner`). :func:`rtml.models.learners.check.check_learner`
+runs the contract's checks on a family, built-in or third-party.
 
 A learner learns from mini-batches (pandas frames of model inputs, see
 ``rtml.features.featurise.model_frame``) and scores mini-batches, vectorised.
+
+>>> from rtml.models.learners import families  # importing it defines (registers) the built-in families
+>>> sorted(registered())
+['hoeffding_tree', 'sgd_logistic', 'streaming_kmeans', 'streaming_linear']
+>>> registered()["streaming_kmeans"].tasks
+('anomaly', 'classification')
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import abc
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Self, get_args
 
 import numpy as np
 import pandas as pd
@@ -14,16 +30,118 @@ from sklearn.preprocessing import StandardScaler
 
 from rtml.infra.config.spec import UNKNOWN_CATEGORY, StreamSpec
 
+#: The tasks a stream spec may declare (``StreamSpec.task``); a family's ``tasks`` are drawn from these.
+SPEC_TASKS: tuple[str, ...] = get_args(StreamSpec.model_fields["task"].annotation)
 
-@runtime_checkable
-class Learner(Protocol):
-    """learn / score on mini-batches; ``threshold`` turns scores into decisions."""
+_FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_REGISTRY: dict[str, type[Learner]] = {}
 
+
+class Learner(abc.ABC):
+    """The contract of a model family: learn from and score mini-batches of model inputs.
+
+    A concrete subclass declares two class attributes, which register it as a family:
+
+    - ``family``: its name in the ``model.family`` setting (lower-case letters, digits, ``_``),
+      also reported by :meth:`params` under the key ``"family"``;
+    - ``tasks``: the spec tasks it serves (from :data:`SPEC_TASKS`), e.g. ``("classification",)``.
+
+    and an instance attribute:
+
+    - ``threshold`` (float): scores at or above it are positive decisions (classification and
+      anomaly tasks; finite there). Set from the spec or at construction, moved by :meth:`learn` or by
+      the trainers' calibration; a regression-only family may leave it NaN (unused).
+
+    Methods, all on pandas frames holding the spec's model input columns (numeric inputs as float,
+    categorical inputs as strings):
+
+    - :meth:`for_spec` builds a fresh learner for a spec's inputs;
+    - :meth:`learn` updates it incrementally with one mini-batch and returns it;
+    - :meth:`score` scores a mini-batch, vectorised;
+    - :meth:`params` describes it for the experiment log.
+
+    Learners are pickled into the model registry (and deep-copied to continue a champion): keep their
+    state picklable, and their scores identical after a round trip.
+    :func:`rtml.models.learners.check.check_learner` checks all of this on a family.
+    """
+
+    family: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]]
     threshold: float
 
-    def learn(self, X: pd.DataFrame, y: np.ndarray) -> Learner: ...
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register a subclass that declares its own ``family`` (an intermediate base declares none)."""
+        super().__init_subclass__(**kwargs)
+        if "family" not in cls.__dict__:
+            return
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        family = cls.__dict__["family"]
+        if not isinstance(family, str) or not _FAMILY_NAME.match(family):
+            raise TypeError(f"{name}: family must be a lower-case name (letters, digits, _), got {family!r}")
+        tasks = getattr(cls, "tasks", None)
+        if not isinstance(tasks, tuple) or not tasks or not set(tasks) <= set(SPEC_TASKS):
+            raise TypeError(f"{name}: tasks must be a non-empty tuple drawn from {SPEC_TASKS}, got {tasks!r}")
+        missing = sorted(
+            m
+            for base in cls.__mro__[1:]
+            for m in getattr(base, "__abstractmethods__", ())
+            if getattr(getattr(cls, m, None), "__isabstractmethod__", False)
+        )
+        if missing:
+            raise TypeError(f"{name}: family '{family}' does not implement {', '.join(missing)}")
+        existing = _REGISTRY.get(family)
+        if existing is not None and (existing.__module__, existing.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise TypeError(
+                f"{name}: family '{family}' is already registered by "
+                f"{existing.__module__}.{existing.__qualname__}"
+            )
+        _REGISTRY[family] = cls  # the same class defined again (a module reload) replaces itself
 
-    def score(self, X: pd.DataFrame) -> np.ndarray: ...
+    @classmethod
+    @abc.abstractmethod
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: Any) -> Self:
+        """A fresh, untrained learner for the spec's model inputs (:func:`spec_inputs`).
+
+        ``seed`` fixes every random choice (same seed, same data: same scores); ``params`` are the
+        family's hyper-parameters (the ``model.params`` setting). An unknown parameter raises
+        TypeError, as a constructor does.
+        """
+
+    @abc.abstractmethod
+    def learn(self, X: pd.DataFrame, y: np.ndarray) -> Self:
+        """Update with one mini-batch and return ``self``.
+
+        ``y`` holds one target per row of ``X``: 0/1 for classification and anomaly specs (an
+        anomaly learner may ignore it), numbers for regression. Any batch size from one row up; missing
+        or non-finite numeric values and unseen (or missing) categories must not raise.
+        """
+
+    @abc.abstractmethod
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        """Scores of a mini-batch, vectorised: a float array with one finite value per row.
+
+        A row's score depends on that row only (never on the rest of the batch) and scoring leaves the
+        learner unchanged. Classification and anomaly scores lie in [0, 1] (higher: more likely
+        positive), regression scores are the predicted values. Missing or non-finite numeric values
+        and unseen categories still score finite.
+        """
+
+    @abc.abstractmethod
+    def params(self) -> dict[str, Any]:
+        """Description for the experiment log: JSON-serialisable, with ``"family"`` the family's name."""
+
+
+def registered() -> Mapping[str, type[Learner]]:
+    """Every registered family by name: a read-only, live view (families defined later appear in it)."""
+    return MappingProxyType(_REGISTRY)
+
+
+def unregister(family: str) -> type[Learner]:
+    """Remove a family from the registry and return its class (tests and plugins replacing a family)."""
+    return _REGISTRY.pop(family)
 
 
 def spec_inputs(spec: StreamSpec) -> tuple[list[str], dict[str, list[str]]]:

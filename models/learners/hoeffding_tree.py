@@ -21,11 +21,14 @@ import numpy as np
 import pandas as pd
 
 from rtml.infra.config.spec import UNKNOWN_CATEGORY, StreamSpec
-from rtml.models.learners.base import IncrementalEncoder, spec_inputs
+from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
-class HoeffdingTree:
+class HoeffdingTree(Learner):
+    """River Hoeffding (adaptive) tree classifier: P(positive) scores, scored one pass per node."""
+
     family = "hoeffding_tree"
+    tasks = ("classification",)
 
     def __init__(
         self,
@@ -64,8 +67,8 @@ class HoeffdingTree:
         self.n_seen = 0
 
     @classmethod
-    def for_spec(cls, spec: StreamSpec, **params: object) -> HoeffdingTree:
-        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, **params)  # type: ignore[arg-type]
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: object) -> HoeffdingTree:
+        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, seed=seed, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {"family": self.family, "positive_weight": self.positive_weight, **self.hyper}

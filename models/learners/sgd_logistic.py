@@ -17,11 +17,14 @@ import pandas as pd
 from sklearn.linear_model import SGDClassifier
 
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.learners.base import IncrementalEncoder, spec_inputs
+from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
-class SGDLogistic:
+class SGDLogistic(Learner):
+    """Logistic regression by SGD: P(positive) scores, class-weighted toward positives."""
+
     family = "sgd_logistic"
+    tasks = ("classification",)
 
     def __init__(
         self,
@@ -43,8 +46,8 @@ class SGDLogistic:
         self.n_seen = 0
 
     @classmethod
-    def for_spec(cls, spec: StreamSpec, **params: float) -> SGDLogistic:
-        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, **params)  # type: ignore[arg-type]
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: float) -> SGDLogistic:
+        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, seed=seed, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, float | str]:
         return {

@@ -33,11 +33,14 @@ import numpy as np
 import pandas as pd
 
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.learners.base import IncrementalEncoder, spec_inputs
+from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
-class StreamingKMeans:
+class StreamingKMeans(Learner):
+    """Streaming k-means anomaly detector: scores in [0, 1) rising with distance to the nearest centre."""
+
     family = "streaming_kmeans"
+    tasks = ("anomaly", "classification")
 
     def __init__(
         self,
@@ -67,8 +70,8 @@ class StreamingKMeans:
         self.n_seen = 0
 
     @classmethod
-    def for_spec(cls, spec: StreamSpec, **params: object) -> StreamingKMeans:
-        return cls(*spec_inputs(spec), **params)  # type: ignore[arg-type]
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: object) -> StreamingKMeans:
+        return cls(*spec_inputs(spec), seed=seed, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {

@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.linear_model import SGDRegressor
 
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.learners.base import IncrementalEncoder, spec_inputs
+from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -39,8 +39,11 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
-class StreamingLinearRegression:
+class StreamingLinearRegression(Learner):
+    """Linear regression by SGD: scores are predicted values; the threshold is unused (NaN)."""
+
     family = "streaming_linear"
+    tasks = ("regression",)
 
     def __init__(
         self,
@@ -59,8 +62,8 @@ class StreamingLinearRegression:
         self.n_seen = 0
 
     @classmethod
-    def for_spec(cls, spec: StreamSpec, **params: object) -> StreamingLinearRegression:
-        return cls(*spec_inputs(spec), **params)  # type: ignore[arg-type]
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: object) -> StreamingLinearRegression:
+        return cls(*spec_inputs(spec), seed=seed, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {"family": self.family, "alpha": self.alpha, "n_features": self.encoder.n_features}
