@@ -6,6 +6,7 @@ Run ``rtml --help``; every command takes ``--json``.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -61,7 +62,10 @@ def _global(
         },
     )
     with contextlib.suppress(ConfigError):  # a bad config is reported by the command itself
-        output.log_to_file(ctx.obj.settings().state_dir / "logs" / "cli.log")
+        settings = ctx.obj.settings()
+        output.log_to_file(settings.state_dir / "logs" / "cli.log")
+        if settings.prefect.api_url is None:  # the embedded Prefect server runs with analytics off;
+            os.environ.setdefault("DO_NOT_TRACK", "1")  # its clients send none and print no notice
 
 
 def _print_version(value: bool) -> None:

@@ -9,7 +9,8 @@ into the log file once the settings say where the state directory is. Prefect se
 that is already configured and leaves it alone; its flow and task run logs still go to its API, so the
 Prefect UI keeps them.
 
-On the console, by default: rtml's own loggers from WARNING, everything else only from ERROR.
+On the console, by default: rtml's own loggers from WARNING, everything else only CRITICAL (a failed
+command says so in one line naming the log file, where the libraries' errors and tracebacks are).
 ``-v/--verbose`` shows INFO and above from every logger.
 
 >>> import logging
@@ -19,7 +20,9 @@ On the console, by default: rtml's own loggers from WARNING, everything else onl
 True
 >>> console.filter(record("mlflow.models", logging.WARNING))
 False
->>> console.filter(record("py.warnings", logging.ERROR))
+>>> console.filter(record("prefect.task_runs", logging.ERROR))
+False
+>>> console.filter(record("py4j", logging.CRITICAL))
 True
 """
 
@@ -47,7 +50,8 @@ _BUFFER_LIMIT = 20_000
 
 
 class ConsoleLogHandler(logging.StreamHandler):
-    """stderr: rtml's loggers from WARNING, libraries' from ERROR; with verbose, all from INFO."""
+    """stderr: rtml's loggers from WARNING, libraries' only CRITICAL (rtml reports a failed operation
+    itself, in one line that points at the log); with verbose, all from INFO."""
 
     def __init__(self, verbose: bool = False) -> None:
         import sys
@@ -60,7 +64,7 @@ class ConsoleLogHandler(logging.StreamHandler):
         if self.verbose:
             return record.levelno >= logging.INFO
         own = record.name == "rtml" or record.name.startswith("rtml.")
-        return record.levelno >= (logging.WARNING if own else logging.ERROR)
+        return record.levelno >= (logging.WARNING if own else logging.CRITICAL)
 
 
 class BufferLogHandler(logging.Handler):
@@ -96,6 +100,14 @@ def configure(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+_LOG_FILE: list[Path] = []
+
+
+def log_file() -> Path | None:
+    """Where this process's log goes, once :func:`log_to_file` has set it."""
+    return _LOG_FILE[-1] if _LOG_FILE else None
+
+
 def log_to_file(path: Path) -> Path | None:
     """Send everything logged (and what was buffered so far) to ``path``; None if it cannot be written."""
     root = logging.getLogger()
@@ -112,6 +124,7 @@ def log_to_file(path: Path) -> Path | None:
             file_handler.handle(record)
         root.removeHandler(buffer)
     root.addHandler(file_handler)
+    _LOG_FILE.append(path)
     return path
 
 
