@@ -135,6 +135,7 @@ class ScoringMetrics:
         self._roles: set[str] = set()
         self.processed: dict[int, int] = {}  # partition -> offset processed up to
         self.ends: dict[int, int] | None = None
+        self._lag_parts: set[int] = set()  # partitions with a lag series
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
@@ -176,12 +177,14 @@ class ScoringMetrics:
 
     # consumer lag -----------------------------------------------------------------------------------
     def _update_lag(self) -> None:
-        with self._lock:
-            ends, done = self.ends, dict(self.processed)
-        if ends is None:
-            return
-        for p, end in ends.items():
-            self.lag.labels(self.topic, str(p)).set(max(0, end - done.get(p, 0)))
+        with self._lock:  # called from the lag probe's thread and from the job's loop
+            if self.ends is None:
+                return
+            for p, end in self.ends.items():
+                self.lag.labels(self.topic, str(p)).set(max(0, end - self.processed.get(p, 0)))
+            for p in self._lag_parts - set(self.ends):  # a partition gone (topic recreated): no stale figure
+                self.lag.remove(self.topic, str(p))
+            self._lag_parts = set(self.ends)
 
     def probe_lag(self, consumer: Any) -> None:
         """Read the topic's true end offsets (fetch high-water marks) and update the lag per partition."""

@@ -101,6 +101,9 @@ def test_lag_per_partition_is_true_end_minus_processed(tmp_path: Path) -> None:
     m.record_progress({"sources": [{"endOffset": None}]})  # a progress without offsets changes nothing
     m._update_lag()
     assert lag(0) == 0
+    m.ends = {0: 5}  # the topic came back with one partition: no stale series for the others
+    m._update_lag()
+    assert (lag(0), lag(1), lag(2)) == (0, None, None)
 
 
 def test_metrics_off_with_port_zero(tmp_path: Path) -> None:
