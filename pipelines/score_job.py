@@ -29,15 +29,17 @@ def run_scoring(
     """Run the query until stopped (or, with ``available_now``, until the topic is read); ``on_batch``
     gets Spark's progress record of each micro-batch (``numInputRows``, ``batchId``, ...)."""
     from rtml.infra.config.clients import configure_mlflow
+    from rtml.pipelines.metrics import start_metrics
     from rtml.pipelines.scoring import BatchSink, build_query
     from rtml.pipelines.spark_io import spark_session
 
     configure_mlflow(settings)
     stop = stop or threading.Event()
     sink = BatchSink(settings, spec)
-    sink.resolve_champion()  # fail fast, before Spark starts, when there is no champion
+    champion = sink.resolve_champion()  # fail fast, before Spark starts, when there is no champion
     recovered = sink.outbox.recover()  # Kafka output of batches a crash left undelivered
     spark = spark_session(settings, "rtml-scoring")
+    sink.metrics = metrics = start_metrics(settings, champion)  # /metrics; None when metrics.port is 0
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -55,6 +57,8 @@ def run_scoring(
             if progress and progress.get("batchId") != last_batch:
                 last_batch = progress.get("batchId")
                 write_progress(settings, progress)
+                if metrics is not None:
+                    metrics.record_progress(progress)
                 if on_batch is not None:
                     on_batch(progress)
         error = query.exception()
@@ -62,6 +66,8 @@ def run_scoring(
             raise RuntimeError(f"scoring query failed: {str(error).splitlines()[0]}")
     finally:
         sink.close()
+        if metrics is not None:
+            metrics.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     elapsed = time.monotonic() - t0

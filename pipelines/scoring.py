@@ -49,6 +49,7 @@ class BatchSink:
         self.batches: list[dict[str, Any]] = []
         self.outbox = KafkaOutbox(settings, spec)
         self.gate = StreamGate(settings, spec)
+        self.metrics: Any = None  # rtml.pipelines.metrics.ScoringMetrics, set by the entry point
 
     def close(self) -> None:
         self.outbox.close()
@@ -115,6 +116,8 @@ class BatchSink:
         stats_file.parent.mkdir(parents=True, exist_ok=True)
         stats_file.write_text(json.dumps(stats))
         self.batches.append(stats)
+        if self.metrics is not None:
+            self.metrics.record_batch(stats, lat)
 
     def _quarantine(self, bad: Any) -> Any:
         import base64

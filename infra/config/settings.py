@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from rtml.infra.config.settings_ops import AlertSettings, DriftSettings, QualitySettings
+from rtml.infra.config.settings_ops import AlertSettings, DriftSettings, MetricsSettings, QualitySettings
 
 DEFAULT_CONFIG_FILE = Path("rtml.yaml")
 _YAML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("rtml_yaml_data", default=None)
@@ -195,6 +195,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     drift: DriftSettings = DriftSettings()
     alerts: AlertSettings = AlertSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

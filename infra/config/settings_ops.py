@@ -94,3 +94,13 @@ class AlertSettings(_Section):
         default=None, description="Generic webhook for `rtml deploy` to create the block from (secret)."
     )
     min_severity: str = Field(default="warning", pattern="^(info|warning|critical)$")
+
+
+class MetricsSettings(_Section):
+    """Prometheus metrics of the scoring job (pipelines/metrics.py)."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address of the job's /metrics endpoint.")
+    port: int = Field(default=19464, ge=0, le=65535, description="Port of /metrics; 0 = metrics off.")
+    lag_interval_s: float = Field(
+        default=10.0, gt=0, description="Seconds between two reads of the events topic's end offsets."
+    )
