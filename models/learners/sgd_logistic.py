@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.linear_model import SGDClassifier
 
 from rtml.infra.config.spec import StreamSpec
+from rtml.models.learners import explain
 from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
@@ -67,3 +68,22 @@ class SGDLogistic(Learner):
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
         return self.model.predict_proba(self.encoder.transform(X))[:, 1]
+
+    def contributions(self, X: pd.DataFrame) -> explain.Contributions:
+        """Log-odds contributions: coefficient x (scaled value - reference mean), one-hot summed."""
+        Z = self.encoder.transform(X)
+        return self._contributions(Z, self.model.decision_function(Z))
+
+    def _contributions(self, Z: np.ndarray, logit: np.ndarray) -> explain.Contributions:
+        enc = self.encoder
+        grouped = explain.grouping(enc.numeric, enc.categories)
+        w, b = self.model.coef_[0], float(self.model.intercept_[0])
+        return explain.linear(Z, w, b, enc.reference(), grouped, logit, "log_odds")
+
+    def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
+        """Scores (as :meth:`score`: the logistic of the decision function) and top-k, encoded once."""
+        from scipy.special import expit
+
+        Z = self.encoder.transform(X)
+        logit = self.model.decision_function(Z)
+        return expit(logit), self._contributions(Z, logit).top(top_k)
