@@ -229,17 +229,31 @@ class IncrementalEncoder:
             blocks.append(c / c.sum() if c.sum() > 0 else np.zeros(len(cats)))
         return np.concatenate(blocks)
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
+    @property
+    def inputs(self) -> tuple[tuple[str, ...], list[int]]:
+        """(model input names, the width of each categorical input's one-hot block)."""
+        return (*self.numeric, *self.categories), [len(v) for v in self.categories.values()]
+
+    def encode(self, X: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The parts of :meth:`transform`: the scaled numeric block and each categorical input's codes
+        (positions in its categories, the unknown slot last)."""
         num = X[self.numeric].to_numpy(dtype="float64")
         if self._fitted:
             mean = self.scaler.mean_
             num = np.where(np.isfinite(num), num, mean)  # missing or non-finite: the running mean
             num = self.scaler.transform(num)
         num = np.nan_to_num(num, nan=0.0, posinf=0.0, neginf=0.0)
+        return num, [self._codes(X, name) for name in self.categories]
+
+    def onehot(self, num: np.ndarray, codes: list[np.ndarray]) -> np.ndarray:
+        """The encoded matrix from :meth:`encode`'s parts."""
         blocks = [num]
-        for name, cats in self.categories.items():
-            codes = self._codes(X, name)
-            onehot = np.zeros((len(X), len(cats)))
-            onehot[np.arange(len(X)), codes] = 1.0
+        for cats, c in zip(self.categories.values(), codes, strict=True):
+            onehot = np.zeros((len(num), len(cats)))
+            onehot[np.arange(len(num)), c] = 1.0
             blocks.append(onehot)
         return np.hstack(blocks)
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """Scaled numeric columns, then each categorical input's one-hot block."""
+        return self.onehot(*self.encode(X))

@@ -71,19 +71,19 @@ class SGDLogistic(Learner):
 
     def contributions(self, X: pd.DataFrame) -> explain.Contributions:
         """Log-odds contributions: coefficient x (scaled value - reference mean), one-hot summed."""
-        Z = self.encoder.transform(X)
-        return self._contributions(Z, self.model.decision_function(Z))
+        parts = self.encoder.encode(X)
+        return self._contributions(parts, self.model.decision_function(self.encoder.onehot(*parts)))
 
-    def _contributions(self, Z: np.ndarray, logit: np.ndarray) -> explain.Contributions:
+    def _contributions(self, parts: tuple, logit: np.ndarray) -> explain.Contributions:
         enc = self.encoder
-        grouped = explain.grouping(enc.numeric, enc.categories)
+        names, widths = enc.inputs
         w, b = self.model.coef_[0], float(self.model.intercept_[0])
-        return explain.linear(Z, w, b, enc.reference(), grouped, logit, "log_odds")
+        return explain.linear(parts, widths, w, b, enc.reference(), names, logit, "log_odds")
 
     def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
         """Scores (as :meth:`score`: the logistic of the decision function) and top-k, encoded once."""
         from scipy.special import expit
 
-        Z = self.encoder.transform(X)
-        logit = self.model.decision_function(Z)
-        return expit(logit), self._contributions(Z, logit).top(top_k)
+        parts = self.encoder.encode(X)
+        logit = self.model.decision_function(self.encoder.onehot(*parts))
+        return expit(logit), self._contributions(parts, logit).top(top_k)

@@ -152,14 +152,15 @@ class StreamingKMeans(Learner):
         """Each input's share of the squared distance to the nearest centre, scaled to add up to the
         distance (one-hot columns summed under their input's name)."""
         enc = self.encoder
-        grouped = explain.grouping(enc.numeric, enc.categories)
+        names, widths = enc.inputs
         if self.centres_ is None:
-            diff = np.zeros((len(X), len(grouped[1])))
-            return explain.distance_shares(diff, np.zeros(len(X)), grouped)
-        Z = enc.transform(X)
-        d = self._distances(Z)
+            zeros = np.zeros(len(X))
+            return explain.Contributions(names, np.zeros((len(X), len(names))), zeros, zeros, "distance")
+        parts = enc.encode(X)
+        d = self._distances(enc.onehot(*parts))
         nearest = d.argmin(1)
-        return explain.distance_shares(Z - self.centres_[nearest], d[np.arange(len(Z)), nearest], grouped)
+        distance = d[np.arange(len(d)), nearest]
+        return explain.distance_shares(parts, widths, self.centres_, nearest, distance, names)
 
     def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
         """Scores (as :meth:`score`) and their top-k contributions, encoded once."""

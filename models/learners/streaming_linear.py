@@ -83,15 +83,14 @@ class StreamingLinearRegression(Learner):
     def contributions(self, X: pd.DataFrame) -> explain.Contributions:
         """Prediction contributions: coefficient x (scaled value - reference mean), one-hot summed."""
         enc = self.encoder
-        grouped = explain.grouping(enc.numeric, enc.categories)
+        names, widths = enc.inputs
         if self.n_seen == 0:
             zeros = np.zeros(len(X))
-            return explain.Contributions(
-                grouped[0], np.zeros((len(X), len(grouped[0]))), zeros, zeros, "prediction"
-            )
-        Z = enc.transform(X)
+            return explain.Contributions(names, np.zeros((len(X), len(names))), zeros, zeros, "prediction")
+        parts = enc.encode(X)
+        raw = self.model.predict(enc.onehot(*parts))
         w, b = self.model.coef_, float(self.model.intercept_[0])
-        return explain.linear(Z, w, b, enc.reference(), grouped, self.model.predict(Z), "prediction")
+        return explain.linear(parts, widths, w, b, enc.reference(), names, raw, "prediction")
 
     def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
         """Scores and their top-k contributions, encoded once."""

@@ -15,7 +15,7 @@ import pytest
 from rtml.infra.config.spec import StreamSpec
 from rtml.models.learners.base import Learner, unregister
 from rtml.models.learners.check import LearnerCheckError, check_learner
-from rtml.models.learners.explain import Contributions, grouping
+from rtml.models.learners.explain import Contributions, group, grouping
 from rtml.models.learners.families import FAMILIES
 from tests.model.test_learners import CATS, NUMERIC, learnable, trained
 
@@ -54,7 +54,7 @@ def _shap_grouped(learner: Any, background: pd.DataFrame, X: pd.DataFrame) -> np
     b = float(np.ravel(learner.model.intercept_)[0])
     masker = shap.maskers.Independent(B, max_samples=len(B))
     phi = shap.LinearExplainer((w, b), masker).shap_values(Z)
-    return phi @ grouping(enc.numeric, enc.categories)[1]
+    return group(phi, grouping(enc.numeric, enc.categories)[1])
 
 
 @pytest.mark.parametrize("family", ["sgd_logistic", "streaming_linear"])
@@ -173,3 +173,16 @@ def test_a_family_without_explanations_passes_unless_asked_to_explain(explainers
 def test_contributions_that_do_not_add_up_fail_naming_the_check(explainers: dict) -> None:
     with pytest.raises(LearnerCheckError, match=re.escape("'contributions add up to the raw output' failed")):
         check_learner(explainers["OffByOne"])
+
+
+def test_top_k_is_a_stable_descending_sort_by_magnitude() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(-3, 4, (2000, 6)).astype(float)  # many ties
+    c = Contributions(tuple("abcdef"), values, np.zeros(2000), values.sum(1), "prediction")
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")
+    for k in (1, 2, 3, 4, 5, 6, 9):
+        top = c.top(k)
+        want = order[:, : min(k, 6)]
+        assert (top.features == np.array(list("abcdef"), dtype=object)[want]).all()
+        np.testing.assert_array_equal(top.values, np.take_along_axis(values, want, 1))
+        np.testing.assert_allclose(top.values.sum(1) + top.rest, values.sum(1))
