@@ -186,3 +186,20 @@ def test_top_k_is_a_stable_descending_sort_by_magnitude() -> None:
         assert (top.features == np.array(list("abcdef"), dtype=object)[want]).all()
         np.testing.assert_array_equal(top.values, np.take_along_axis(values, want, 1))
         np.testing.assert_allclose(top.values.sum(1) + top.rest, values.sum(1))
+
+
+def test_global_importance_ranks_the_inputs_that_drive_the_scores() -> None:
+    from rtml.models.monitoring.drift_report import markdown
+    from rtml.models.monitoring.importance import global_importance, importance_from_metrics
+
+    learner = trained("sgd_logistic", batches=5)
+    X, _ = learnable("sgd_logistic", 1000, seed=4)
+    importance, output = global_importance(learner, X)
+    assert output == "log_odds" and list(importance)[0] == "x1"  # positives sit out on x1
+    assert set(importance) == set(INPUTS) and list(importance.values()) == sorted(importance.values())[::-1]
+    metrics = {f"importance.{k}": v for k, v in importance.items()} | {"holdout_f1": 0.5}
+    assert importance_from_metrics(metrics) == importance
+    summary = {"model": "m", "champion": "3", "window": "15m", "events": 9, "labelled": 0}
+    text = markdown({**summary, "findings": [], "alerts_sent": []}, importance)
+    assert f"(mean |contribution| on its holdout): x1 {importance['x1']:.3g}" in text
+    assert global_importance(learner, X.iloc[:0]) == ({}, None)
