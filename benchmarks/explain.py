@@ -5,7 +5,8 @@ What is timed per batch is what the scorer does inside Spark's Python worker: Ar
 pandas, :func:`rtml.pipelines.scorer.score_frame` (model inputs, scores, decisions and, when on,
 the top-k contributions), pandas -> Arrow record batch in the output schema. Off and on alternate
 batch by batch over the same featurised events, so both see the same machine load; the figure is
-the median over ``--repeats`` passes. Classification families score generated card transactions
+the median over ``--repeats`` passes, in wall-clock and in CPU seconds of this process (steadier on a
+shared machine). Classification families score generated card transactions
 (featurised by the same code as training); ``streaming_linear`` a regression of the amount.
 
     python benchmarks/explain.py [--rows 50000] [--repeats 7] [--top-k 3] [--families sgd_logistic,...]
@@ -76,12 +77,15 @@ def bench(family: str, rows: int, repeats: int, k: int) -> dict[str, Any]:
     for kk in (0, k):  # warm-up: imports, caches
         stage(rb, spec, model, kk, schemas[kk])
     times: dict[int, list[float]] = {0: [], k: []}
+    cpu: dict[int, list[float]] = {0: [], k: []}
     for i in range(repeats):
         for kk in (0, k) if i % 2 == 0 else (k, 0):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             stage(rb, spec, model, kk, schemas[kk])
             times[kk].append(time.perf_counter() - t0)
+            cpu[kk].append(time.process_time() - c0)
     off, on = statistics.median(times[0]), statistics.median(times[k])
+    cpu_off, cpu_on = statistics.median(cpu[0]), statistics.median(cpu[k])
     explained = model.learner.contributions(model_frame(frame, spec))
     return {
         "family": family,
@@ -91,6 +95,9 @@ def bench(family: str, rows: int, repeats: int, k: int) -> dict[str, Any]:
         "off_events_per_s": round(rows / off),
         "on_events_per_s": round(rows / on),
         "cost": round(on / off - 1, 4),
+        "off_cpu_s": round(cpu_off, 4),
+        "on_cpu_s": round(cpu_on, 4),
+        "cpu_cost": round(cpu_on / cpu_off - 1, 4),
         "output": explained.output,
     }
 

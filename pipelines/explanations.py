@@ -65,24 +65,23 @@ def fill(out: pd.DataFrame, valid: np.ndarray, explanation: Explanation | None, 
     (None: no explanations, every explanation column null). Vectorised: one assignment per column."""
     n = len(out)
     got = 0 if explanation is None else explanation.features.shape[1]
+    every = bool(valid.all())
+
+    def column(rows: np.ndarray | str | None, dtype: object) -> np.ndarray:
+        if every and isinstance(rows, np.ndarray):
+            return rows  # every row scored: the explanation's own column, no copy
+        col = np.full(n, None if dtype is object else np.nan, dtype=dtype)  # type: ignore[call-overload]
+        if rows is not None:
+            col[valid] = rows
+        return col
+
     for i in range(k):
-        names = np.full(n, None, dtype=object)
-        values = np.full(n, np.nan)
-        if i < got:
-            assert explanation is not None
-            names[valid] = explanation.features[:, i]
-            values[valid] = explanation.values[:, i]
-        out[feature_column(i + 1)] = names
-        out[contribution_column(i + 1)] = values
-    for name, attr in (("explain_base", "base"), ("explain_rest", "rest")):
-        col = np.full(n, np.nan)
-        if explanation is not None:
-            col[valid] = getattr(explanation, attr)
-        out[name] = col
-    output = np.full(n, None, dtype=object)
-    if explanation is not None:
-        output[valid] = explanation.output
-    out["explain_output"] = output
+        explained = explanation is not None and i < got
+        out[feature_column(i + 1)] = column(explanation.features[:, i] if explained else None, object)  # type: ignore[union-attr]
+        out[contribution_column(i + 1)] = column(explanation.values[:, i] if explained else None, float)  # type: ignore[union-attr]
+    out["explain_base"] = column(None if explanation is None else explanation.base, float)
+    out["explain_rest"] = column(None if explanation is None else explanation.rest, float)
+    out["explain_output"] = column(None if explanation is None else explanation.output, object)
 
 
 def compact(frame: pd.DataFrame, k: int) -> list[dict[str, float] | None]:

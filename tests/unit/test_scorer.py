@@ -105,6 +105,9 @@ def test_score_rows_carry_their_top_k_explanation() -> None:
     ex = explanation_of(row)
     assert ex is not None and [t["feature"] for t in ex["top"]] == list(names[valid][0])
     assert ex["raw"] == pytest.approx(float(logit(row["score"])), abs=1e-6)
+    every = score_frame(_frame(200), spec, model, "4", explain_top_k=3)  # no invalid row: no masking
+    assert every["explain_3_feature"].notna().all() and every["explain_base"].notna().all()
+    assert set(every["explain_output"]) == {"log_odds"}
     first = compact(out[valid].head(2), 3)[0]
     assert list(first) == list(names[valid][0]) and first[names[valid][0][0]] == round(values[valid][0, 0], 6)
 
