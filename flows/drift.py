@@ -30,6 +30,7 @@ class DriftCheckError(RuntimeError):
 def champion_reference(settings: Settings) -> dict[str, Any]:
     """Champion version, its reference profile and its holdout precision / recall / F1."""
     from rtml.models.lifecycle.registry import CHAMPION, alias_version, client
+    from rtml.models.monitoring.importance import importance_from_metrics
     from rtml.models.monitoring.profile import load_profile
 
     version = alias_version(settings, CHAMPION)
@@ -41,7 +42,8 @@ def champion_reference(settings: Settings) -> dict[str, Any]:
     run_id = client(settings).get_model_version(settings.mlflow.model_name, version).run_id
     metrics = client(settings).get_run(run_id).data.metrics
     holdout = {m: metrics[f"holdout_{m}"] for m in ("precision", "recall", "f1") if f"holdout_{m}" in metrics}
-    return {"version": version, "profile": profile, "holdout": holdout}
+    importance = importance_from_metrics(metrics)  # mean |contribution| on its holdout
+    return {"version": version, "profile": profile, "holdout": holdout, "importance": importance}
 
 
 @task(cache_policy=NO_CACHE)
@@ -117,16 +119,18 @@ def report(settings: Settings, ref: dict[str, Any], scores: Any, stats: dict[str
                 "rtml.drift.alerts_sent": ",".join(summary["alerts_sent"]),
             }
         )
-        mlflow.log_dict({**summary, "statistics": stats}, "drift/report.json")
+        importance = ref.get("importance", {})
+        mlflow.log_dict({**summary, "statistics": stats, "importance": importance}, "drift/report.json")
         if stats["inputs"]:
             import matplotlib.pyplot as plt
 
-            fig = figure(ref["profile"], scores, stats["inputs"])
+            fig = figure(ref["profile"], scores, stats["inputs"], importance)
             mlflow.log_figure(fig, "drift/report.png")
             plt.close(fig)
     create_markdown_artifact(
         key="rtml-drift-report",
-        markdown=markdown(summary) + f"\n\nPlots: MLflow run `{run.info.run_id}` (`drift/report.png`).",
+        markdown=markdown(summary, ref.get("importance"))
+        + f"\n\nPlots: MLflow run `{run.info.run_id}` (`drift/report.png`).",
         description=f"drift check of v{ref['version']}",
     )
     return run.info.run_id

@@ -102,6 +102,7 @@ class BatchSink:
             "quarantined": quarantine.num_rows,
             "by_reason": by_reason,
             "model_version": version,
+            "explained": _explained(scored),
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat is not None else None,
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat is not None else None,
             "seconds": round(time.monotonic() - t0, 3),
@@ -150,6 +151,13 @@ class BatchSink:
         return {**summarise_batches(self.batches), "quality": self.gate.summary()}
 
 
+def _explained(scored: Any) -> int:
+    """Score rows of a batch that carry an explanation (0 with explanations off)."""
+    if "explain_1_feature" not in scored.column_names:
+        return 0
+    return scored.num_rows - scored.column("explain_1_feature").null_count
+
+
 def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over per-batch records (``BatchSink.batches`` or the ``<sink>/_batches/*.json`` files)."""
     reasons: dict[str, int] = {}
@@ -163,6 +171,7 @@ def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
         "read": sum(b["read"] for b in batches),
         "scored": sum(b["scored"] for b in batches),
         "quarantined": sum(b["quarantined"] for b in batches),
+        "explained": sum(b.get("explained", 0) for b in batches),
         "quarantined_by_reason": dict(sorted(reasons.items())),
         "model_versions": versions,
     }
@@ -192,6 +201,7 @@ def build_query(
     events = events.withColumn("value", F.when(F.col("_reason").isNotNull(), F.col("value")))
     events = events.withColumn(KAFKA_MS, F.unix_millis("timestamp")).drop("key", "timestamp")
     tracking_uri, model_name = settings.tracking_uri, settings.mlflow.model_name
+    top_k = settings.scoring.explain_top_k
     key = (
         settings.scoring.pseudonym_key.get_secret_value()
         if settings.scoring.pseudonymise_entities and settings.scoring.pseudonym_key
@@ -204,14 +214,16 @@ def build_query(
             F.when(F.col("_reason").isNull(), F.pmod(F.hash(spec.entity_key), F.lit(buckets))).otherwise(-1),
         )
         scored = events.groupBy("_bucket").applyInPandasWithState(
-            make_state_fn(spec, key, make_frame_scorer(tracking_uri, model_name, spec)),
-            score_ddl(spec),
+            make_state_fn(spec, key, make_frame_scorer(tracking_uri, model_name, spec, top_k)),
+            score_ddl(spec, top_k),
             STATE_SCHEMA,
             "append",
             GroupStateTimeout.NoTimeout,
         )
     else:
-        scored = events.mapInArrow(make_arrow_scorer(tracking_uri, model_name, spec, key), score_ddl(spec))
+        scored = events.mapInArrow(
+            make_arrow_scorer(tracking_uri, model_name, spec, key, top_k), score_ddl(spec, top_k)
+        )
     writer = (
         scored.writeStream.foreachBatch(sink)
         .outputMode("append")

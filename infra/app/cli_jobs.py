@@ -188,7 +188,7 @@ def _lifecycle_error():  # noqa: ANN202
 
 
 def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Registered versions with aliases, holdout precision/recall/F1 and promotion decisions."""
+    """Registered versions: aliases, holdout precision/recall/F1, decisions, top-3 global importance."""
     from rtml.models.lifecycle.aliases import list_versions
 
     rows = list_versions(settings_of(ctx))
@@ -199,7 +199,17 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
         table(
             f"model {settings_of(ctx).mlflow.model_name}",
-            ["version", "aliases", "trigger", "parent", "precision", "recall", "F1", "decision"],
+            [
+                "version",
+                "aliases",
+                "trigger",
+                "parent",
+                "precision",
+                "recall",
+                "F1",
+                "decision",
+                "importance",
+            ],
             [
                 [
                     v["version"],
@@ -210,6 +220,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                     f(v["recall"]),
                     f(v["f1"]),
                     v["decision"],
+                    ", ".join(f"{k} {x:.3g}" for k, x in list(v.get("importance", {}).items())[:3]),
                 ]
                 for v in r["versions"]
             ],

@@ -130,6 +130,12 @@ class ScoringSettings(_Section):
     pseudonymise_entities: bool = False
     pseudonym_key: SecretStr | None = None
     max_event_bytes: int = Field(default=16_384, ge=64)
+    explain_top_k: int = Field(
+        default=3,
+        ge=0,
+        le=50,
+        description="Top contributing features stored with every score (0 = no explanations).",
+    )
 
     @model_validator(mode="after")
     def _key_when_pseudonymising(self) -> ScoringSettings:

@@ -29,6 +29,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from rtml.infra.config.spec import UNKNOWN_CATEGORY, StreamSpec
+from rtml.models.learners.explain import Contributions, Explanation
 
 #: The tasks a stream spec may declare (``StreamSpec.task``); a family's ``tasks`` are drawn from these.
 SPEC_TASKS: tuple[str, ...] = get_args(StreamSpec.model_fields["task"].annotation)
@@ -58,7 +59,10 @@ class Learner(abc.ABC):
     - :meth:`for_spec` builds a fresh learner for a spec's inputs;
     - :meth:`learn` updates it incrementally with one mini-batch and returns it;
     - :meth:`score` scores a mini-batch, vectorised;
-    - :meth:`params` describes it for the experiment log.
+    - :meth:`params` describes it for the experiment log;
+    - :meth:`contributions` (optional: a family that does not override it cannot explain its scores)
+      splits each row's raw output into signed per-input contributions, vectorised; :meth:`explain`
+      keeps the top ``k`` of them and :meth:`score_explained` scores and explains in one pass.
 
     Learners are pickled into the model registry (and deep-copied to continue a champion): keep their
     state picklable, and their scores identical after a round trip.
@@ -133,6 +137,30 @@ class Learner(abc.ABC):
     def params(self) -> dict[str, Any]:
         """Description for the experiment log: JSON-serialisable, with ``"family"`` the family's name."""
 
+    def contributions(self, X: pd.DataFrame) -> Contributions:
+        """Each row's raw output split into additive contributions of the model inputs, vectorised.
+
+        ``features`` are the model inputs by their own names (a categorical input's one-hot columns
+        summed under its name); per row ``base + values.sum(1)`` equals ``raw`` within 1e-6, and
+        ``raw`` is the output :meth:`score` is a monotone function of (``output`` names it: log-odds,
+        probability, prediction, distance). Like :meth:`score`, a row's contributions depend on that
+        row only. The default raises NotImplementedError: the family does not explain its scores.
+        """
+        raise NotImplementedError(f"model family '{self.family}' does not explain its scores")
+
+    @classmethod
+    def explains(cls) -> bool:
+        """Whether the family implements :meth:`contributions`."""
+        return cls.contributions is not Learner.contributions
+
+    def explain(self, X: pd.DataFrame, top_k: int) -> Explanation:
+        """The ``top_k`` contributions of each row by magnitude (:meth:`Contributions.top`)."""
+        return self.contributions(X).top(top_k)
+
+    def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, Explanation]:
+        """:meth:`score` and :meth:`explain` of one mini-batch; families override it to encode once."""
+        return self.score(X), self.explain(X, top_k)
+
 
 def registered() -> Mapping[str, type[Learner]]:
     """Every registered family by name: a read-only, live view (families defined later appear in it)."""
@@ -163,6 +191,7 @@ class IncrementalEncoder:
         self.categories = {k: [*v, UNKNOWN_CATEGORY] for k, v in categories.items()}
         self.scaler = StandardScaler()
         self._fitted = False
+        self.category_counts = {k: np.zeros(len(v)) for k, v in self.categories.items()}
 
     @classmethod
     def for_spec(cls, spec: StreamSpec) -> IncrementalEncoder:
@@ -179,20 +208,52 @@ class IncrementalEncoder:
             num = np.nan_to_num(num)
         self.scaler.partial_fit(num)
         self._fitted = True
+        counts = getattr(self, "category_counts", None)
+        if counts is not None:  # encoders pickled before explanations have none: reference without it
+            for name, cats in self.categories.items():
+                counts[name] += np.bincount(self._codes(X, name), minlength=len(cats))
         return self
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
+    def _codes(self, X: pd.DataFrame, name: str) -> np.ndarray:
+        cats = self.categories[name]
+        values = X[name].astype("object").where(X[name].isin(cats[:-1]), UNKNOWN_CATEGORY)
+        return pd.Categorical(values, categories=cats).codes
+
+    def reference(self) -> np.ndarray:
+        """The mean encoded row of the data learnt from: 0 for scaled numeric columns (the running
+        mean), each category's frequency in its one-hot block (0 if the encoder never counted them)."""
+        blocks = [np.zeros(len(self.numeric))]
+        counts = getattr(self, "category_counts", {})
+        for name, cats in self.categories.items():
+            c = counts.get(name, np.zeros(len(cats)))
+            blocks.append(c / c.sum() if c.sum() > 0 else np.zeros(len(cats)))
+        return np.concatenate(blocks)
+
+    @property
+    def inputs(self) -> tuple[tuple[str, ...], list[int]]:
+        """(model input names, the width of each categorical input's one-hot block)."""
+        return (*self.numeric, *self.categories), [len(v) for v in self.categories.values()]
+
+    def encode(self, X: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The parts of :meth:`transform`: the scaled numeric block and each categorical input's codes
+        (positions in its categories, the unknown slot last)."""
         num = X[self.numeric].to_numpy(dtype="float64")
         if self._fitted:
             mean = self.scaler.mean_
             num = np.where(np.isfinite(num), num, mean)  # missing or non-finite: the running mean
             num = self.scaler.transform(num)
         num = np.nan_to_num(num, nan=0.0, posinf=0.0, neginf=0.0)
+        return num, [self._codes(X, name) for name in self.categories]
+
+    def onehot(self, num: np.ndarray, codes: list[np.ndarray]) -> np.ndarray:
+        """The encoded matrix from :meth:`encode`'s parts."""
         blocks = [num]
-        for name, cats in self.categories.items():
-            values = X[name].astype("object").where(X[name].isin(cats[:-1]), UNKNOWN_CATEGORY)
-            codes = pd.Categorical(values, categories=cats).codes
-            onehot = np.zeros((len(X), len(cats)))
-            onehot[np.arange(len(X)), codes] = 1.0
+        for cats, c in zip(self.categories.values(), codes, strict=True):
+            onehot = np.zeros((len(num), len(cats)))
+            onehot[np.arange(len(num)), c] = 1.0
             blocks.append(onehot)
         return np.hstack(blocks)
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """Scaled numeric columns, then each categorical input's one-hot block."""
+        return self.onehot(*self.encode(X))

@@ -38,6 +38,7 @@ import pandas as pd
 
 from rtml.infra.config.spec import FeatureSpec, LabelSpec, StreamSpec
 from rtml.models.learners.base import SPEC_TASKS, Learner, registered
+from rtml.models.learners.check_explain import EXPLAIN_CHECKS, check_explanations
 
 #: The model inputs of :func:`check_spec`: numeric inputs and categorical inputs with their categories.
 CHECK_NUMERIC = ["x1", "x2"]
@@ -63,6 +64,8 @@ CHECKS = (
     "learns a one-row batch",
     "pickle and deepcopy keep the scores",
     "same seed, same scores",
+    "implements contributions()",
+    *EXPLAIN_CHECKS,
 )
 
 
@@ -208,6 +211,7 @@ def check_learner(
     tasks: Iterable[str] | None = None,
     n: int = 200,
     seed: int = 0,
+    explain: bool | None = None,
 ) -> None:
     """Check that a family keeps the :class:`~rtml.models.learners.base.Learner` contract.
 
@@ -222,7 +226,12 @@ def check_learner(
     same alone (a one-row frame) as in its batch; scoring changes nothing; missing, non-finite numeric
     values and unseen or missing categories score finite, leave the other rows' scores alone, and can
     be learnt from; learns a one-row batch; pickle and deepcopy keep scores and params; the same seed on
-    the same data gives the same scores.
+    the same data gives the same scores. A family that implements
+    :meth:`~rtml.models.learners.base.Learner.contributions` (or any family with ``explain=True``;
+    ``explain=False`` skips them) is checked on its explanations too
+    (:data:`~rtml.models.learners.check_explain.EXPLAIN_CHECKS`): the model inputs by name, finite,
+    adding up to the raw output within 1e-6 (relative to max(1, |raw|)), a raw output the score
+    follows from, rows explained on their own, odd inputs explained, ``score_explained`` consistent.
 
     Returns None; raises :class:`LearnerCheckError` naming the first failed check.
     """
@@ -249,7 +258,7 @@ def check_learner(
         _require(not undeclared, f"asked to check task(s) {undeclared} the family does not declare")
 
     for task in chosen:
-        _check_task(_Checker(name, task), learner, cls, check_spec(task), n, seed)
+        _check_task(_Checker(name, task), learner, cls, check_spec(task), n, seed, explain)
 
 
 def _check_task(
@@ -259,6 +268,7 @@ def _check_task(
     spec: StreamSpec,
     n: int,
     seed: int,
+    explain: bool | None = None,
 ) -> None:
     """The checks on one task, with learners built for the spec (a class) or copied (an instance)."""
     builds = isinstance(learner, type)
@@ -322,6 +332,11 @@ def _check_task(
             np.allclose(s_odd[clean], s[clean], rtol=1e-9, atol=1e-12),
             "rows without odd values scored differently beside rows with them",
         )
+
+    if explain or (explain is None and cls.explains()):
+        with checker.check("implements contributions()"):
+            _require(cls.explains(), f"{cls.__name__} does not override Learner.contributions()")
+        check_explanations(checker.check, model, X, s, odd, spec.model_inputs)
 
     with checker.check("learns from missing, non-finite and unseen inputs"):
         odd_learner = copy.deepcopy(model).learn(odd, y)

@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.linear_model import SGDRegressor
 
 from rtml.infra.config.spec import StreamSpec
+from rtml.models.learners import explain
 from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
@@ -78,3 +79,20 @@ class StreamingLinearRegression(Learner):
         if self.n_seen == 0:
             return np.zeros(len(X))
         return self.model.predict(self.encoder.transform(X))
+
+    def contributions(self, X: pd.DataFrame) -> explain.Contributions:
+        """Prediction contributions: coefficient x (scaled value - reference mean), one-hot summed."""
+        enc = self.encoder
+        names, widths = enc.inputs
+        if self.n_seen == 0:
+            zeros = np.zeros(len(X))
+            return explain.Contributions(names, np.zeros((len(X), len(names))), zeros, zeros, "prediction")
+        parts = enc.encode(X)
+        raw = self.model.predict(enc.onehot(*parts))
+        w, b = self.model.coef_, float(self.model.intercept_[0])
+        return explain.linear(parts, widths, w, b, enc.reference(), names, raw, "prediction")
+
+    def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
+        """Scores and their top-k contributions, encoded once."""
+        c = self.contributions(X)
+        return c.raw, c.top(top_k)

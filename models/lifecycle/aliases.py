@@ -148,6 +148,11 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
                 "decision": tags.get("rtml.decision"),
                 "decision_reason": tags.get("rtml.decision_reason"),
                 "audit_records": sum(1 for k in tags if k.startswith("rtml.audit.")),
+                "importance": {  # logged by models.monitoring.importance, largest first
+                    k.removeprefix("importance."): v
+                    for k, v in sorted(metrics.items(), key=lambda kv: -kv[1])
+                    if k.startswith("importance.")
+                },
             }
         )
     return rows

@@ -15,6 +15,7 @@ from rtml.infra.config.spec import StreamSpec
 from rtml.models.evaluation.tasks import calibrate, holdout_metrics, targets
 from rtml.models.learners.families import make_learner
 from rtml.models.lifecycle.registry import CHAMPION, alias_version, log_and_register, set_alias
+from rtml.models.monitoring.importance import global_importance, log_importance
 from rtml.models.monitoring.profile import build_profile
 
 
@@ -91,6 +92,8 @@ def bootstrap(
     reg = log_and_register(
         settings, learner, X, params=params, metrics=metrics, tags=tags, run_name="bootstrap", profile=profile
     )
+    holdout = X.iloc[int(len(X) * 0.8) :]  # train_initial's holdout
+    log_importance(reg.run_id, *global_importance(learner, holdout), reg.version)
     set_alias(settings, reg.version, CHAMPION)
     return {
         "ok": True,

@@ -26,6 +26,7 @@ from rtml.models.lifecycle.registry import (
     log_and_register,
     tag_version,
 )
+from rtml.models.monitoring.importance import global_importance, log_importance
 from rtml.models.monitoring.profile import build_profile
 from rtml.models.training.challenger import Window, labels_of
 
@@ -147,6 +148,7 @@ def register_challenger(
         ):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")
+    log_importance(reg.run_id, *global_importance(learner, window.holdout[spec.model_inputs]), reg.version)
     return reg
 
 
