@@ -134,13 +134,14 @@ def _label_check(
     definition: dict[str, Any],
     spec: StreamSpec,
     settings: Any,
-    params: dict[str, Any],
+    reference: dict[str, Any] | None,
     champion: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, str], str | None]:
     """Add the champion's scores for the label-consistency expectation, or take the expectation out
     of the suite and say why (no champion given, checks off, a champion profile without labels).
     Returns the frame, the suite, what was skipped, and why scoring failed (if it did)."""
     from rtml.expectations.label_consistency import EXPECTATION, SCORE_COLUMN, champion_scores
+    from rtml.models.monitoring.profile import label_reference
 
     if not any(e["type"] == EXPECTATION for e in definition["expectations"]):
         return frame, definition, {}, None
@@ -149,7 +150,7 @@ def _label_check(
         why = "off (quality.label_check: false)"
     elif champion is None:
         why = "no champion model given to score the batch"
-    elif params["label_high_cut"] >= 1e300:
+    elif label_reference(reference, 0.5, 0.5) is None:
         why = "the champion's reference profile has no label table (registered before label checks)"
     if why:
         kept = [e for e in definition["expectations"] if e["type"] != EXPECTATION]
@@ -182,7 +183,7 @@ def validate(
     params = parameters(spec, settings, reference, now_ms)
     definition = load_suite(spec, suite, settings.quality.suites_dir)
     frame, definition, skipped, score_error = _label_check(
-        frame, definition, spec, settings, params, champion
+        frame, definition, spec, settings, reference, champion
     )
     ge_suite = gx.ExpectationSuite(**definition)
     with _LOCK:
