@@ -99,7 +99,7 @@ def main() -> None:
         json.dumps({"name": f"{spec.name}.training_batch", "expectations": [label_expectation(spec)]})
     )
     settings = load_settings(use_default_file=False, overrides={"quality": {"suites_dir": suites.parent}})
-    now_ms = int(time.time() * 1000)
+    now_ms = int(time.time() * 1000) // DAY * DAY  # midnight UTC: the same hours (fraud rates) every run
     champions = [champion(101 + i, now_ms) for i in range(args.champions)]
     rng = np.random.default_rng(2026)
     cells: dict[str, dict] = {}

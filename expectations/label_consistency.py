@@ -120,7 +120,7 @@ class ExpectLabelsToAgreeWithChampion(BatchExpectation):
     high_cut: _Number
     low_reference: _Number = 0.0
     high_reference: _Number = 0.0
-    low_tolerance: _Number = 0.02
+    low_tolerance: _Number = 0.015
     high_tolerance: _Number = 0.05
     alpha: _Number = pydantic.Field(default=0.001)
     min_share: _Number = 0.001

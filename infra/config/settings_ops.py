@@ -53,7 +53,7 @@ class QualitySettings(_Section):
         "reference positives (whole percent).",
     )
     label_low_tolerance: float = Field(
-        default=0.02,
+        default=0.015,
         ge=0,
         le=1,
         description="Share of confident negatives labelled positive allowed above the reference level "
