@@ -178,6 +178,8 @@ def validate(
     """
     import great_expectations as gx
 
+    from rtml.expectations.label_consistency import EXPECTATION as LABELS
+
     frame = data if isinstance(data, pd.DataFrame) else data.toArrow().to_pandas()
     frame = prepare(frame, spec)
     params = parameters(spec, settings, reference, now_ms)
@@ -204,7 +206,7 @@ def validate(
                 error=(info.get("exception_message") or None) if info.get("raised_exception") else None,
             )
         )
-        if score_error and r.expectation_config.type == "expect_labels_to_agree_with_champion":
+        if score_error and r.expectation_config.type == LABELS:
             failures[-1].error = score_error
     html = None
     if render:
