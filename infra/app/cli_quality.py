@@ -68,15 +68,19 @@ def _guess_suite(frame: Any, spec: Any) -> str:
     return "scores" if "score" in frame else "raw_events"
 
 
-def _reference(settings: Any) -> dict | None:
+def _reference(settings: Any) -> tuple[dict | None, Any]:
+    """The champion's reference profile and model (label checks), or (None, None) without a registry."""
     try:
-        from rtml.models.lifecycle.registry import CHAMPION, alias_version
+        from rtml.models.lifecycle.registry import CHAMPION, alias_version, load_model
         from rtml.models.monitoring.profile import load_profile
 
         version = alias_version(settings, CHAMPION)
-        return load_profile(settings, version) if version else None
+        if not version:
+            return None, None
+        model = load_model(settings.tracking_uri, settings.mlflow.model_name, version)
+        return load_profile(settings, version), model
     except Exception:  # noqa: BLE001 - no registry reachable: validate without reference bounds
-        return None
+        return None, None
 
 
 def validate(
@@ -112,7 +116,8 @@ def validate(
         frame = _window_frame(s, spec, suite, window or "")
     if len(frame) == 0:
         raise CommandError(f"nothing to validate: no rows in {file or f'the last {window}'}")
-    result = run_suite(frame, suite, spec, s, _reference(s) if suite == "training_batch" else None)
+    reference, champion = _reference(s) if suite == "training_batch" else (None, None)
+    result = run_suite(frame, suite, spec, s, reference, champion=champion)
     if html is not None and result.html:
         html.write_text(result.html, encoding="utf-8")
     if store:
@@ -128,6 +133,8 @@ def validate(
                 ["expectation", "detail"],
                 [f.split(": ", 1) for f in r["failed"]],
             )
+        for line in r["skipped"]:
+            console.print(f"[yellow]skipped[/] {line}")
 
     emit(out, as_json, render)
     if not result.passed:
