@@ -1,7 +1,7 @@
 """Alert routing in Prefect: the notification block and the automation that sends rtml alerts to it.
 
 rtml emits every finding as a Prefect event (:mod:`rtml.models.monitoring.alerts`); an automation reacts to
-``rtml.drift.*`` and ``rtml.quality.*`` events of this model at or above
+``rtml.drift.*``, ``rtml.quality.*`` and ``rtml.champion.*`` events of this model at or above
 ``alerts.min_severity`` and sends each through the notification block named
 ``alerts.notification_block`` (Slack, PagerDuty, email, or a generic webhook). With
 ``alerts.webhook_url`` set, :func:`ensure_alerting` creates that block as a generic webhook that
@@ -75,7 +75,7 @@ def ensure_alerting(settings: Any) -> dict[str, Any]:
         name=automation_name(settings),
         description=f"rtml: page on drift and data-quality alerts of model {model}",
         trigger=EventTrigger(
-            expect={"rtml.drift.*", "rtml.quality.*"},
+            expect={"rtml.drift.*", "rtml.quality.*", "rtml.champion.*"},
             match={"rtml.model.name": model, "rtml.alert.severity": wanted},
             posture=Posture.Reactive,
             threshold=1,

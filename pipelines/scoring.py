@@ -2,7 +2,8 @@
 
 Per micro-batch (``foreachBatch``) the sink resolves ``@champion`` once and hands the version to
 the batch's tasks as a job property; a moved alias swaps the model without a restart and every
-score row carries the version that produced it. Each micro-batch is one Spark job (read, validate,
+score row carries the version that produced it. Only audited moves are followed
+(:mod:`rtml.pipelines.champion_guard`). Each micro-batch is one Spark job (read, validate,
 then features and scores in one Python stage: :mod:`rtml.pipelines.scorer`) whose Arrow result is
 written by the driver: Parquet via pyarrow and Kafka via one long-lived producer. Scores go to
 ``<sink_root>/scores/batch_id=N`` (Parquet) and the scores topic; invalid events to
@@ -21,7 +22,7 @@ from typing import Any
 from rtml.expectations.stream import StreamGate
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.lifecycle.registry import CHAMPION, alias_version
+from rtml.pipelines.champion_guard import ChampionGuard
 from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
 
@@ -50,22 +51,16 @@ class BatchSink:
         self.outbox = KafkaOutbox(settings, spec)
         self.gate = StreamGate(settings, spec)
         self.metrics: Any = None  # rtml.pipelines.metrics.ScoringMetrics, set by the entry point
+        self.guard = ChampionGuard(settings)
 
     def close(self) -> None:
         self.outbox.close()
         self.gate.close()
 
     def resolve_champion(self) -> str:
-        version = alias_version(self.settings, CHAMPION)
-        if version is None:
-            if self.version is None:
-                raise RuntimeError(
-                    f"no @{CHAMPION} version of model '{self.settings.mlflow.model_name}': "
-                    "run `rtml bootstrap` first"
-                )
-            return self.version  # registry briefly unreachable or alias removed: keep serving the last one
-        self.version = version
-        return version
+        """The audited @champion (one registry call); an unaudited move alerts and is not followed."""
+        self.version = self.guard.resolve()
+        return self.version
 
     def __call__(self, df: Any, batch_id: int) -> None:
         import numpy as np
@@ -103,6 +98,7 @@ class BatchSink:
             "by_reason": by_reason,
             "model_version": version,
             "explained": _explained(scored),
+            **self.guard.batch_fields(),
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat is not None else None,
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat is not None else None,
             "seconds": round(time.monotonic() - t0, 3),

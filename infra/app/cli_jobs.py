@@ -5,6 +5,7 @@ Plain functions; :mod:`rtml.infra.app.cli` registers each one on the app.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -187,18 +188,26 @@ def _lifecycle_error():  # noqa: ANN202
     return LifecycleError
 
 
-def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Registered versions: aliases, holdout precision/recall/F1, decisions, top-3 global importance."""
-    from rtml.models.lifecycle.aliases import list_versions
+def models(
+    ctx: typer.Context,
+    moves: Annotated[int, typer.Option(min=0, help="How many of the last champion moves to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Registered versions (aliases, holdout precision/recall/F1, decisions, top-3 global importance) and
+    the champion's audit trail: where @champion points, whether that move is audited, the rollback path
+    and the last moves."""
+    from rtml.models.lifecycle.aliases import champion_audit, list_versions
 
-    rows = list_versions(settings_of(ctx))
+    s = settings_of(ctx)
+    rows = list_versions(s)
+    audit = champion_audit(s, moves) if rows else None
 
     def render(r: dict) -> None:
         def f(x: float | None) -> str:
             return "" if x is None else f"{x:.3f}"
 
         table(
-            f"model {settings_of(ctx).mlflow.model_name}",
+            f"model {s.mlflow.model_name}",
             [
                 "version",
                 "aliases",
@@ -208,6 +217,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 "recall",
                 "F1",
                 "decision",
+                "audit",
                 "importance",
             ],
             [
@@ -220,18 +230,47 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                     f(v["recall"]),
                     f(v["f1"]),
                     v["decision"],
+                    v["audit_records"],
                     ", ".join(f"{k} {x:.3g}" for k, x in list(v.get("importance", {}).items())[:3]),
                 ]
                 for v in r["versions"]
             ],
         )
+        a = r.get("champion")
+        if not a:
+            return
+        path = " -> ".join(f"v{v}" for v in a["rollback_path"]) or "none"
+        console.print(
+            f"@champion v{a['alias']}: {a['status']}"
+            + (f" (last audited: v{a['audited_version']})" if a["audited_version"] != a["alias"] else "")
+            + f"; rollback path: {path}"
+        )
+        table(
+            "champion moves (newest first)",
+            ["seq", "when (UTC)", "kind", "from", "to", "user", "reason", "move id"],
+            [
+                [
+                    m.get("seq"),
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.get("at_ms", 0) / 1000)),
+                    m.get("kind"),
+                    m.get("from") or "",
+                    m.get("to"),
+                    m.get("user"),
+                    m.get("reason"),
+                    str(m.get("move_id") or "")[:12],
+                ]
+                for m in a["moves"]
+            ],
+        )
 
-    emit({"ok": True, "versions": rows}, as_json, render)
+    emit({"ok": True, "versions": rows, "champion": audit}, as_json, render)
 
 
 def promote(
     ctx: typer.Context,
-    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    version: Annotated[
+        str, typer.Argument(help="Registered model version to make champion (3; 03 and v3 mean 3).")
+    ],
     reason: Annotated[str, typer.Option(help="Why (recorded on the versions).")] = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -247,7 +286,8 @@ def promote(
         result,
         as_json,
         lambda r: console.print(
-            f"@champion -> v{r['champion']} (was v{r['previous_champion']}); reason recorded"
+            f"@champion -> v{r['champion']} (was {'v' + r['from'] if r['from'] else 'unset'}); "
+            f"audit record {r['move_id'][:12]}"
         ),
     )
 
@@ -257,7 +297,7 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why.")] = "rollback",
     as_json: JsonOpt = False,
 ) -> None:
-    """Move @champion back to @previous-champion (recorded)."""
+    """Move @champion back one step in the audited champion history (v3 -> v2 -> v1; recorded)."""
     from rtml.models.lifecycle.aliases import rollback as run
 
     try:
@@ -267,7 +307,10 @@ def rollback(
     emit(
         result,
         as_json,
-        lambda r: console.print(f"@champion -> v{r['champion']} (rolled back from v{r['from']})"),
+        lambda r: console.print(
+            f"@champion -> v{r['champion']} (rolled back from {'v' + r['from'] if r['from'] else 'unset'}); "
+            f"next rollback: {'v' + r['previous_champion'] if r['previous_champion'] else 'none'}"
+        ),
     )
 
 

@@ -156,6 +156,13 @@ class PromotionSettings(_Section):
     min_positives: int = Field(default=20, ge=1)
     bootstrap_samples: int = Field(default=200, ge=10)
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1, description="Newest slice of the window.")
+    allow_unaudited_moves: bool = Field(
+        default=False,
+        description="Let the scoring job follow a @champion moved around rtml (no audit record).",
+    )
+    lock_timeout_s: float = Field(
+        default=120.0, gt=0, description="Wait at most this for the promotion lock."
+    )
 
 
 class ModelSettings(_Section):

@@ -1,7 +1,8 @@
 """Alerts: a Prefect event (what automations and notification blocks act on) plus a copy on the
 alerts topic for consumers outside Prefect. Payloads carry no secrets: settings never enter them.
 
-Event names: ``rtml.quality.failed``, ``rtml.drift.<kind>``. The resource is the model version.
+Event names: ``rtml.quality.failed``, ``rtml.drift.<kind>``, ``rtml.champion.unaudited``. The resource is
+the model version.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from rtml.models.evaluation.tasks import holdout_metrics, is_regression, judge
 from rtml.models.lifecycle.registry import (
     CHAMPION,
     Registered,
-    alias_version,
     client,
     load_model,
     log_and_register,
@@ -44,8 +43,17 @@ def policy_of(settings: Settings) -> PromotionPolicy:
 
 
 def champion(settings: Settings) -> tuple[str, Any, int]:
-    """(version, loaded model, training watermark in event-time ms) of the current champion."""
-    version = alias_version(settings, CHAMPION)
+    """(version, loaded model, training watermark in event-time ms) of the champion the scoring job
+    serves: an unaudited @champion move is not built on (see :mod:`rtml.models.lifecycle.audit`)."""
+    from rtml.models.lifecycle.audit import served_champion
+
+    served = served_champion(settings)
+    version = served.version
+    if version is None and served.status == "unaudited":
+        raise RuntimeError(
+            f"@{CHAMPION} v{served.alias} of '{settings.mlflow.model_name}' has no rtml audit record: "
+            f"`rtml promote {served.alias} --reason ...` records it"
+        )
     if version is None:
         raise RuntimeError(f"no @{CHAMPION} version of '{settings.mlflow.model_name}': run `rtml bootstrap`")
     mv = client(settings).get_model_version(settings.mlflow.model_name, version)
