@@ -159,9 +159,20 @@ def drift(
     window: Annotated[
         str | None, typer.Option(help="Recent window to check, e.g. 15m (default drift.window).")
     ] = None,
+    require_route: Annotated[
+        bool,
+        typer.Option(
+            "--require-route",
+            help="Exit 1 when alerts cannot reach on-call: no route, or a finding that was not sent.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a drift check now (Prefect flow): findings, alerts sent (after cooldown), report in MLflow."""
+    """Run a drift check now (Prefect flow): findings, what was paged, report in MLflow.
+
+    A finding is marked sent only when the on-call route exists (`rtml alerting`) and Prefect recorded
+    the notification; otherwise it says `not routed: <why>` or `not sent: <why>`.
+    """
     from rtml.flows.drift import drift_flow
     from rtml.infra.config.clients import configure_mlflow, prefect_api
     from rtml.infra.config.spec import parse_duration_seconds
@@ -183,7 +194,14 @@ def drift(
         )
     if state.is_failed():
         raise CommandError(f"drift check failed: {failure_reason(state)}")
-    result = {"ok": True, **state.result()}
+    result = state.result()
+    unpaged = [f for f in result["findings"] if f["alert"].startswith("not sent")]
+    problem = None
+    if not result["route"]["ok"]:
+        problem = f"not routed: {result['route']['why']}"
+    elif unpaged:
+        problem = f"{len(unpaged)} finding(s) not sent"
+    result = {"ok": not (require_route and problem), **result}
 
     def render(r: dict) -> None:
         console.print(
@@ -202,15 +220,22 @@ def drift(
                         f"{f['value']:.4g}",
                         f"{f['threshold']:.4g}",
                         f["severity"],
-                        "sent" if f"{f['kind']}.{f['feature']}" in r["alerts_sent"] else "cooldown",
+                        f["alert"],
                     ]
                     for f in r["findings"]
                 ],
             )
+        if not r["route"]["ok"]:
+            console.print(f"[red]on-call route: not routed: {r['route']['why']}[/]")
         if r.get("retrain"):
             console.print(f"retrain on drift: {r['retrain']['outcome']} ({r['retrain']['reason']})")
 
     emit(result, as_json, render)
+    if require_route and problem:
+        import sys
+
+        sys.stderr.write(f"rtml: --require-route: {problem}\n")
+        raise typer.Exit(1)
 
 
 def alerting(ctx: typer.Context, as_json: JsonOpt = False) -> None:
