@@ -93,7 +93,7 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a Great Expectations suite by hand; exit 1 when any expectation fails."""
-    from rtml.expectations.gate import publish
+    from rtml.expectations.gate import column_mismatch, publish
     from rtml.expectations.gate import validate as run_suite
     from rtml.expectations.suites import SUITES
     from rtml.infra.config.spec import load_spec
@@ -112,6 +112,9 @@ def validate(
         frame = _window_frame(s, spec, suite, window or "")
     if len(frame) == 0:
         raise CommandError(f"nothing to validate: no rows in {file or f'the last {window}'}")
+    mismatch = column_mismatch(frame, suite, spec, s.quality.suites_dir)
+    if mismatch:  # the suite cannot judge this data: say which columns, not 19 rows of "observed None"
+        raise CommandError(f"{file or f'the last {window}'}: {mismatch} (spec '{spec.name}')")
     result = run_suite(frame, suite, spec, s, _reference(s) if suite == "training_batch" else None)
     if html is not None and result.html:
         html.write_text(result.html, encoding="utf-8")
