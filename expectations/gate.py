@@ -125,6 +125,37 @@ def prepare(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
     return out.assign(**{EVENT_MS: ms})
 
 
+def column_mismatch(frame: pd.DataFrame, suite: str, spec: StreamSpec, suites_dir: Any = None) -> str | None:
+    """One line naming the columns a suite needs that the frame lacks (and the frame's unknown ones),
+    or None when every column the suite's expectations name is there.
+
+    >>> from rtml.infra.config.spec import load_spec
+    >>> column_mismatch(pd.DataFrame({"a": [1], "score": [0.5]}), "scores", load_spec())
+    "missing column(s) needed by suite 'scores': model_version, decision, transaction_id; unexpected: a"
+    """
+    definition = load_suite(spec, suite, suites_dir)
+    needed: list[str] = []
+    known: set[str] = set(spec.event_fields)
+    if spec.label is not None:
+        known.add(spec.label.field)
+    for e in definition["expectations"]:
+        kwargs = e.get("kwargs", {})
+        columns = [kwargs["column"]] if "column" in kwargs else []
+        if e.get("type") == "expect_table_columns_to_match_set":
+            known.update(kwargs.get("column_set") or [])
+        columns = [spec.event_time if c == EVENT_MS else c for c in columns]  # prepare() derives it
+        needed += [c for c in columns if c not in needed]
+    known.update(needed)
+    known.add(EVENT_MS)
+    missing = [c for c in needed if c not in frame and not (c == spec.event_time and EVENT_MS in frame)]
+    if not missing:
+        return None
+    unexpected = [str(c) for c in frame.columns if c not in known]
+    return f"missing column(s) needed by suite '{suite}': {', '.join(missing)}" + (
+        f"; unexpected: {', '.join(unexpected)}" if unexpected else ""
+    )
+
+
 def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from rtml.models.monitoring.alerts import SEVERITIES
+from rtml.models.monitoring.routing import AUTOMATION_PREFIX
+from rtml.models.monitoring.routing import automation_name as _automation_name
 
-AUTOMATION_PREFIX = "rtml-alerts-"
+__all__ = ["AUTOMATION_PREFIX", "AlertingError", "automation_name", "ensure_alerting"]
 # Rendered by the Prefect server for each event (Jinja): the alert as one JSON document.
 BODY = (
     '{"event": "{{ event.event }}", "id": "{{ event.id }}", "occurred": "{{ event.occurred }}", '
@@ -33,7 +35,7 @@ class AlertingError(Exception):
 
 
 def automation_name(settings: Any) -> str:
-    return f"{AUTOMATION_PREFIX}{settings.mlflow.model_name}"
+    return _automation_name(settings.mlflow.model_name)
 
 
 def notification_block_id(settings: Any) -> Any:

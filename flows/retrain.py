@@ -9,7 +9,7 @@ and ``rtml.models.lifecycle.aliases``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -190,7 +190,7 @@ def apply_decision(
 def retrain_flow(
     config_file: str | None = None,
     overrides: dict[str, Any] | None = None,
-    trigger: str = "schedule",
+    trigger: Literal["schedule", "drift", "manual"] = "schedule",
     batch_file: str | None = None,
 ) -> dict[str, Any]:
     """One retrain round; returns a JSON-able summary with the decision.
@@ -200,8 +200,9 @@ def retrain_flow(
     """
     from pathlib import Path
 
-    from rtml.models.training.retrain import champion
+    from rtml.models.training.retrain import champion, check_trigger
 
+    check_trigger(trigger)  # also when called as .fn(), which skips Prefect's parameter validation
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     spec = load_spec(settings.spec)
     logger = get_run_logger()

@@ -43,7 +43,12 @@ _DRIFT_FRAUD_P = np.array([0.35, 0.10, 0.25, 0.0, 0.02, 0.0, 0.0, 0.20, 0.08, 0.
 
 @dataclass
 class CardTransactionGenerator:
-    """Reproducible stream of card transactions as pandas frames (event time in ms since epoch)."""
+    """Reproducible stream of card transactions as pandas frames (event time in ms since epoch).
+
+    The seed fixes the data (cards, amounts, fraud), not the transaction ids: each generator draws a
+    run nonce, so two runs with the same seed never repeat an id (``tx-<seed>-<run>-<n>``; pass
+    ``run`` to fix it too).
+    """
 
     seed: int = 42
     n_cards: int = 5_000
@@ -51,11 +56,16 @@ class CardTransactionGenerator:
     drift_at: int | None = None
     events_per_sim_second: float = 2.0
     start_ms: int | None = None
+    run: str | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _produced: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
+        if self.run is None:
+            import secrets
+
+            self.run = secrets.token_hex(4)
         cards = np.random.default_rng(self.seed + 1)
         self._card_ids = np.array([f"card_{i:06d}" for i in range(self.n_cards)])
         self._card_mu = cards.normal(3.4, 0.5, self.n_cards)  # log of typical spend
@@ -107,7 +117,7 @@ class CardTransactionGenerator:
         self._produced += n
         return pd.DataFrame(
             {
-                "transaction_id": [f"tx-{self.seed}-{i:09d}" for i in idx],
+                "transaction_id": [f"tx-{self.seed}-{self.run}-{i:09d}" for i in idx],
                 "event_time_ms": t_ms,
                 "card_id": self._card_ids[card],
                 "amount": np.round(np.clip(amount, 0.5, 49_000.0), 2),

@@ -96,6 +96,10 @@ def up(
     """Start (or reuse) the local stack: broker, MLflow, Prefect; create topics; print URLs."""
     from rtml.infra.app import stack
 
+    if not timeout > 0:  # before anything starts (also refuses nan)
+        raise typer.BadParameter(
+            f"must be a positive number of seconds, got {timeout:g}", param_hint="--timeout"
+        )
     with Display(as_json).busy("starting the local stack (broker, MLflow, Prefect)"):
         result = stack.up(settings_of(ctx), timeout_s=timeout)
     emit({"ok": True, **result}, as_json, _render_services)

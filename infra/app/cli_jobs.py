@@ -135,10 +135,33 @@ def bootstrap(
         lambda r: console.print(
             r["reason"]
             if r["skipped"]
-            else f"registered version {r['champion']} as @champion; "
-            f"holdout F1 {r['metrics']['holdout_f1']:.3f}"
+            else f"registered version {r['champion']} as @champion; {holdout_line(r['metrics'])}"
         ),
     )
+
+
+# holdout metrics a task reports, in display order: classification / anomaly, then regression
+_HOLDOUT = (("f1", "F1"), ("precision", "precision"), ("recall", "recall"), ("rmse", "RMSE"), ("mae", "MAE"))
+
+
+def holdout_line(metrics: dict) -> str:
+    """The holdout figures the model's task has: F1 / precision / recall, or RMSE / MAE / R².
+
+    >>> holdout_line({"holdout_rmse": 2.5, "holdout_mae": 1.25, "holdout_r2": 0.9, "holdout_n": 300})
+    'holdout RMSE 2.5, MAE 1.25, R² 0.9'
+    >>> holdout_line({"holdout_f1": 0.8125, "holdout_precision": 0.9, "holdout_recall": 0.75})
+    'holdout F1 0.812, precision 0.900, recall 0.750'
+    >>> holdout_line({})
+    'no holdout metrics'
+    """
+    regression = "holdout_rmse" in metrics
+    names = (*_HOLDOUT, ("r2", "R²"))
+    parts = [
+        f"{label} {metrics[f'holdout_{key}']:{'.4g' if regression else '.3f'}}"
+        for key, label in names
+        if metrics.get(f"holdout_{key}") is not None
+    ]
+    return "holdout " + ", ".join(parts) if parts else "no holdout metrics"
 
 
 def score(
@@ -325,7 +348,12 @@ def retrain(
     """Run the retrain flow now (Prefect) and print its decision."""
     from rtml.flows.retrain import retrain_flow
     from rtml.infra.config.clients import configure_mlflow, prefect_api
+    from rtml.models.training.retrain import check_trigger
 
+    try:
+        check_trigger(trigger)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--trigger") from None
     s = settings_of(ctx)
     if batch is not None and not batch.exists():
         raise typer.BadParameter(f"{batch}: no such file")

@@ -137,6 +137,11 @@ class AlertSettings(_Section):
         default=None, description="Generic webhook for `rtml deploy` to create the block from (secret)."
     )
     min_severity: str = Field(default="warning", pattern="^(info|warning|critical)$")
+    delivery_timeout: str = Field(
+        default="30s",
+        pattern=r"^\s*\d+\s*[smhd]\s*$",
+        description="How long a sender waits for Prefect's record that a page went out (e.g. 30s).",
+    )
 
 
 class MetricsSettings(_Section):

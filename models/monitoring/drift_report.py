@@ -85,6 +85,9 @@ def markdown(summary: dict[str, Any], importance: dict[str, float] | None = None
         key = f"{f['kind']}.{f['feature']}"
         lines.append(
             f"| {f['kind']} | {f['feature']} | {f['statistic']} | {f['value']:.4g} | {f['threshold']:.4g} "
-            f"| {f['severity']} | {'sent' if key in sent else 'cooldown'} |"
+            f"| {f['severity']} | {f.get('alert') or ('sent' if key in sent else 'cooldown')} |"
         )
+    route = summary.get("route") or {}
+    if route and not route.get("ok"):
+        lines += ["", f"**On-call route: not routed: {route.get('why')}**"]
     return "\n".join(lines)

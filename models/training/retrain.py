@@ -29,6 +29,24 @@ from rtml.models.monitoring.importance import global_importance, log_importance
 from rtml.models.monitoring.profile import build_profile
 from rtml.models.training.challenger import Window, labels_of
 
+TRIGGERS = ("schedule", "drift", "manual")  # what may start a retrain; recorded on the new version
+
+
+def check_trigger(trigger: str) -> str:
+    """The trigger, or ValueError naming the allowed ones.
+
+    >>> check_trigger("drift")
+    'drift'
+    >>> check_trigger("bogus")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown retrain trigger 'bogus' (choose from schedule, drift, manual)
+    """
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown retrain trigger '{trigger}' (choose from {', '.join(TRIGGERS)})")
+    return trigger
+
+
 WATERMARK_TAG = "rtml.train_watermark_ms"
 
 
