@@ -164,6 +164,13 @@ MALFORMED_KINDS = [
     "bad_event_time",
     "future_event_time",
     "unknown_category",
+    "array_in_string",
+    "object_in_string",
+    "nan_in_string",
+    "infinity_in_string",
+    "nul_byte",
+    "duplicate_field",
+    "trailing_data",
 ]
 
 
@@ -176,6 +183,15 @@ def malform(payload: bytes, kind: str, spec: StreamSpec, rng: np.random.Generato
         return payload[: max(1, len(payload) // 2)]
     if kind == "not_object":
         return b"[1, 2, 3]"
+    if kind in ("nan_in_string", "infinity_in_string"):  # bare tokens, not JSON: Python's json writes them
+        target = spec.event_id if kind == "nan_in_string" else spec.entity_key
+        return json.dumps({**ev, target: float("nan") if kind == "nan_in_string" else float("-inf")}).encode()
+    if kind == "nul_byte":  # a raw NUL inside the event time string: control characters are not JSON
+        return json.dumps({**ev, spec.event_time: "__NUL__"}).encode().replace(b"__NUL__", b"2026\x00")
+    if kind == "duplicate_field":  # the entity twice: which one is the truth?
+        return payload[:-1] + b', "' + spec.entity_key.encode() + b'": "other"}'
+    if kind == "trailing_data":
+        return payload + b' {"' + spec.entity_key.encode() + b'": "other"}'
     if kind == "wrong_type" and f:
         ev[f.name] = "twelve"
     elif kind == "missing_field":
@@ -200,6 +216,10 @@ def malform(payload: bytes, kind: str, spec: StreamSpec, rng: np.random.Generato
         ev[spec.event_time] = "yesterday-ish"
     elif kind == "future_event_time":
         ev[spec.event_time] = "2999-01-01T00:00:00.000Z"
+    elif kind == "array_in_string":
+        ev[spec.event_id] = [1, 2]
+    elif kind == "object_in_string":
+        ev[spec.entity_key] = {"a": 1}
     elif kind == "unknown_category":
         strict = [c for c in spec.features if c.categories and c.on_unknown == "reject"]
         if not strict:

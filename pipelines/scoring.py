@@ -7,7 +7,8 @@ score row carries the version that produced it. Only audited moves are followed
 then features and scores in one Python stage: :mod:`rtml.pipelines.scorer`) whose Arrow result is
 written by the driver: Parquet via pyarrow and Kafka via one long-lived producer. Scores go to
 ``<sink_root>/scores/batch_id=N`` (Parquet) and the scores topic; invalid events to
-``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason and raw payload.
+``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason, Kafka coordinates
+and payload (raw, pseudonymised, encrypted or dropped: :mod:`rtml.pipelines.quarantine`).
 A replayed batch keeps its id, so Parquet output is overwritten, not duplicated (exactly once);
 Kafka output is delivered from those Parquet batches by :mod:`rtml.pipelines.outbox`.
 """
@@ -24,6 +25,7 @@ from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.champion_guard import ChampionGuard
 from rtml.pipelines.outbox import KafkaOutbox
+from rtml.pipelines.quarantine import QuarantinePayloads
 from rtml.pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
 
 
@@ -52,6 +54,7 @@ class BatchSink:
         self.gate = StreamGate(settings, spec)
         self.metrics: Any = None  # rtml.pipelines.metrics.ScoringMetrics, set by the entry point
         self.guard = ChampionGuard(settings)
+        self.quarantine = QuarantinePayloads(settings.scoring, spec.entity_key)
 
     def close(self) -> None:
         self.outbox.close()
@@ -74,7 +77,7 @@ class BatchSink:
         name = f"batch_id={batch_id:09d}"
         invalid = pc.is_valid(table.column("_reason"))
         scored = table.filter(pc.invert(invalid)).drop_columns(["_reason", "value", "topic"])
-        quarantine = self._quarantine(table.filter(invalid))
+        quarantine = self.quarantine.table(table.filter(invalid))
         _write_parquet(scored, self.root / "scores" / name)
         if quarantine.num_rows:
             _write_parquet(quarantine, self.root / "quarantine" / name)
@@ -115,33 +118,6 @@ class BatchSink:
         self.batches.append(stats)
         if self.metrics is not None:
             self.metrics.record_batch(stats, lat)
-
-    def _quarantine(self, bad: Any) -> Any:
-        import base64
-
-        import pyarrow as pa
-
-        raw = bad.column("value").to_pylist()
-        payload_b64 = [base64.b64encode(v or b"").decode() for v in raw]
-        text = []
-        for v in raw:
-            try:
-                text.append(v.decode("utf-8") if v is not None else None)
-            except UnicodeDecodeError:
-                text.append(None)
-        now = int(time.time() * 1000)
-        return pa.table(
-            {
-                "reason": bad.column("_reason"),
-                "payload_b64": payload_b64,
-                "payload": text,
-                "topic": bad.column("topic"),
-                "partition": bad.column("partition"),
-                "offset": bad.column("offset"),
-                KAFKA_MS: bad.column(KAFKA_MS),
-                "quarantined_at_ms": pa.array([now] * bad.num_rows, pa.int64()),
-            }
-        )
 
     def summary(self) -> dict[str, Any]:
         return {**summarise_batches(self.batches), "quality": self.gate.summary()}

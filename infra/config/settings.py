@@ -136,6 +136,19 @@ class ScoringSettings(_Section):
         le=50,
         description="Top contributing features stored with every score (0 = no explanations).",
     )
+    quarantine_raw: Literal["encrypt", "drop", "keep"] | None = Field(
+        default=None,
+        description="Quarantined payloads rtml cannot pseudonymise (all of them when not pseudonymising). "
+        "Default: encrypt when pseudonymising, else keep.",
+    )
+    quarantine_key: SecretStr | None = Field(
+        default=None, description="Fernet key of encrypted payloads. Default: derived from pseudonym_key."
+    )
+
+    @property
+    def raw_payloads(self) -> str:
+        """The quarantine_raw policy in effect."""
+        return self.quarantine_raw or ("encrypt" if self.pseudonymise_entities else "keep")
 
     @model_validator(mode="after")
     def _key_when_pseudonymising(self) -> ScoringSettings:
@@ -143,6 +156,23 @@ class ScoringSettings(_Section):
             raise ValueError(
                 "pseudonymise_entities needs scoring.pseudonym_key (set RTML_SCORING__PSEUDONYM_KEY)"
             )
+        if self.raw_payloads == "encrypt" and not (self.quarantine_key or self.pseudonym_key):
+            raise ValueError(
+                "quarantine_raw: encrypt needs scoring.quarantine_key (set RTML_SCORING__QUARANTINE_KEY)"
+            )
+        if self.quarantine_key:
+            import base64
+            import binascii
+
+            try:
+                ok = len(base64.urlsafe_b64decode(self.quarantine_key.get_secret_value())) == 32
+            except (binascii.Error, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(
+                    "quarantine_key must be a Fernet key: 32 url-safe base64-encoded bytes (make one with "
+                    "cryptography.fernet.Fernet.generate_key())"
+                )
         return self
 
 
