@@ -84,15 +84,39 @@ def fill(out: pd.DataFrame, valid: np.ndarray, explanation: Explanation | None, 
     out["explain_output"] = column(None if explanation is None else explanation.output, object)
 
 
-def compact(frame: pd.DataFrame, k: int) -> list[dict[str, float] | None]:
-    """Per row ``{feature: contribution}`` of the top ``k`` (rank order), for the scores topic."""
-    names = [frame[feature_column(i)].tolist() for i in range(1, k + 1)]
-    values = [frame[contribution_column(i)].round(6).tolist() for i in range(1, k + 1)]
-    rows: list[dict[str, float] | None] = []
-    for ns, vs in zip(zip(*names, strict=True), zip(*values, strict=True), strict=True):
-        row = {n: v for n, v in zip(ns, vs, strict=True) if n is not None}
-        rows.append(row or None)
-    return rows
+def compact_json(table: Any, k: int) -> Any:
+    """Per row of a score table the JSON text ``{"feature": contribution, ...}`` of its top ``k`` (rank
+    order, contributions rounded to 6 decimals), or ``null`` without an explanation: an Arrow string
+    array built by Arrow's vectorised string kernels (no per-row Python)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts: list[Any] = []
+    for i in range(1, k + 1):
+        names = table.column(feature_column(i))
+        if names.null_count == len(names):
+            break  # fewer model inputs than k
+        for name in pc.unique(names).drop_null().to_pylist():
+            if json.dumps(name) != f'"{name}"':
+                raise ValueError(f"feature name {name!r} needs JSON escaping")
+        value = pc.cast(pc.round(table.column(contribution_column(i)), 6), pa.string())
+        parts += [","] if parts else []
+        parts += ['"', names, '":', value]
+    if not parts:
+        return pa.nulls(table.num_rows, pa.string())
+    return pc.binary_join_element_wise("{", *parts, "}", "")
+
+
+def with_explanations(lines: list[str], table: Any, k: int) -> list[str]:
+    """JSON lines (one object per score row of ``table``) with the row's ``"explanation"`` added."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    body = pc.fill_null(compact_json(table, k), "null")
+    objects = pc.utf8_slice_codeunits(pa.array(lines, pa.string()), 0, -1)  # without the closing brace
+    return pc.binary_join_element_wise(objects, ',"explanation":', body, "}", "").to_pylist()
 
 
 def explanation_of(row: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from rtml.flows.bootstrap import bootstrap
 from rtml.infra.config.spec import load_spec
 from rtml.pipelines.producer import generated_frames, stream_frames
 from rtml.pipelines.score_job import run_scoring
-from tests.helpers import RTML, read_topic, scoped_settings, settings_env, sink_frame
+from tests.helpers import RTML, read_topic, rtml, scoped_settings, settings_env, sink_frame
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +88,12 @@ def test_every_score_carries_its_top_3_and_rtml_explain_names_the_fraud_features
     )
     assert text.returncode == 0 and "why: top 3 contributions to the log-odds" in text.stdout
     assert (named & FRAUD_FEATURES).pop() in text.stdout
+    code, models, err = rtml("models", "--json", env=settings_env(s))
+    assert code == 0, err[-2000:]
+    importance = models["versions"][0]["importance"]  # mean |contribution| on v1's holdout
+    assert set(importance) == set(spec.model_inputs) and min(importance.values()) >= 0
+    assert max(importance, key=importance.get) in FRAUD_FEATURES | {"card_present", "merchant_category"}
+
     missing = subprocess.run(
         [RTML, "explain", "tx-none"], env=settings_env(s), capture_output=True, text=True, timeout=120
     )

@@ -77,9 +77,12 @@ def _trained_sgd(spec):  # noqa: ANN001, ANN202
 
 
 def test_score_rows_carry_their_top_k_explanation() -> None:
+    import json
+
+    import pyarrow as pa
     from scipy.special import logit
 
-    from rtml.pipelines.explanations import compact, explain_top_k_of, explanation_of
+    from rtml.pipelines.explanations import explain_top_k_of, explanation_of, with_explanations
 
     spec = load_spec()
     frame = _frame(200)
@@ -108,8 +111,15 @@ def test_score_rows_carry_their_top_k_explanation() -> None:
     every = score_frame(_frame(200), spec, model, "4", explain_top_k=3)  # no invalid row: no masking
     assert every["explain_3_feature"].notna().all() and every["explain_base"].notna().all()
     assert set(every["explain_output"]) == {"log_odds"}
-    first = compact(out[valid].head(2), 3)[0]
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    lines = out[["transaction_id", "score"]].to_json(orient="records", lines=True).splitlines()
+    sent = [json.loads(line) for line in with_explanations(lines, table, 3)]
+    assert [m["transaction_id"] for m in sent] == out["transaction_id"].tolist()
+    first = sent[int(np.flatnonzero(valid)[0])]["explanation"]
     assert list(first) == list(names[valid][0]) and first[names[valid][0][0]] == round(values[valid][0, 0], 6)
+    assert sent[3]["explanation"] is None and sent[7]["explanation"] is None  # invalid rows: null
+    plain_lines = with_explanations(lines, pa.Table.from_pandas(score_frame(frame, spec, model, "4", 0)), 0)
+    assert all(json.loads(line)["explanation"] is None for line in plain_lines)
 
 
 def test_a_family_that_does_not_explain_scores_with_empty_explanations() -> None:
