@@ -114,7 +114,9 @@ class BatchSink:
         }
         stats_file = self.root / "_batches" / f"{name}.json"
         stats_file.parent.mkdir(parents=True, exist_ok=True)
-        stats_file.write_text(json.dumps(stats))
+        tmp = stats_file.with_name(f".{stats_file.name}.tmp")  # readers never see a half-written record
+        tmp.write_text(json.dumps(stats))
+        tmp.replace(stats_file)
         self.batches.append(stats)
         if self.metrics is not None:
             self.metrics.record_batch(stats, lat)
