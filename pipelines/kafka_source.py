@@ -204,6 +204,25 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         if self._client is not None:
             self._client.close()
             self._client = None
+        _quiet_exit_when_the_query_stopped()
+
+
+def _quiet_exit_when_the_query_stopped() -> None:
+    """End Spark's stream-reader process quietly when the JVM closed its connection.
+
+    Spark calls ``stop()`` in the reader's own Python process, from the ``finally`` around its command
+    loop; the loop ends only by an exception. When that is EOF (the query stopped and the JVM closed the
+    socket), PySpark 4 then tries to send the exception back over the closed socket, and the failed flush
+    prints a traceback into the job's log at every clean stop. Nothing is left to report then, so the
+    process ends here with status 0. Any other exception (an error of this reader, e.g. an offset check)
+    goes on to Spark, which fails the query with it.
+    """
+    import os
+    import sys
+
+    if isinstance(sys.exc_info()[1], EOFError):
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _apply_row_limit(begin: dict, ends: dict, max_rows: int) -> dict:
