@@ -22,6 +22,7 @@ from rtml.expectations.stream import StreamGate
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.models.lifecycle.registry import CHAMPION, alias_version
+from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
 
@@ -112,8 +113,12 @@ class BatchSink:
             },
         }
         stats_file = self.root / "_batches" / f"{name}.json"
+        resets = for_batch(self.root / RECORDS_DIR, stats_file)  # the source's resets go on record
+        stats["offset_resets"] = resets
+        stats["offsets_skipped"] = sum(e["offsets_skipped"] for e in resets)
         stats_file.parent.mkdir(parents=True, exist_ok=True)
         stats_file.write_text(json.dumps(stats))
+        mark_taken(self.root / RECORDS_DIR, resets)
         self.batches.append(stats)
 
     def _quarantine(self, bad: Any) -> Any:
@@ -155,6 +160,7 @@ def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
             key = r.split(":")[0]
             reasons[key] = reasons.get(key, 0) + n
     versions = sorted({b["model_version"] for b in batches if b["scored"]}, key=int)
+    resets = [e for b in batches for e in b.get("offset_resets", [])]
     return {
         "batches": len(batches),
         "read": sum(b["read"] for b in batches),
@@ -162,6 +168,9 @@ def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
         "quarantined": sum(b["quarantined"] for b in batches),
         "quarantined_by_reason": dict(sorted(reasons.items())),
         "model_versions": versions,
+        "offset_resets": sum(len(e["resets"]) for e in resets),
+        "new_partitions": sum(len(e["new_partitions"]) for e in resets),
+        "offsets_skipped": sum(e["offsets_skipped"] for e in resets),
     }
 
 
