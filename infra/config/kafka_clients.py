@@ -175,7 +175,7 @@ def check_connection(opts: dict[str, Any], timeout_s: float = CONNECT_TIMEOUT_S)
     with causes:
         worker = threading.Thread(target=probe, name="rtml-kafka-check", daemon=True)
         worker.start()
-        deadline = time.monotonic() + timeout_s + 5
+        deadline = time.monotonic() + timeout_s
         while worker.is_alive() and time.monotonic() < deadline and causes.first(definitive) is None:
             worker.join(0.2)
         worker.join(0.5)  # a refused handshake: the client's own error, if it raises at once
@@ -196,7 +196,9 @@ def connect_message(opts: dict[str, Any], timeout_s: float, cause: str | None, e
         how += f", sasl_mechanism={opts['sasl_mechanism']}"
     if cause is None or not definitive(cause):
         if exc is not None:
-            cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            name = type(exc).__name__
+            cause = text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
         cause = (cause or "no answer") + (
             " (no answer to the TLS handshake: is the listener TLS?)" if "SSL" in proto else ""
         )
