@@ -9,10 +9,12 @@
     first micro-batch is printed too
 (d) produce -> scored latency p50/p99 at a fixed input rate (producer in its own process), steady
     state after a warm-up of traffic; the warm-up's own figures are printed too
+(x) the cost of explanations: (c) four times over the same backlog, each with its own checkpoint and
+    sink, with scoring.explain_top_k 0, k, k, 0 (--explain-top-k, default 3); means off and on
 
     python benchmarks/scoring.py [--events 400000] [--naive-events 3000] [--rate 2000] [--seconds 60]
                                  [--warmup 30] [--batch <spark.max_events_per_trigger>] [--warmup-batches 2]
-                                 [--phases a,b,c,d]
+                                 [--phases a,b,c,d] [--explain-top-k 3]
 """
 
 from __future__ import annotations
@@ -179,6 +181,33 @@ def rtml_throughput(settings: Settings, n: int, warmup_batches: int) -> dict:
     }
 
 
+def explain_ab(overrides: dict, args: argparse.Namespace) -> dict:
+    """(x) (c) with explanations off and on, alternating over the same backlog (fresh state each run)."""
+    k, runs = args.explain_top_k, []
+    for i, top_k in enumerate((0, k, k, 0)):
+        root = Path(overrides["state_dir"]) / f"explain-ab-{i}"
+        spark = {
+            **overrides.get("spark", {}),
+            "checkpoint_root": str(root / "cp"),
+            "sink_root": str(root / "sink"),
+        }
+        s = load_settings(
+            use_default_file=False,
+            overrides={**overrides, "spark": spark, "scoring": {"explain_top_k": top_k}},
+        )
+        c = rtml_throughput(s, args.events, args.warmup_batches)
+        runs.append({"explain_top_k": top_k, **{key: c[key] for key in ("steady_events_per_s", "batches")}})
+        runs[-1]["mean_steady_foreach_batch_seconds"] = c["mean_steady_foreach_batch_seconds"]
+    off = float(np.mean([r["steady_events_per_s"] for r in runs if r["explain_top_k"] == 0]))
+    on = float(np.mean([r["steady_events_per_s"] for r in runs if r["explain_top_k"] == k]))
+    return {
+        "runs": runs,
+        "off_steady_events_per_s": round(off, 1),
+        "on_steady_events_per_s": round(on, 1),
+        "cost": round(1 - on / off, 4),
+    }
+
+
 def _produce_at_rate(overrides: dict, n: int, rate: float, seed: int) -> None:
     """Producer process: events reach the broker from outside the job's process, as in production."""
     settings = load_settings(use_default_file=False, overrides=overrides)
@@ -239,7 +268,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=30, help="seconds of traffic before measuring latency")
     ap.add_argument("--batch", type=int, default=None, help="max events per micro-batch (default: setting)")
     ap.add_argument("--warmup-batches", type=int, default=2, help="(c): micro-batches of JVM warm-up")
-    ap.add_argument("--phases", default="a,b,c,d", help="which measurements to run, e.g. 'c' or 'a,c'")
+    ap.add_argument("--phases", default="a,b,c,d", help="which measurements to run, e.g. 'c' or 'a,c,x'")
+    ap.add_argument("--explain-top-k", type=int, default=3, help="(x): explanations on = this top k")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="rtml-bench-"))
     overrides = {
@@ -277,6 +307,8 @@ def _run(settings: Settings, overrides: dict, args: argparse.Namespace, phases: 
         result["b_naive_per_event"] = naive_loop(settings, args.naive_events)
     if "c" in phases:
         result["c_rtml"] = rtml_throughput(settings, args.events, args.warmup_batches)
+    if "x" in phases:
+        result["x_explanations"] = explain_ab(overrides, args)
     if "d" in phases:
         result["d_latency"] = latency_at_rate(settings, overrides, args.rate, args.seconds, args.warmup)
     if {"a", "b", "c"} <= phases:

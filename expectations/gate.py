@@ -65,6 +65,7 @@ class GateResult:
     result_json: dict[str, Any] = field(repr=False)
     html: str | None = field(default=None, repr=False)
     mlflow_run_id: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def failed_names(self) -> list[str]:
         return [f.name for f in self.failures]
@@ -76,6 +77,7 @@ class GateResult:
             "rows": self.rows,
             "evaluated": self.evaluated,
             "failed": [f.describe() for f in self.failures],
+            "skipped": [f"{name}: {why}" for name, why in self.skipped.items()],
             "mlflow_run_id": self.mlflow_run_id,
         }
 
@@ -123,8 +125,71 @@ def prepare(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
     return out.assign(**{EVENT_MS: ms})
 
 
+def column_mismatch(frame: pd.DataFrame, suite: str, spec: StreamSpec, suites_dir: Any = None) -> str | None:
+    """One line naming the columns a suite needs that the frame lacks (and the frame's unknown ones),
+    or None when every column the suite's expectations name is there.
+
+    >>> from rtml.infra.config.spec import load_spec
+    >>> column_mismatch(pd.DataFrame({"a": [1], "score": [0.5]}), "scores", load_spec())
+    "missing column(s) needed by suite 'scores': model_version, decision, transaction_id; unexpected: a"
+    """
+    definition = load_suite(spec, suite, suites_dir)
+    needed: list[str] = []
+    known: set[str] = set(spec.event_fields)
+    if spec.label is not None:
+        known.add(spec.label.field)
+    for e in definition["expectations"]:
+        kwargs = e.get("kwargs", {})
+        columns = [kwargs["column"]] if "column" in kwargs else []
+        if e.get("type") == "expect_table_columns_to_match_set":
+            known.update(kwargs.get("column_set") or [])
+        columns = [spec.event_time if c == EVENT_MS else c for c in columns]  # prepare() derives it
+        needed += [c for c in columns if c not in needed]
+    known.update(needed)
+    known.add(EVENT_MS)
+    missing = [c for c in needed if c not in frame and not (c == spec.event_time and EVENT_MS in frame)]
+    if not missing:
+        return None
+    unexpected = [str(c) for c in frame.columns if c not in known]
+    return f"missing column(s) needed by suite '{suite}': {', '.join(missing)}" + (
+        f"; unexpected: {', '.join(unexpected)}" if unexpected else ""
+    )
+
+
 def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
+
+
+def _label_check(
+    frame: pd.DataFrame,
+    definition: dict[str, Any],
+    spec: StreamSpec,
+    settings: Any,
+    reference: dict[str, Any] | None,
+    champion: Any,
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, str], str | None]:
+    """Add the champion's scores for the label-consistency expectation, or take the expectation out
+    of the suite and say why (no champion given, checks off, a champion profile without labels).
+    Returns the frame, the suite, what was skipped, and why scoring failed (if it did)."""
+    from rtml.expectations.label_consistency import EXPECTATION, SCORE_COLUMN, champion_scores
+    from rtml.models.monitoring.profile import label_reference
+
+    if not any(e["type"] == EXPECTATION for e in definition["expectations"]):
+        return frame, definition, {}, None
+    why = None
+    if not settings.quality.label_check:
+        why = "off (quality.label_check: false)"
+    elif champion is None:
+        why = "no champion model given to score the batch"
+    elif label_reference(reference, 0.5, 0.5) is None:
+        why = "the champion's reference profile has no label table (registered before label checks)"
+    if why:
+        kept = [e for e in definition["expectations"] if e["type"] != EXPECTATION]
+        return frame, {**definition, "expectations": kept}, {EXPECTATION: why}, None
+    try:
+        return frame.assign(**{SCORE_COLUMN: champion_scores(frame, spec, champion)}), definition, {}, None
+    except ValueError as exc:  # the expectation then sees no scored row and fails; the reason is kept
+        return frame.assign(**{SCORE_COLUMN: float("nan")}), definition, {}, str(exc)
 
 
 def validate(
@@ -135,14 +200,24 @@ def validate(
     reference: dict[str, Any] | None = None,
     now_ms: int | None = None,
     render: bool = True,
+    champion: Any = None,
 ) -> GateResult:
-    """Run one suite over a pandas or Spark DataFrame (Spark frames are collected through Arrow)."""
+    """Run one suite over a pandas or Spark DataFrame (Spark frames are collected through Arrow).
+
+    ``champion`` (a loaded model: ``learner`` + ``columns``) scores the rows for the label-consistency
+    expectation of ``training_batch``; without it that expectation is skipped, and the result says so.
+    """
     import great_expectations as gx
+
+    from rtml.expectations.label_consistency import EXPECTATION as LABELS
 
     frame = data if isinstance(data, pd.DataFrame) else data.toArrow().to_pandas()
     frame = prepare(frame, spec)
     params = parameters(spec, settings, reference, now_ms)
     definition = load_suite(spec, suite, settings.quality.suites_dir)
+    frame, definition, skipped, score_error = _label_check(
+        frame, definition, spec, settings, reference, champion
+    )
     ge_suite = gx.ExpectationSuite(**definition)
     with _LOCK:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
@@ -162,6 +237,8 @@ def validate(
                 error=(info.get("exception_message") or None) if info.get("raised_exception") else None,
             )
         )
+        if score_error and r.expectation_config.type == LABELS:
+            failures[-1].error = score_error
     html = None
     if render:
         from great_expectations.render.renderer import ValidationResultsPageRenderer
@@ -177,6 +254,7 @@ def validate(
         parameters=params,
         result_json=_plain(result.to_json_dict()),
         html=html,
+        skipped=skipped,
     )
 
 

@@ -73,6 +73,30 @@ def _identity(spec: StreamSpec) -> list[dict[str, Any]]:
     ]
 
 
+LABEL_PARAMETERS = (
+    "label_low_cut",
+    "label_high_cut",
+    "label_low_reference",
+    "label_high_reference",
+    "label_low_tolerance",
+    "label_high_tolerance",
+    "label_alpha",
+    "label_min_share",
+)
+
+
+def label_expectation(spec: StreamSpec) -> dict[str, Any]:
+    """Labels against the champion's confident scores (expectations/label_consistency.py)."""
+    assert spec.label is not None
+    return _e(
+        "expect_labels_to_agree_with_champion",
+        label_column=spec.label.field,
+        score_column="_champion_score",
+        positive=spec.label.positive,
+        **{name.removeprefix("label_"): {"$PARAMETER": name} for name in LABEL_PARAMETERS},
+    )
+
+
 def generate(spec: StreamSpec, suite: str) -> dict[str, Any]:
     """The generated suite as GE 1.x suite JSON."""
     if suite == "raw_events":
@@ -126,6 +150,8 @@ def generate(spec: StreamSpec, suite: str) -> dict[str, Any]:
                     max_value={"$PARAMETER": "positive_rate_max"},
                 ),
             )
+        if spec.task != "regression":
+            exps.append(label_expectation(spec))
     elif suite == "scores":
         exps = [
             _e("expect_column_values_to_not_be_null", column="score"),
@@ -179,7 +205,7 @@ def parameters(
     spec: StreamSpec, settings: Any, reference: dict[str, Any] | None = None, now_ms: int | None = None
 ) -> dict[str, Any]:
     """Run-time values of the suite parameters: clock, settings, champion's reference profile."""
-    from rtml.models.monitoring.profile import quantile_of
+    from rtml.models.monitoring.profile import label_reference, quantile_of
 
     q = settings.quality
     now_ms = now_ms or int(time.time() * 1000)
@@ -190,6 +216,17 @@ def parameters(
         "positive_rate_max": q.positive_rate_max,
         "max_event_ms": now_ms + spec.max_future_seconds * 1000,
         "min_event_ms": now_ms - parse_duration_seconds(q.max_event_age) * 1000,
+    }
+    label_ref = label_reference(reference, q.label_low_quantile, q.label_high_quantile)
+    out |= {
+        "label_low_cut": label_ref["low_cut"] if label_ref else -_BIG,
+        "label_high_cut": label_ref["high_cut"] if label_ref else _BIG,
+        "label_low_reference": label_ref["low_reference"] if label_ref else 0.0,
+        "label_high_reference": label_ref["high_reference"] if label_ref else 0.0,
+        "label_low_tolerance": q.label_low_tolerance,
+        "label_high_tolerance": q.label_high_tolerance,
+        "label_alpha": q.label_alpha,
+        "label_min_share": q.label_min_share,
     }
     numeric_ref = (reference or {}).get("numeric", {})
     lo, hi = q.median_band

@@ -30,10 +30,19 @@ def quarantine_root(settings: Any) -> Path:
 
 
 def check_training_batch(
-    settings: Any, spec: StreamSpec, frame: pd.DataFrame, reference: dict | None, tags: dict[str, str]
+    settings: Any,
+    spec: StreamSpec,
+    frame: pd.DataFrame,
+    reference: dict | None,
+    tags: dict[str, str],
+    champion: Any = None,
 ) -> GateResult:
-    """Validate the whole window (train + holdout) and publish the result to MLflow / Prefect."""
-    return publish(validate(frame, "training_batch", spec, settings, reference), settings, tags)
+    """Validate the whole window (train + holdout) and publish the result to MLflow / Prefect.
+
+    ``champion`` (the loaded champion model) scores the rows for the label-consistency expectation.
+    """
+    result = validate(frame, "training_batch", spec, settings, reference, champion=champion)
+    return publish(result, settings, tags)
 
 
 def quarantine_batch(

@@ -1,7 +1,7 @@
 """Alert routing in Prefect: the notification block and the automation that sends rtml alerts to it.
 
 rtml emits every finding as a Prefect event (:mod:`rtml.models.monitoring.alerts`); an automation reacts to
-``rtml.drift.*`` and ``rtml.quality.*`` events of this model at or above
+``rtml.drift.*``, ``rtml.quality.*`` and ``rtml.champion.*`` events of this model at or above
 ``alerts.min_severity`` and sends each through the notification block named
 ``alerts.notification_block`` (Slack, PagerDuty, email, or a generic webhook). With
 ``alerts.webhook_url`` set, :func:`ensure_alerting` creates that block as a generic webhook that
@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from rtml.models.monitoring.alerts import SEVERITIES
+from rtml.models.monitoring.routing import AUTOMATION_PREFIX
+from rtml.models.monitoring.routing import automation_name as _automation_name
 
-AUTOMATION_PREFIX = "rtml-alerts-"
+__all__ = ["AUTOMATION_PREFIX", "AlertingError", "automation_name", "ensure_alerting"]
 # Rendered by the Prefect server for each event (Jinja): the alert as one JSON document.
 BODY = (
     '{"event": "{{ event.event }}", "id": "{{ event.id }}", "occurred": "{{ event.occurred }}", '
@@ -33,7 +35,7 @@ class AlertingError(Exception):
 
 
 def automation_name(settings: Any) -> str:
-    return f"{AUTOMATION_PREFIX}{settings.mlflow.model_name}"
+    return _automation_name(settings.mlflow.model_name)
 
 
 def notification_block_id(settings: Any) -> Any:
@@ -75,7 +77,7 @@ def ensure_alerting(settings: Any) -> dict[str, Any]:
         name=automation_name(settings),
         description=f"rtml: page on drift and data-quality alerts of model {model}",
         trigger=EventTrigger(
-            expect={"rtml.drift.*", "rtml.quality.*"},
+            expect={"rtml.drift.*", "rtml.quality.*", "rtml.champion.*"},
             match={"rtml.model.name": model, "rtml.alert.severity": wanted},
             posture=Posture.Reactive,
             threshold=1,

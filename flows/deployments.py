@@ -9,8 +9,10 @@
 | ``rtml-promote/<model>`` | manual promotion (parameters ``version``, ``reason``) | by hand |
 
 ``rtml deploy`` registers them (idempotent: same names, updated in place) and the alert automation;
-``rtml serve`` registers them and runs them on this machine until stopped. Flow parameters carry
-``config_file`` and the non-secret ``overrides``; secrets reach the runs through the environment.
+``rtml serve`` registers them and runs them on this machine until stopped (SIGTERM or Ctrl-C: the
+scoring job stops after its micro-batch and the deployments keep their schedules, not paused).
+Flow parameters carry ``config_file`` and the non-secret ``overrides``; secrets reach the runs
+through the environment.
 """
 
 from __future__ import annotations
@@ -118,4 +120,7 @@ def serve(
     run_deployment(f"rtml-score/{settings.mlflow.model_name}", timeout=0)  # the runner picks it up
     if on_ready is not None:
         on_ready([d["deployment"] for d in applied["deployments"]])
-    prefect_serve(*deployments, limit=len(deployments) + 2)
+    # Prefect's serve pauses every served deployment on shutdown by default; a stop (SIGTERM, Ctrl-C)
+    # of `rtml serve` must leave the schedules as they are, so that the next `rtml serve` (or any
+    # other runner) picks them up without anyone resuming them by hand.
+    prefect_serve(*deployments, limit=len(deployments) + 2, pause_on_shutdown=False)

@@ -4,7 +4,9 @@ Inputs and scores of the last ``drift.window`` (scores sink) against the champio
 profile; live precision / recall / F1 and ADWIN on the labelled feedback of the last
 ``drift.performance_window``. Each finding becomes a ``rtml.drift.<kind>`` Prefect event (at most
 one per model version, feature and kind per ``drift.cooldown``), which the alert automation sends
-to the on-call notification block. The report (plots + statistics) goes to MLflow and Prefect.
+to the on-call notification block. A finding counts as sent only when that route exists and the
+Prefect server recorded the notification; otherwise it says ``not routed: <why>`` or
+``not sent: <why>``. The report (plots + statistics) goes to MLflow and Prefect.
 
     python -m rtml.flows.drift            # one check against the configured services
 """
@@ -25,11 +27,14 @@ from rtml.infra.config.spec import StreamSpec, load_spec, parse_duration_seconds
 class DriftCheckError(RuntimeError):
     """The check cannot run (no champion, no reference profile); one-line reason."""
 
+    one_line = True  # the run fails with this message, no traceback (rtml.flows.failures)
+
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def champion_reference(settings: Settings) -> dict[str, Any]:
     """Champion version, its reference profile and its holdout precision / recall / F1."""
     from rtml.models.lifecycle.registry import CHAMPION, alias_version, client
+    from rtml.models.monitoring.importance import importance_from_metrics
     from rtml.models.monitoring.profile import load_profile
 
     version = alias_version(settings, CHAMPION)
@@ -41,7 +46,8 @@ def champion_reference(settings: Settings) -> dict[str, Any]:
     run_id = client(settings).get_model_version(settings.mlflow.model_name, version).run_id
     metrics = client(settings).get_run(run_id).data.metrics
     holdout = {m: metrics[f"holdout_{m}"] for m in ("precision", "recall", "f1") if f"holdout_{m}" in metrics}
-    return {"version": version, "profile": profile, "holdout": holdout}
+    importance = importance_from_metrics(metrics)  # mean |contribution| on its holdout
+    return {"version": version, "profile": profile, "holdout": holdout, "importance": importance}
 
 
 @task(cache_policy=NO_CACHE)
@@ -86,17 +92,20 @@ def check(
     return findings, {"inputs": stats, "performance": perf_stats}
 
 
-@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def alert(settings: Settings, version: str, findings: list[Any]) -> list[str]:
-    """Emit each finding unless its (version, feature, kind) alerted within the cooldown."""
-    from rtml.models.monitoring.alerts import emit_once
+@task(cache_policy=NO_CACHE)  # no retries: a retry after a claimed page would read "cooldown"
+def alert(settings: Settings, version: str, findings: list[Any]) -> dict[str, Any]:
+    """Page each finding unless its (version, feature, kind) was paged within the cooldown.
+
+    Returns the route (``ok``, ``why``) and each finding's status: ``sent`` (the Prefect server
+    recorded the notification), ``cooldown``, ``not routed: <why>`` or ``not sent: <why>``.
+    """
+    from rtml.models.monitoring.alerts import Page, page
 
     cooldown = parse_duration_seconds(settings.drift.cooldown)
-    sent = []
-    for f in findings:
-        if emit_once(settings, version, f.key, f.event, f.payload(), f.severity, cooldown) is not None:
-            sent.append(f.key)
-    return sent
+    timeout = parse_duration_seconds(settings.alerts.delivery_timeout)
+    pages = [Page(f.key, f.event, f.payload(), f.severity) for f in findings]
+    status, route = page(settings, version, pages, cooldown, timeout)
+    return {"route": {"automation": route.automation, "ok": route.ok, "why": route.why}, "status": status}
 
 
 @task(retries=1, cache_policy=NO_CACHE)
@@ -117,16 +126,18 @@ def report(settings: Settings, ref: dict[str, Any], scores: Any, stats: dict[str
                 "rtml.drift.alerts_sent": ",".join(summary["alerts_sent"]),
             }
         )
-        mlflow.log_dict({**summary, "statistics": stats}, "drift/report.json")
+        importance = ref.get("importance", {})
+        mlflow.log_dict({**summary, "statistics": stats, "importance": importance}, "drift/report.json")
         if stats["inputs"]:
             import matplotlib.pyplot as plt
 
-            fig = figure(ref["profile"], scores, stats["inputs"])
+            fig = figure(ref["profile"], scores, stats["inputs"], importance)
             mlflow.log_figure(fig, "drift/report.png")
             plt.close(fig)
     create_markdown_artifact(
         key="rtml-drift-report",
-        markdown=markdown(summary) + f"\n\nPlots: MLflow run `{run.info.run_id}` (`drift/report.png`).",
+        markdown=markdown(summary, ref.get("importance"))
+        + f"\n\nPlots: MLflow run `{run.info.run_id}` (`drift/report.png`).",
         description=f"drift check of v{ref['version']}",
     )
     return run.info.run_id
@@ -139,6 +150,9 @@ def drift_flow(
     """One drift check; returns a JSON-able summary (findings, alerts sent, retrain triggered)."""
     from pathlib import Path
 
+    from rtml.flows.failures import one_line_failures
+
+    one_line_failures()
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     spec = load_spec(settings.spec)
     window = window or settings.drift.window
@@ -148,7 +162,9 @@ def drift_flow(
     scores = recent_scores(settings, window)
     labelled = labelled_feedback(settings, spec, ref["version"])
     findings, stats = check(settings, spec, ref, scores, labelled, window)
-    sent = alert(settings, ref["version"], findings)
+    paged = alert(settings, ref["version"], findings)
+    status = paged["status"]
+    sent = [key for key, st in status.items() if st == "sent"]
     summary: dict[str, Any] = {
         "model": settings.mlflow.model_name,
         "champion": ref["version"],
@@ -156,15 +172,17 @@ def drift_flow(
         "events": int(len(scores)),
         "labelled": int(len(labelled)),
         "verdict": "drift" if findings else "stable",
-        "findings": [{**f.payload(), "severity": f.severity} for f in findings],
+        "findings": [{**f.payload(), "severity": f.severity, "alert": status[f.key]} for f in findings],
         "alerts_sent": sent,
+        "route": paged["route"],
         "retrain": None,
     }
     if len(scores) < settings.drift.min_events:
         summary["verdict"] = "drift" if findings else "insufficient data"
         summary["note"] = f"{len(scores)} events in the window, fewer than drift.min_events"
     summary["mlflow_run_id"] = report(settings, ref, scores, stats, summary)
-    if sent and settings.drift.retrain_on_drift:
+    fresh = [key for key, st in status.items() if st != "cooldown"]  # not paged within the cooldown
+    if fresh and settings.drift.retrain_on_drift:
         from rtml.flows.retrain import retrain_flow
 
         outcome = retrain_flow(config_file=config_file, overrides=overrides, trigger="drift")
@@ -172,6 +190,9 @@ def drift_flow(
             k: outcome.get(k) for k in ("outcome", "reason", "challenger", "champion_after")
         }
     logger.info(f"drift check v{ref['version']}: {summary['verdict']}, alerts sent: {sent or 'none'}")
+    for key, st in status.items():
+        if st.startswith("not "):
+            logger.warning(f"drift finding {key}: {st}")
     return summary
 
 

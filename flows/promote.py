@@ -1,7 +1,8 @@
 """Promote deployment: run by hand with a version and a reason (bypasses the metric gate).
 
 Checks that the version exists, loads from the registry and fits the spec, then moves
-``@champion`` (the old one becomes ``@previous-champion``), with an audit record.
+``@champion`` (the old one becomes ``@previous-champion``), under the promotion lock and with an audit
+record (:mod:`rtml.models.lifecycle.aliases`); the version may be given as ``02`` or ``v2``.
 """
 
 from __future__ import annotations

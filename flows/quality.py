@@ -2,7 +2,8 @@
 
 Runs the ``raw_events`` suite over the scored events and the ``scores`` suite over their scores;
 each result is stored in MLflow (validation JSON + Data Docs) and a Prefect artifact, and a failure
-raises a ``rtml.quality.failed`` alert (warning) and fails the flow run, naming the expectations.
+raises a ``rtml.quality.failed`` alert (warning) and fails the flow run, naming the expectations in
+one line (no traceback: :mod:`rtml.flows.failures`).
 
     python -m rtml.flows.quality
 """
@@ -21,6 +22,8 @@ from rtml.infra.config.spec import StreamSpec, load_spec, parse_duration_seconds
 
 class QualityCheckFailed(RuntimeError):
     """A suite failed on the recent window; the message names the failed expectations."""
+
+    one_line = True  # an outcome, not a bug: the run fails with this message, no traceback
 
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
@@ -55,9 +58,11 @@ def quality_flow(
     from pathlib import Path
 
     from rtml.expectations.stream import raw_events_frame
+    from rtml.flows.failures import one_line_failures
     from rtml.models.lifecycle.registry import CHAMPION, alias_version
     from rtml.pipelines.sinks import read_sink
 
+    one_line_failures()
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     spec = load_spec(settings.spec)
     window = window or settings.quality.window

@@ -9,7 +9,7 @@ and ``rtml.models.lifecycle.aliases``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -67,9 +67,16 @@ def window_of_batch(settings: Settings, spec: StreamSpec, raw: Any) -> Any:
 
 @task(cache_policy=NO_CACHE)
 def quality_gate(
-    settings: Settings, spec: StreamSpec, frame: Any, champion_version: str, trigger: str, source: str | None
+    settings: Settings,
+    spec: StreamSpec,
+    frame: Any,
+    champion_version: str,
+    trigger: str,
+    source: str | None,
+    champion_model: Any = None,
 ) -> Any:
-    """Great Expectations training-batch suite; a failure quarantines the batch, alerts, and raises."""
+    """Great Expectations training-batch suite (labels checked against the champion's confident
+    scores too); a failure quarantines the batch, alerts, and raises."""
     from rtml.expectations.training import (
         QualityGateFailed,
         check_training_batch,
@@ -80,7 +87,10 @@ def quality_gate(
     from rtml.models.monitoring.profile import load_profile
 
     tags = {"rtml.trigger": trigger, "rtml.champion_version": champion_version, "rtml.gate": "retrain"}
-    result = check_training_batch(settings, spec, frame, load_profile(settings, champion_version), tags)
+    reference = load_profile(settings, champion_version)
+    result = check_training_batch(settings, spec, frame, reference, tags, champion=champion_model)
+    for name, why in result.skipped.items():
+        get_run_logger().warning(f"training gate: {name} skipped: {why}")
     if result.passed:
         return result.summary()
     from pathlib import Path
@@ -180,7 +190,7 @@ def apply_decision(
 def retrain_flow(
     config_file: str | None = None,
     overrides: dict[str, Any] | None = None,
-    trigger: str = "schedule",
+    trigger: Literal["schedule", "drift", "manual"] = "schedule",
     batch_file: str | None = None,
 ) -> dict[str, Any]:
     """One retrain round; returns a JSON-able summary with the decision.
@@ -190,8 +200,9 @@ def retrain_flow(
     """
     from pathlib import Path
 
-    from rtml.models.training.retrain import champion
+    from rtml.models.training.retrain import champion, check_trigger
 
+    check_trigger(trigger)  # also when called as .fn(), which skips Prefect's parameter validation
     settings = load_settings(Path(config_file) if config_file else None, overrides)
     spec = load_spec(settings.spec)
     logger = get_run_logger()
@@ -199,7 +210,7 @@ def retrain_flow(
     if batch_file:
         raw = read_batch_file(spec, batch_file)
         labelled = {"batch_file": batch_file, "rows": len(raw)}
-        gate = quality_gate(settings, spec, raw, champ_version, trigger, batch_file)
+        gate = quality_gate(settings, spec, raw, champ_version, trigger, batch_file, champ_model)
         window = window_of_batch(settings, spec, raw)
     else:
         labelled = refresh_labelled(settings, spec)
@@ -222,7 +233,7 @@ def retrain_flow(
         return summary
     if gate is None:
         frame = pd.concat([window.train, window.holdout], ignore_index=True)
-        gate = quality_gate(settings, spec, frame, champ_version, trigger, None)
+        gate = quality_gate(settings, spec, frame, champ_version, trigger, None, champ_model)
     summary["quality_gate"] = gate
     learner = train(settings, spec, champ_model, window)
     decision = evaluate(settings, spec, champ_model, learner, window)

@@ -43,7 +43,12 @@ _DRIFT_FRAUD_P = np.array([0.35, 0.10, 0.25, 0.0, 0.02, 0.0, 0.0, 0.20, 0.08, 0.
 
 @dataclass
 class CardTransactionGenerator:
-    """Reproducible stream of card transactions as pandas frames (event time in ms since epoch)."""
+    """Reproducible stream of card transactions as pandas frames (event time in ms since epoch).
+
+    The seed fixes the data (cards, amounts, fraud), not the transaction ids: each generator draws a
+    run nonce, so two runs with the same seed never repeat an id (``tx-<seed>-<run>-<n>``; pass
+    ``run`` to fix it too).
+    """
 
     seed: int = 42
     n_cards: int = 5_000
@@ -51,11 +56,16 @@ class CardTransactionGenerator:
     drift_at: int | None = None
     events_per_sim_second: float = 2.0
     start_ms: int | None = None
+    run: str | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _produced: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
+        if self.run is None:
+            import secrets
+
+            self.run = secrets.token_hex(4)
         cards = np.random.default_rng(self.seed + 1)
         self._card_ids = np.array([f"card_{i:06d}" for i in range(self.n_cards)])
         self._card_mu = cards.normal(3.4, 0.5, self.n_cards)  # log of typical spend
@@ -107,7 +117,7 @@ class CardTransactionGenerator:
         self._produced += n
         return pd.DataFrame(
             {
-                "transaction_id": [f"tx-{self.seed}-{i:09d}" for i in idx],
+                "transaction_id": [f"tx-{self.seed}-{self.run}-{i:09d}" for i in idx],
                 "event_time_ms": t_ms,
                 "card_id": self._card_ids[card],
                 "amount": np.round(np.clip(amount, 0.5, 49_000.0), 2),
@@ -154,6 +164,13 @@ MALFORMED_KINDS = [
     "bad_event_time",
     "future_event_time",
     "unknown_category",
+    "array_in_string",
+    "object_in_string",
+    "nan_in_string",
+    "infinity_in_string",
+    "nul_byte",
+    "duplicate_field",
+    "trailing_data",
 ]
 
 
@@ -166,6 +183,15 @@ def malform(payload: bytes, kind: str, spec: StreamSpec, rng: np.random.Generato
         return payload[: max(1, len(payload) // 2)]
     if kind == "not_object":
         return b"[1, 2, 3]"
+    if kind in ("nan_in_string", "infinity_in_string"):  # bare tokens, not JSON: Python's json writes them
+        target = spec.event_id if kind == "nan_in_string" else spec.entity_key
+        return json.dumps({**ev, target: float("nan") if kind == "nan_in_string" else float("-inf")}).encode()
+    if kind == "nul_byte":  # a raw NUL inside the event time string: control characters are not JSON
+        return json.dumps({**ev, spec.event_time: "__NUL__"}).encode().replace(b"__NUL__", b"2026\x00")
+    if kind == "duplicate_field":  # the entity twice: which one is the truth?
+        return payload[:-1] + b', "' + spec.entity_key.encode() + b'": "other"}'
+    if kind == "trailing_data":
+        return payload + b' {"' + spec.entity_key.encode() + b'": "other"}'
     if kind == "wrong_type" and f:
         ev[f.name] = "twelve"
     elif kind == "missing_field":
@@ -190,6 +216,10 @@ def malform(payload: bytes, kind: str, spec: StreamSpec, rng: np.random.Generato
         ev[spec.event_time] = "yesterday-ish"
     elif kind == "future_event_time":
         ev[spec.event_time] = "2999-01-01T00:00:00.000Z"
+    elif kind == "array_in_string":
+        ev[spec.event_id] = [1, 2]
+    elif kind == "object_in_string":
+        ev[spec.entity_key] = {"a": 1}
     elif kind == "unknown_category":
         strict = [c for c in spec.features if c.categories and c.on_unknown == "reject"]
         if not strict:

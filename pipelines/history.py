@@ -27,6 +27,11 @@ def history_frame(spec: StreamSpec, n: int, seed: int, from_file: Path | None) -
             f"spec '{spec.name}': no built-in generator; pass --from FILE with labelled history"
         )
     gen = CardTransactionGenerator(seed=seed)
-    gen.start_ms = int(time.time() * 1000) - 4 * 86_400_000  # history ends days before the live stream
+    # the history ends 4 days before now, so it covers the hours of the day just before now: a live
+    # stream generated now (placed to end about now) meets the reference at the same time of day
+    # (fraud prefers the night: a history starting 4 days ago at 23:00 is mostly night, a stream at
+    # 23:00 is not, and a stationary stream looked like prediction drift)
+    span_ms = int(n / gen.events_per_sim_second * 1000)
+    gen.start_ms = int(time.time() * 1000) - 4 * 86_400_000 - span_ms
     frame = gen.batch(n).rename(columns={"event_time_ms": EVENT_MS})
     return frame

@@ -16,6 +16,7 @@ from typing import Any
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.bulk_producer import BulkProducer, DeliveryError, deliver, make_bulk_producer
+from rtml.pipelines.explanations import explain_top_k_of, with_explanations
 from rtml.pipelines.scorer import KAFKA_MS
 
 
@@ -74,6 +75,9 @@ class KafkaOutbox:
         if scored is not None and scored.num_rows:
             frame = scored.select(cols).to_pandas()
             values = frame.to_json(orient="records", lines=True).splitlines()
+            k = explain_top_k_of(scored.column_names)
+            if k:  # a compact {feature: contribution} of the top k
+                values = with_explanations(values, scored, k)
             for key, value in zip(frame[spec.event_id], values, strict=True):
                 records.append((topics.scores, key.encode(), value.encode()))
         if quarantine is not None and quarantine.num_rows:

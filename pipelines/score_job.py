@@ -1,6 +1,11 @@
 """Run the scoring query: until stopped (SIGTERM/SIGINT stop it cleanly) or, with available_now,
 over what is in the topic, then return a summary.
 
+A stop (signal, ``stop`` event, ``max_seconds``) lets the micro-batch in progress finish, then stops
+the query and returns normally (``rtml score`` exits 0). The JVM is started with SIGTERM ignored
+(:func:`rtml.pipelines.spark_io.spark_session`), so a SIGTERM to the whole process group, as the
+supervisor sends, reaches only this driver and the stop is the same.
+
 Also runnable as ``spark-submit pipelines/score_job.py [--available-now]`` (settings from
 ``RTML_*`` / ``rtml.yaml``).
 """
@@ -29,6 +34,7 @@ def run_scoring(
     """Run the query until stopped (or, with ``available_now``, until the topic is read); ``on_batch``
     gets Spark's progress record of each micro-batch (``numInputRows``, ``batchId``, ...)."""
     from rtml.infra.config.clients import configure_mlflow
+    from rtml.pipelines.metrics import start_metrics
     from rtml.pipelines.scoring import BatchSink, build_query
     from rtml.pipelines.spark_io import spark_session
 
@@ -36,36 +42,48 @@ def run_scoring(
     _check_kafka(settings)
     stop = stop or threading.Event()
     sink = BatchSink(settings, spec)
-    sink.resolve_champion()  # fail fast, before Spark starts, when there is no champion
+    champion = sink.resolve_champion()  # fail fast, before Spark starts, when there is no champion
     recovered = sink.outbox.recover()  # Kafka output of batches a crash left undelivered
-    spark = spark_session(settings, "rtml-scoring")
+    sink.metrics = metrics = start_metrics(settings, champion)  # /metrics; None when metrics.port is 0
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    t0 = time.monotonic()
-    query = build_query(spark, settings, spec, sink, available_now)
     last_batch = None
     try:
+        spark = spark_session(settings, "rtml-scoring")
+        t0 = time.monotonic()
+        tracker = BatchTracker(sink)
+        query = build_query(spark, settings, spec, tracker, available_now)  # type: ignore[arg-type]
+
+        def report() -> None:
+            nonlocal last_batch
+            progress = query.lastProgress
+            if progress and progress.get("batchId") != last_batch:
+                last_batch = progress.get("batchId")
+                write_progress(settings, progress)
+                if metrics is not None:
+                    metrics.record_progress(progress)
+                if on_batch is not None:
+                    on_batch(progress)
+
         while query.isActive:
             if stop.is_set() or (max_seconds is not None and time.monotonic() - t0 > max_seconds):
-                query.stop()
+                stop_after_batch(query, tracker)
                 break
             try:
                 query.awaitTermination(0.5)
             except Exception:  # noqa: BLE001 - the query failed: reported below, in one line
                 break
-            progress = query.lastProgress
-            if progress and progress.get("batchId") != last_batch:
-                last_batch = progress.get("batchId")
-                write_progress(settings, progress)
-                if on_batch is not None:
-                    on_batch(progress)
+            report()
+        report()
         error = query.exception()
         if error is not None:
             raise RuntimeError(f"scoring query failed: {failure_line(str(error))}")
     finally:
         sink.close()
+        if metrics is not None:
+            metrics.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     elapsed = time.monotonic() - t0
@@ -99,6 +117,47 @@ def failure_line(text: str) -> str:
 
 
 PROGRESS_FILE = "_progress.json"
+BATCH_GRACE_S = 45.0  # longest wait for the micro-batch in progress before stopping anyway
+
+
+class BatchTracker:
+    """foreachBatch wrapper around the sink: is a micro-batch being written, which one was last."""
+
+    def __init__(self, sink: Callable[[Any, int], None]) -> None:
+        self.sink = sink
+        self.writing = False
+        self.written: int | None = None
+
+    def __call__(self, df: Any, batch_id: int) -> None:
+        self.writing = True
+        try:
+            self.sink(df, batch_id)
+            self.written = batch_id
+        finally:
+            self.writing = False
+
+
+def stop_after_batch(query: Any, tracker: BatchTracker, grace_s: float = BATCH_GRACE_S) -> None:
+    """Stop the query between micro-batches: once no batch is being written and the last one written
+    is committed (Spark reports a batch's progress after its commit), at most after ``grace_s``.
+
+    Spark's stop interrupts what runs at that moment: at best the planning of the next batch, whose
+    offsets are logged but not committed, so a restart runs it as usual. A batch whose write began in
+    the instant between the check and the stop is still written (the Python write is not interrupted)
+    and, if Spark did not commit it, rewritten identically by the restart (the sinks are idempotent per
+    batch id).
+    """
+    deadline = time.monotonic() + grace_s
+    while query.isActive and time.monotonic() < deadline:
+        try:
+            committed = (query.lastProgress or {}).get("batchId")
+        except Exception:  # noqa: BLE001 - progress unavailable: the query is ending anyway
+            break
+        done = tracker.written is None or (committed is not None and committed >= tracker.written)
+        if not tracker.writing and done:
+            break
+        time.sleep(0.02)
+    query.stop()
 
 
 def write_progress(settings: Settings, progress: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from rtml.features.featurise import EVENT_MS, model_frame
 from rtml.infra.config.spec import StreamSpec
+from rtml.pipelines import explanations
 
 VERSION_PROPERTY = "rtml.model.version"
 KAFKA_MS = "kafka_timestamp_ms"
@@ -35,8 +36,8 @@ def task_model_version() -> str:
     return version
 
 
-def score_columns(spec: StreamSpec) -> list[tuple[str, str]]:
-    """(name, Spark type) of a score row, in order."""
+def score_columns(spec: StreamSpec, explain_top_k: int = 0) -> list[tuple[str, str]]:
+    """(name, Spark type) of a score row, in order (the explanation columns last, when k > 0)."""
     time_type = "bigint" if spec.event_time_format == "epoch_ms" else "string"
     return [
         (spec.event_id, "string"),
@@ -56,14 +57,15 @@ def score_columns(spec: StreamSpec) -> list[tuple[str, str]]:
         (KAFKA_MS, "bigint"),
         *[(n, "double") for n in spec.model_numeric_inputs],
         *[(n, "string") for n in spec.categorical_names],
+        *(explanations.explain_columns(explain_top_k) if explain_top_k else []),
     ]
 
 
-def score_ddl(spec: StreamSpec) -> str:
-    return ", ".join(f"`{n}` {t}" for n, t in score_columns(spec))
+def score_ddl(spec: StreamSpec, explain_top_k: int = 0) -> str:
+    return ", ".join(f"`{n}` {t}" for n, t in score_columns(spec, explain_top_k))
 
 
-def score_arrow_schema(spec: StreamSpec) -> Any:
+def score_arrow_schema(spec: StreamSpec, explain_top_k: int = 0) -> Any:
     import pyarrow as pa
 
     types = {
@@ -73,16 +75,28 @@ def score_arrow_schema(spec: StreamSpec) -> Any:
         "double": pa.float64(),
         "binary": pa.binary(),
     }
-    return pa.schema([(n, types[t]) for n, t in score_columns(spec)])
+    return pa.schema([(n, types[t]) for n, t in score_columns(spec, explain_top_k)])
 
 
-def score_frame(frame: pd.DataFrame, spec: StreamSpec, model: Any, version: str) -> pd.DataFrame:
-    """Score the valid rows (``_reason`` null) of a featurised frame; invalid rows pass with NaN."""
+def score_frame(
+    frame: pd.DataFrame, spec: StreamSpec, model: Any, version: str, explain_top_k: int = 0
+) -> pd.DataFrame:
+    """Score the valid rows (``_reason`` null) of a featurised frame; invalid rows pass with NaN.
+
+    With ``explain_top_k`` > 0 the rows also carry their top-k contributions
+    (:mod:`rtml.pipelines.explanations`), computed in the same vectorised pass as the scores; null
+    if the model's family does not explain.
+    """
     valid = frame["_reason"].isna().to_numpy()
     X_all = model_frame(frame, spec)  # invalid rows pass through with their parsed inputs
     score = np.full(len(frame), np.nan)
+    explanation = None
     if valid.any():
-        score[valid] = model.learner.score(X_all.loc[valid, model.columns])
+        X = X_all.loc[valid, model.columns]
+        if explain_top_k and explanations.can_explain(model.learner):
+            score[valid], explanation = model.learner.score_explained(X, explain_top_k)
+        else:
+            score[valid] = model.learner.score(X)
     now = int(time.time() * 1000)
     kafka_ms = frame[KAFKA_MS].to_numpy(dtype=np.int64)
     passthrough = [spec.event_id, spec.event_time, spec.entity_key, EVENT_MS, "partition", "offset"]
@@ -95,11 +109,13 @@ def score_frame(frame: pd.DataFrame, spec: StreamSpec, model: Any, version: str)
     out[KAFKA_MS] = kafka_ms
     for c in X_all.columns:
         out[c] = X_all[c]
-    return out[[n for n, _ in score_columns(spec)]]
+    if explain_top_k:
+        explanations.fill(out, valid, explanation, explain_top_k)
+    return out[[n for n, _ in score_columns(spec, explain_top_k)]]
 
 
 def make_frame_scorer(
-    tracking_uri: str, model_name: str, spec: StreamSpec
+    tracking_uri: str, model_name: str, spec: StreamSpec, explain_top_k: int = 0
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """pandas frame -> score rows, with the model version of the running task."""
 
@@ -107,23 +123,28 @@ def make_frame_scorer(
         from rtml.models.lifecycle.registry import load_model
 
         version = task_model_version()
-        return score_frame(frame, spec, load_model(tracking_uri, model_name, version), version)
+        model = load_model(tracking_uri, model_name, version)
+        return score_frame(frame, spec, model, version, explain_top_k)
 
     return fn
 
 
 def make_arrow_scorer(
-    tracking_uri: str, model_name: str, spec: StreamSpec, pseudonym_key: str | None = None
+    tracking_uri: str,
+    model_name: str,
+    spec: StreamSpec,
+    pseudonym_key: str | None = None,
+    explain_top_k: int = 0,
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
     """The ``mapInArrow`` function for streams without per-entity state."""
-    score = make_frame_scorer(tracking_uri, model_name, spec)
+    score = make_frame_scorer(tracking_uri, model_name, spec, explain_top_k)
 
     def fn(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
         from rtml.pipelines.entity_state import pseudonymise
 
-        schema = score_arrow_schema(spec)
+        schema = score_arrow_schema(spec, explain_top_k)
         for rb in batches:
             frame = rb.to_pandas()
             if pseudonym_key:

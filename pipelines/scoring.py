@@ -2,11 +2,13 @@
 
 Per micro-batch (``foreachBatch``) the sink resolves ``@champion`` once and hands the version to
 the batch's tasks as a job property; a moved alias swaps the model without a restart and every
-score row carries the version that produced it. Each micro-batch is one Spark job (read, validate,
+score row carries the version that produced it. Only audited moves are followed
+(:mod:`rtml.pipelines.champion_guard`). Each micro-batch is one Spark job (read, validate,
 then features and scores in one Python stage: :mod:`rtml.pipelines.scorer`) whose Arrow result is
 written by the driver: Parquet via pyarrow and Kafka via one long-lived producer. Scores go to
 ``<sink_root>/scores/batch_id=N`` (Parquet) and the scores topic; invalid events to
-``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason and raw payload.
+``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason, Kafka coordinates
+and payload (raw, pseudonymised, encrypted or dropped: :mod:`rtml.pipelines.quarantine`).
 A replayed batch keeps its id, so Parquet output is overwritten, not duplicated (exactly once);
 Kafka output is delivered from those Parquet batches by :mod:`rtml.pipelines.outbox`.
 """
@@ -21,9 +23,10 @@ from typing import Any
 from rtml.expectations.stream import StreamGate
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.lifecycle.registry import CHAMPION, alias_version
+from rtml.pipelines.champion_guard import ChampionGuard
 from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
+from rtml.pipelines.quarantine import QuarantinePayloads
 from rtml.pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
 
 
@@ -50,22 +53,18 @@ class BatchSink:
         self.batches: list[dict[str, Any]] = []
         self.outbox = KafkaOutbox(settings, spec)
         self.gate = StreamGate(settings, spec)
+        self.metrics: Any = None  # rtml.pipelines.metrics.ScoringMetrics, set by the entry point
+        self.guard = ChampionGuard(settings)
+        self.quarantine = QuarantinePayloads(settings.scoring, spec.entity_key)
 
     def close(self) -> None:
         self.outbox.close()
         self.gate.close()
 
     def resolve_champion(self) -> str:
-        version = alias_version(self.settings, CHAMPION)
-        if version is None:
-            if self.version is None:
-                raise RuntimeError(
-                    f"no @{CHAMPION} version of model '{self.settings.mlflow.model_name}': "
-                    "run `rtml bootstrap` first"
-                )
-            return self.version  # registry briefly unreachable or alias removed: keep serving the last one
-        self.version = version
-        return version
+        """The audited @champion (one registry call); an unaudited move alerts and is not followed."""
+        self.version = self.guard.resolve()
+        return self.version
 
     def __call__(self, df: Any, batch_id: int) -> None:
         import numpy as np
@@ -79,7 +78,7 @@ class BatchSink:
         name = f"batch_id={batch_id:09d}"
         invalid = pc.is_valid(table.column("_reason"))
         scored = table.filter(pc.invert(invalid)).drop_columns(["_reason", "value", "topic"])
-        quarantine = self._quarantine(table.filter(invalid))
+        quarantine = self.quarantine.table(table.filter(invalid))
         _write_parquet(scored, self.root / "scores" / name)
         if quarantine.num_rows:
             _write_parquet(quarantine, self.root / "quarantine" / name)
@@ -102,6 +101,8 @@ class BatchSink:
             "quarantined": quarantine.num_rows,
             "by_reason": by_reason,
             "model_version": version,
+            "explained": _explained(scored),
+            **self.guard.batch_fields(),
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat is not None else None,
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat is not None else None,
             "seconds": round(time.monotonic() - t0, 3),
@@ -120,36 +121,18 @@ class BatchSink:
         stats_file.write_text(json.dumps(stats))
         mark_taken(self.root / RECORDS_DIR, resets)
         self.batches.append(stats)
-
-    def _quarantine(self, bad: Any) -> Any:
-        import base64
-
-        import pyarrow as pa
-
-        raw = bad.column("value").to_pylist()
-        payload_b64 = [base64.b64encode(v or b"").decode() for v in raw]
-        text = []
-        for v in raw:
-            try:
-                text.append(v.decode("utf-8") if v is not None else None)
-            except UnicodeDecodeError:
-                text.append(None)
-        now = int(time.time() * 1000)
-        return pa.table(
-            {
-                "reason": bad.column("_reason"),
-                "payload_b64": payload_b64,
-                "payload": text,
-                "topic": bad.column("topic"),
-                "partition": bad.column("partition"),
-                "offset": bad.column("offset"),
-                KAFKA_MS: bad.column(KAFKA_MS),
-                "quarantined_at_ms": pa.array([now] * bad.num_rows, pa.int64()),
-            }
-        )
+        if self.metrics is not None:
+            self.metrics.record_batch(stats, lat)
 
     def summary(self) -> dict[str, Any]:
         return {**summarise_batches(self.batches), "quality": self.gate.summary()}
+
+
+def _explained(scored: Any) -> int:
+    """Score rows of a batch that carry an explanation (0 with explanations off)."""
+    if "explain_1_feature" not in scored.column_names:
+        return 0
+    return scored.num_rows - scored.column("explain_1_feature").null_count
 
 
 def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -166,6 +149,7 @@ def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
         "read": sum(b["read"] for b in batches),
         "scored": sum(b["scored"] for b in batches),
         "quarantined": sum(b["quarantined"] for b in batches),
+        "explained": sum(b.get("explained", 0) for b in batches),
         "quarantined_by_reason": dict(sorted(reasons.items())),
         "model_versions": versions,
         "offset_resets": sum(len(e["resets"]) for e in resets),
@@ -198,6 +182,7 @@ def build_query(
     events = events.withColumn("value", F.when(F.col("_reason").isNotNull(), F.col("value")))
     events = events.withColumn(KAFKA_MS, F.unix_millis("timestamp")).drop("key", "timestamp")
     tracking_uri, model_name = settings.tracking_uri, settings.mlflow.model_name
+    top_k = settings.scoring.explain_top_k
     key = (
         settings.scoring.pseudonym_key.get_secret_value()
         if settings.scoring.pseudonymise_entities and settings.scoring.pseudonym_key
@@ -210,14 +195,16 @@ def build_query(
             F.when(F.col("_reason").isNull(), F.pmod(F.hash(spec.entity_key), F.lit(buckets))).otherwise(-1),
         )
         scored = events.groupBy("_bucket").applyInPandasWithState(
-            make_state_fn(spec, key, make_frame_scorer(tracking_uri, model_name, spec)),
-            score_ddl(spec),
+            make_state_fn(spec, key, make_frame_scorer(tracking_uri, model_name, spec, top_k)),
+            score_ddl(spec, top_k),
             STATE_SCHEMA,
             "append",
             GroupStateTimeout.NoTimeout,
         )
     else:
-        scored = events.mapInArrow(make_arrow_scorer(tracking_uri, model_name, spec, key), score_ddl(spec))
+        scored = events.mapInArrow(
+            make_arrow_scorer(tracking_uri, model_name, spec, key, top_k), score_ddl(spec, top_k)
+        )
     writer = (
         scored.writeStream.foreachBatch(sink)
         .outputMode("append")

@@ -30,3 +30,21 @@ def read_sink(
     dataset = ds.dataset(root, format="parquet", partitioning="hive")
     expr = ds.field(TIME_COLUMN[kind]) >= since_ms if since_ms is not None else None
     return dataset.to_table(columns=columns, filter=expr).to_pandas()
+
+
+def read_scored_event(settings: Any, id_field: str, event_id: str) -> dict[str, Any] | None:
+    """The score row of one event (its newest, should it have been scored twice), or None.
+
+    Each micro-batch's file is read with its own schema (explanation columns come and go with
+    ``scoring.explain_top_k``), filtered on the event id, so row groups that cannot hold it are skipped.
+    """
+    import pyarrow.dataset as ds
+
+    root = settings.sink_root / "scores"
+    files = sorted(root.glob("batch_id=*/*.parquet"), reverse=True) if root.exists() else []
+    for path in files:
+        table = ds.dataset(path, format="parquet").to_table(filter=ds.field(id_field) == event_id)
+        if table.num_rows:
+            row = table.slice(table.num_rows - 1).to_pylist()[0]
+            return {**row, "batch": path.parent.name}
+    return None

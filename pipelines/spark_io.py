@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +51,40 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         )
     for key, value in settings.spark.conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _jvm_ignores_sigterm():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     spark.dataSource.register(KafkaDataSource)
     return spark
+
+
+@contextmanager
+def _jvm_ignores_sigterm() -> Iterator[None]:
+    """Launch the JVM with SIGTERM ignored, so that only the Python driver decides how to stop.
+
+    A supervisor stops the job with SIGTERM to its process group, which holds the JVM (and the
+    Python processes the JVM starts directly) too. The JVM would run its shutdown hooks at once,
+    stopping the SparkContext under the running query: the driver's clean stop then fails with
+    ``java.io.EOFException`` / py4j connection errors and a traceback. A signal ignored when a
+    process starts stays ignored across exec and HotSpot leaves it so, which also reaches the JVM's
+    own Python children. The JVM still ends with the driver: it exits when its stdin (a pipe from
+    the driver) closes, and SIGKILL ends it as before. A SIGTERM that arrives during these few
+    seconds of JVM start is ignored by the driver too (the supervisor escalates to SIGKILL, which
+    the checkpoint makes safe). Only in the main thread, where Python handles signals.
+    """
+    import signal
+    import threading
+
+    from pyspark import SparkContext
+
+    if threading.current_thread() is not threading.main_thread() or SparkContext._active_spark_context:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _native_options(settings: Settings) -> dict[str, str]:

@@ -39,6 +39,7 @@ def stack_env(state_dir: Path, **extra: str) -> dict[str, str]:
             "RTML_PORTS__KAFKA": str(free_port()),
             "RTML_PORTS__MLFLOW": str(free_port()),
             "RTML_PORTS__PREFECT": str(free_port()),
+            "RTML_METRICS__PORT": str(free_port()),  # the scoring job's /metrics
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
     )
@@ -98,6 +99,7 @@ def scoped_settings(stack, tmp_path: Path, **extra):  # noqa: ANN001, ANN201
             "topics": {n: f"t{uid}.{n}" for n in ("events", "labels", "scores", "quarantine", "alerts")}
         },
         "mlflow": {"model_name": f"fraud-{uid}", "experiment": f"exp-{uid}"},
+        "metrics": {"port": free_port()},  # the scoring job's /metrics, never another test's
         **extra,
     }
     settings = load_settings(use_default_file=False, overrides=overrides)
@@ -116,6 +118,7 @@ def settings_env(settings) -> dict[str, str]:  # noqa: ANN001
     for name, value in settings.spark.model_dump(exclude_defaults=True, mode="json").items():
         env[f"RTML_SPARK__{name.upper()}"] = str(value)
     env["RTML_MLFLOW__MODEL_NAME"] = settings.mlflow.model_name
+    env["RTML_METRICS__PORT"] = str(settings.metrics.port)
     env["RTML_MLFLOW__EXPERIMENT"] = settings.mlflow.experiment
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     return env

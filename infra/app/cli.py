@@ -6,12 +6,13 @@ Run ``rtml --help``; every command takes ``--json``.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rtml.infra.app import cli_jobs, cli_quality, output
+from rtml.infra.app import cli_explain, cli_jobs, cli_quality, output
 from rtml.infra.app.cli_support import GlobalOptions, JsonOpt, console, emit, run_app, settings_of, table
 from rtml.infra.app.progress import Display
 from rtml.infra.config.settings import ConfigError
@@ -61,7 +62,10 @@ def _global(
         },
     )
     with contextlib.suppress(ConfigError):  # a bad config is reported by the command itself
-        output.log_to_file(ctx.obj.settings().state_dir / "logs" / "cli.log")
+        settings = ctx.obj.settings()
+        output.log_to_file(settings.state_dir / "logs" / "cli.log")
+        if settings.prefect.api_url is None:  # the embedded Prefect server runs with analytics off;
+            os.environ.setdefault("DO_NOT_TRACK", "1")  # its clients send none and print no notice
 
 
 def _print_version(value: bool) -> None:
@@ -100,6 +104,10 @@ def up(
     """Start (or reuse) the local stack: broker, MLflow, Prefect; create topics; print URLs."""
     from rtml.infra.app import stack
 
+    if not timeout > 0:  # before anything starts (also refuses nan)
+        raise typer.BadParameter(
+            f"must be a positive number of seconds, got {timeout:g}", param_hint="--timeout"
+        )
     with Display(as_json).busy("starting the local stack (broker, MLflow, Prefect)"):
         result = stack.up(settings_of(ctx), timeout_s=timeout)
     emit({"ok": True, **result}, as_json, _render_services)
@@ -244,6 +252,7 @@ for _command in (
     cli_jobs.bootstrap,
     cli_jobs.score,
     cli_jobs.models,
+    cli_explain.explain,
     cli_jobs.promote,
     cli_jobs.rollback,
     cli_jobs.retrain,

@@ -5,6 +5,7 @@ Plain functions; :mod:`rtml.infra.app.cli` registers each one on the app.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -134,10 +135,33 @@ def bootstrap(
         lambda r: console.print(
             r["reason"]
             if r["skipped"]
-            else f"registered version {r['champion']} as @champion; "
-            f"holdout F1 {r['metrics']['holdout_f1']:.3f}"
+            else f"registered version {r['champion']} as @champion; {holdout_line(r['metrics'])}"
         ),
     )
+
+
+# holdout metrics a task reports, in display order: classification / anomaly, then regression
+_HOLDOUT = (("f1", "F1"), ("precision", "precision"), ("recall", "recall"), ("rmse", "RMSE"), ("mae", "MAE"))
+
+
+def holdout_line(metrics: dict) -> str:
+    """The holdout figures the model's task has: F1 / precision / recall, or RMSE / MAE / R².
+
+    >>> holdout_line({"holdout_rmse": 2.5, "holdout_mae": 1.25, "holdout_r2": 0.9, "holdout_n": 300})
+    'holdout RMSE 2.5, MAE 1.25, R² 0.9'
+    >>> holdout_line({"holdout_f1": 0.8125, "holdout_precision": 0.9, "holdout_recall": 0.75})
+    'holdout F1 0.812, precision 0.900, recall 0.750'
+    >>> holdout_line({})
+    'no holdout metrics'
+    """
+    regression = "holdout_rmse" in metrics
+    names = (*_HOLDOUT, ("r2", "R²"))
+    parts = [
+        f"{label} {metrics[f'holdout_{key}']:{'.4g' if regression else '.3f'}}"
+        for key, label in names
+        if metrics.get(f"holdout_{key}") is not None
+    ]
+    return "holdout " + ", ".join(parts) if parts else "no holdout metrics"
 
 
 def score(
@@ -187,19 +211,38 @@ def _lifecycle_error():  # noqa: ANN202
     return LifecycleError
 
 
-def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Registered versions with aliases, holdout precision/recall/F1 and promotion decisions."""
-    from rtml.models.lifecycle.aliases import list_versions
+def models(
+    ctx: typer.Context,
+    moves: Annotated[int, typer.Option(min=0, help="How many of the last champion moves to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Registered versions (aliases, holdout precision/recall/F1, decisions, top-3 global importance) and
+    the champion's audit trail: where @champion points, whether that move is audited, the rollback path
+    and the last moves."""
+    from rtml.models.lifecycle.aliases import champion_audit, list_versions
 
-    rows = list_versions(settings_of(ctx))
+    s = settings_of(ctx)
+    rows = list_versions(s)
+    audit = champion_audit(s, moves) if rows else None
 
     def render(r: dict) -> None:
         def f(x: float | None) -> str:
             return "" if x is None else f"{x:.3f}"
 
         table(
-            f"model {settings_of(ctx).mlflow.model_name}",
-            ["version", "aliases", "trigger", "parent", "precision", "recall", "F1", "decision"],
+            f"model {s.mlflow.model_name}",
+            [
+                "version",
+                "aliases",
+                "trigger",
+                "parent",
+                "precision",
+                "recall",
+                "F1",
+                "decision",
+                "audit",
+                "importance",
+            ],
             [
                 [
                     v["version"],
@@ -210,17 +253,47 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                     f(v["recall"]),
                     f(v["f1"]),
                     v["decision"],
+                    v["audit_records"],
+                    ", ".join(f"{k} {x:.3g}" for k, x in list(v.get("importance", {}).items())[:3]),
                 ]
                 for v in r["versions"]
             ],
         )
+        a = r.get("champion")
+        if not a:
+            return
+        path = " -> ".join(f"v{v}" for v in a["rollback_path"]) or "none"
+        console.print(
+            f"@champion v{a['alias']}: {a['status']}"
+            + (f" (last audited: v{a['audited_version']})" if a["audited_version"] != a["alias"] else "")
+            + f"; rollback path: {path}"
+        )
+        table(
+            "champion moves (newest first)",
+            ["seq", "when (UTC)", "kind", "from", "to", "user", "reason", "move id"],
+            [
+                [
+                    m.get("seq"),
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.get("at_ms", 0) / 1000)),
+                    m.get("kind"),
+                    m.get("from") or "",
+                    m.get("to"),
+                    m.get("user"),
+                    m.get("reason"),
+                    str(m.get("move_id") or "")[:12],
+                ]
+                for m in a["moves"]
+            ],
+        )
 
-    emit({"ok": True, "versions": rows}, as_json, render)
+    emit({"ok": True, "versions": rows, "champion": audit}, as_json, render)
 
 
 def promote(
     ctx: typer.Context,
-    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    version: Annotated[
+        str, typer.Argument(help="Registered model version to make champion (3; 03 and v3 mean 3).")
+    ],
     reason: Annotated[str, typer.Option(help="Why (recorded on the versions).")] = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -236,7 +309,8 @@ def promote(
         result,
         as_json,
         lambda r: console.print(
-            f"@champion -> v{r['champion']} (was v{r['previous_champion']}); reason recorded"
+            f"@champion -> v{r['champion']} (was {'v' + r['from'] if r['from'] else 'unset'}); "
+            f"audit record {r['move_id'][:12]}"
         ),
     )
 
@@ -246,7 +320,7 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why.")] = "rollback",
     as_json: JsonOpt = False,
 ) -> None:
-    """Move @champion back to @previous-champion (recorded)."""
+    """Move @champion back one step in the audited champion history (v3 -> v2 -> v1; recorded)."""
     from rtml.models.lifecycle.aliases import rollback as run
 
     try:
@@ -256,7 +330,10 @@ def rollback(
     emit(
         result,
         as_json,
-        lambda r: console.print(f"@champion -> v{r['champion']} (rolled back from v{r['from']})"),
+        lambda r: console.print(
+            f"@champion -> v{r['champion']} (rolled back from {'v' + r['from'] if r['from'] else 'unset'}); "
+            f"next rollback: {'v' + r['previous_champion'] if r['previous_champion'] else 'none'}"
+        ),
     )
 
 
@@ -271,7 +348,12 @@ def retrain(
     """Run the retrain flow now (Prefect) and print its decision."""
     from rtml.flows.retrain import retrain_flow
     from rtml.infra.config.clients import configure_mlflow, prefect_api
+    from rtml.models.training.retrain import check_trigger
 
+    try:
+        check_trigger(trigger)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--trigger") from None
     s = settings_of(ctx)
     if batch is not None and not batch.exists():
         raise typer.BadParameter(f"{batch}: no such file")

@@ -68,15 +68,19 @@ def _guess_suite(frame: Any, spec: Any) -> str:
     return "scores" if "score" in frame else "raw_events"
 
 
-def _reference(settings: Any) -> dict | None:
+def _reference(settings: Any) -> tuple[dict | None, Any]:
+    """The champion's reference profile and model (label checks), or (None, None) without a registry."""
     try:
-        from rtml.models.lifecycle.registry import CHAMPION, alias_version
+        from rtml.models.lifecycle.registry import CHAMPION, alias_version, load_model
         from rtml.models.monitoring.profile import load_profile
 
         version = alias_version(settings, CHAMPION)
-        return load_profile(settings, version) if version else None
+        if not version:
+            return None, None
+        model = load_model(settings.tracking_uri, settings.mlflow.model_name, version)
+        return load_profile(settings, version), model
     except Exception:  # noqa: BLE001 - no registry reachable: validate without reference bounds
-        return None
+        return None, None
 
 
 def validate(
@@ -93,7 +97,7 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a Great Expectations suite by hand; exit 1 when any expectation fails."""
-    from rtml.expectations.gate import publish
+    from rtml.expectations.gate import column_mismatch, publish
     from rtml.expectations.gate import validate as run_suite
     from rtml.expectations.suites import SUITES
     from rtml.infra.config.spec import load_spec
@@ -112,7 +116,11 @@ def validate(
         frame = _window_frame(s, spec, suite, window or "")
     if len(frame) == 0:
         raise CommandError(f"nothing to validate: no rows in {file or f'the last {window}'}")
-    result = run_suite(frame, suite, spec, s, _reference(s) if suite == "training_batch" else None)
+    mismatch = column_mismatch(frame, suite, spec, s.quality.suites_dir)
+    if mismatch:  # the suite cannot judge this data: say which columns, not 19 rows of "observed None"
+        raise CommandError(f"{file or f'the last {window}'}: {mismatch} (spec '{spec.name}')")
+    reference, champion = _reference(s) if suite == "training_batch" else (None, None)
+    result = run_suite(frame, suite, spec, s, reference, champion=champion)
     if html is not None and result.html:
         html.write_text(result.html, encoding="utf-8")
     if store:
@@ -128,6 +136,8 @@ def validate(
                 ["expectation", "detail"],
                 [f.split(": ", 1) for f in r["failed"]],
             )
+        for line in r["skipped"]:
+            console.print(f"[yellow]skipped[/] {line}")
 
     emit(out, as_json, render)
     if not result.passed:
@@ -159,9 +169,20 @@ def drift(
     window: Annotated[
         str | None, typer.Option(help="Recent window to check, e.g. 15m (default drift.window).")
     ] = None,
+    require_route: Annotated[
+        bool,
+        typer.Option(
+            "--require-route",
+            help="Exit 1 when alerts cannot reach on-call: no route, or a finding that was not sent.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a drift check now (Prefect flow): findings, alerts sent (after cooldown), report in MLflow."""
+    """Run a drift check now (Prefect flow): findings, what was paged, report in MLflow.
+
+    A finding is marked sent only when the on-call route exists (`rtml alerting`) and Prefect recorded
+    the notification; otherwise it says `not routed: <why>` or `not sent: <why>`.
+    """
     from rtml.flows.drift import drift_flow
     from rtml.infra.config.clients import configure_mlflow, prefect_api
     from rtml.infra.config.spec import parse_duration_seconds
@@ -183,7 +204,14 @@ def drift(
         )
     if state.is_failed():
         raise CommandError(f"drift check failed: {failure_reason(state)}")
-    result = {"ok": True, **state.result()}
+    result = state.result()
+    unpaged = [f for f in result["findings"] if f["alert"].startswith("not sent")]
+    problem = None
+    if not result["route"]["ok"]:
+        problem = f"not routed: {result['route']['why']}"
+    elif unpaged:
+        problem = f"{len(unpaged)} finding(s) not sent"
+    result = {"ok": not (require_route and problem), **result}
 
     def render(r: dict) -> None:
         console.print(
@@ -202,15 +230,22 @@ def drift(
                         f"{f['value']:.4g}",
                         f"{f['threshold']:.4g}",
                         f["severity"],
-                        "sent" if f"{f['kind']}.{f['feature']}" in r["alerts_sent"] else "cooldown",
+                        f["alert"],
                     ]
                     for f in r["findings"]
                 ],
             )
+        if not r["route"]["ok"]:
+            console.print(f"[red]on-call route: not routed: {r['route']['why']}[/]")
         if r.get("retrain"):
             console.print(f"retrain on drift: {r['retrain']['outcome']} ({r['retrain']['reason']})")
 
     emit(result, as_json, render)
+    if require_route and problem:
+        import sys
+
+        sys.stderr.write(f"rtml: --require-route: {problem}\n")
+        raise typer.Exit(1)
 
 
 def alerting(ctx: typer.Context, as_json: JsonOpt = False) -> None:

@@ -99,7 +99,12 @@ def _unreachable(exc: BaseException) -> bool:
 
 
 def fail(message: str, code: int) -> None:
+    from rtml.infra.app.output import log_file
+
     line = " ".join(message.split())
+    log = log_file()
+    if line and code == 1 and log is not None and log.exists() and log.stat().st_size:
+        line += f" (details: {log})"
     if "--json" in sys.argv:
         _STDOUT.write(json.dumps({"ok": False, "error": line}) + "\n")
         _STDOUT.flush()

@@ -9,7 +9,8 @@ into the log file once the settings say where the state directory is. Prefect se
 that is already configured and leaves it alone; its flow and task run logs still go to its API, so the
 Prefect UI keeps them.
 
-On the console, by default: rtml's own loggers from WARNING, everything else only from ERROR.
+On the console, by default: rtml's own loggers from WARNING, everything else only CRITICAL (a failed
+command says so in one line naming the log file, where the libraries' errors and tracebacks are).
 ``-v/--verbose`` shows INFO and above from every logger.
 
 >>> import logging
@@ -19,15 +20,22 @@ On the console, by default: rtml's own loggers from WARNING, everything else onl
 True
 >>> console.filter(record("mlflow.models", logging.WARNING))
 False
->>> console.filter(record("py.warnings", logging.ERROR))
+>>> console.filter(record("prefect.task_runs", logging.ERROR))
+False
+>>> console.filter(record("py4j", logging.CRITICAL))
 True
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LIBRARY_ENV = {
@@ -42,7 +50,8 @@ _BUFFER_LIMIT = 20_000
 
 
 class ConsoleLogHandler(logging.StreamHandler):
-    """stderr: rtml's loggers from WARNING, libraries' from ERROR; with verbose, all from INFO."""
+    """stderr: rtml's loggers from WARNING, libraries' only CRITICAL (rtml reports a failed operation
+    itself, in one line that points at the log); with verbose, all from INFO."""
 
     def __init__(self, verbose: bool = False) -> None:
         import sys
@@ -55,7 +64,7 @@ class ConsoleLogHandler(logging.StreamHandler):
         if self.verbose:
             return record.levelno >= logging.INFO
         own = record.name == "rtml" or record.name.startswith("rtml.")
-        return record.levelno >= (logging.WARNING if own else logging.ERROR)
+        return record.levelno >= (logging.WARNING if own else logging.CRITICAL)
 
 
 class BufferLogHandler(logging.Handler):
@@ -86,8 +95,17 @@ def configure(verbose: bool = False) -> None:
     root.addHandler(ConsoleLogHandler(verbose))
     root.addHandler(BufferLogHandler())
     logging.captureWarnings(True)  # Python warnings become records of the "py.warnings" logger
+    _when_imported("mlflow.utils.logging_utils", _mlflow_prints_to_log)
     for noisy in ("py4j", "py4j.clientserver", "kafka", "urllib3", "httpx", "alembic", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+_LOG_FILE: list[Path] = []
+
+
+def log_file() -> Path | None:
+    """Where this process's log goes, once :func:`log_to_file` has set it."""
+    return _LOG_FILE[-1] if _LOG_FILE else None
 
 
 def log_to_file(path: Path) -> Path | None:
@@ -106,4 +124,53 @@ def log_to_file(path: Path) -> Path | None:
             file_handler.handle(record)
         root.removeHandler(buffer)
     root.addHandler(file_handler)
+    _LOG_FILE.append(path)
     return path
+
+
+class _PrintsToLog:
+    """A stream whose lines become INFO records of a logger (for libraries that print)."""
+
+    def __init__(self, logger: str) -> None:
+        self.logger = logging.getLogger(logger)
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _mlflow_prints_to_log(module: Any) -> None:
+    """MLflow's ``eprint`` ("Successfully registered model ...", "Created version ...") writes to the
+    module's stream object at call time: send that stream to the log instead of the terminal."""
+    module.MLFLOW_LOGGING_STREAM.write = _PrintsToLog("mlflow").write
+
+
+def _when_imported(name: str, then: Callable[[Any], None]) -> None:
+    """Run ``then(module)`` right after module ``name`` is first executed (now, if it already was)."""
+    if name in sys.modules:
+        then(sys.modules[name])
+        return
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+            if fullname != name:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            if spec is None or spec.loader is None:
+                return spec
+            execute = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                execute(module)
+                then(module)
+
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+            return spec
+
+    sys.meta_path.insert(0, Hook())

@@ -48,7 +48,7 @@ class Display:
     @contextlib.contextmanager
     def bar(self, description: str, total: int | None) -> Iterator[Bar]:
         """A progress bar for the block; gone when the block ends."""
-        if self.quiet:
+        if self.quiet or not self.console.is_terminal:  # a bar only where it can be redrawn in place
             yield Bar()
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -60,7 +60,7 @@ class Display:
     @contextlib.contextmanager
     def busy(self, text: str) -> Iterator[None]:
         """A spinner with ``text`` while the block runs."""
-        if self.quiet:
+        if self.quiet or not self.console.is_terminal:
             yield
             return
         with self.console.status(text):

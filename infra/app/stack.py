@@ -256,6 +256,8 @@ def up(settings: Settings, timeout_s: float = 90.0) -> dict:
     Returns {"services": {name: {url, health, action, external}}, "topics_created": [...]}.
     On failure stops whatever this call started and raises StackError.
     """
+    if not timeout_s > 0:  # refused before anything starts
+        raise StackError(f"timeout must be a positive number of seconds, got {timeout_s:g}")
     svcs = services(settings)
     report: dict[str, dict] = {}
     to_start: list[Service] = []

@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from rtml.infra.config.settings_ops import AlertSettings, DriftSettings, QualitySettings
+from rtml.infra.config.settings_ops import AlertSettings, DriftSettings, MetricsSettings, QualitySettings
 
 DEFAULT_CONFIG_FILE = Path("rtml.yaml")
 _YAML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("rtml_yaml_data", default=None)
@@ -144,6 +144,25 @@ class ScoringSettings(_Section):
     pseudonymise_entities: bool = False
     pseudonym_key: SecretStr | None = None
     max_event_bytes: int = Field(default=16_384, ge=64)
+    explain_top_k: int = Field(
+        default=3,
+        ge=0,
+        le=50,
+        description="Top contributing features stored with every score (0 = no explanations).",
+    )
+    quarantine_raw: Literal["encrypt", "drop", "keep"] | None = Field(
+        default=None,
+        description="Quarantined payloads rtml cannot pseudonymise (all of them when not pseudonymising). "
+        "Default: encrypt when pseudonymising, else keep.",
+    )
+    quarantine_key: SecretStr | None = Field(
+        default=None, description="Fernet key of encrypted payloads. Default: derived from pseudonym_key."
+    )
+
+    @property
+    def raw_payloads(self) -> str:
+        """The quarantine_raw policy in effect."""
+        return self.quarantine_raw or ("encrypt" if self.pseudonymise_entities else "keep")
 
     @model_validator(mode="after")
     def _key_when_pseudonymising(self) -> ScoringSettings:
@@ -151,6 +170,23 @@ class ScoringSettings(_Section):
             raise ValueError(
                 "pseudonymise_entities needs scoring.pseudonym_key (set RTML_SCORING__PSEUDONYM_KEY)"
             )
+        if self.raw_payloads == "encrypt" and not (self.quarantine_key or self.pseudonym_key):
+            raise ValueError(
+                "quarantine_raw: encrypt needs scoring.quarantine_key (set RTML_SCORING__QUARANTINE_KEY)"
+            )
+        if self.quarantine_key:
+            import base64
+            import binascii
+
+            try:
+                ok = len(base64.urlsafe_b64decode(self.quarantine_key.get_secret_value())) == 32
+            except (binascii.Error, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(
+                    "quarantine_key must be a Fernet key: 32 url-safe base64-encoded bytes (make one with "
+                    "cryptography.fernet.Fernet.generate_key())"
+                )
         return self
 
 
@@ -164,12 +200,26 @@ class PromotionSettings(_Section):
     min_positives: int = Field(default=20, ge=1)
     bootstrap_samples: int = Field(default=200, ge=10)
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1, description="Newest slice of the window.")
+    allow_unaudited_moves: bool = Field(
+        default=False,
+        description="Let the scoring job follow a @champion moved around rtml (no audit record).",
+    )
+    lock_timeout_s: float = Field(
+        default=120.0, gt=0, description="Wait at most this for the promotion lock."
+    )
 
 
 class ModelSettings(_Section):
     """Which learner family new models use (models/learners/families.py) and its constructor arguments."""
 
-    family: Literal["sgd_logistic", "hoeffding_tree", "streaming_kmeans", "streaming_linear"] = "sgd_logistic"
+    # Not a Literal: the families are the registered Learner subclasses (rtml.models.learners), which
+    # this bottom layer may not import; make_learner reports an unknown name in one line.
+    family: str = Field(
+        default="sgd_logistic",
+        min_length=1,
+        description="A registered learner family: the `family` of a Learner subclass, built-in or "
+        "third-party (listed by rtml.models.learners.families.FAMILIES).",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="e.g. {grace_period: 100} for a tree.")
 
 
@@ -202,6 +252,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     drift: DriftSettings = DriftSettings()
     alerts: AlertSettings = AlertSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -35,6 +35,46 @@ class QualitySettings(_Section):
         default=(0.02, 0.98),
         description="A feature's median must lie between these quantiles of the champion's reference.",
     )
+    label_check: bool = Field(
+        default=True, description="Training gate: labels must agree with the champion's confident scores."
+    )
+    label_low_quantile: float = Field(
+        default=0.8,
+        ge=0.01,
+        le=0.99,
+        description="Confident negatives: rows the champion scores at or below this quantile of the scores "
+        "it gave its reference negatives (whole percent).",
+    )
+    label_high_quantile: float = Field(
+        default=0.5,
+        ge=0.01,
+        le=0.99,
+        description="Confident positives: rows scored at or above this quantile of the scores of its "
+        "reference positives (whole percent).",
+    )
+    label_low_tolerance: float = Field(
+        default=0.015,
+        ge=0,
+        le=1,
+        description="Share of confident negatives labelled positive allowed above the reference level "
+        "(room for new fraud the champion misses: concept drift).",
+    )
+    label_high_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of confident positives labelled negative allowed above the reference level.",
+    )
+    label_alpha: float = Field(
+        default=0.001, gt=0, lt=0.5, description="Significance of each one-sided binomial test."
+    )
+    label_min_share: float = Field(
+        default=0.001,
+        ge=0,
+        le=1,
+        description="Disagreements beyond the allowed level must also be at least this share of the "
+        "window's rows to block it.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> QualitySettings:
@@ -43,6 +83,9 @@ class QualitySettings(_Section):
         lo, hi = self.median_band
         if not 0 <= lo < hi <= 1:
             raise ValueError("median_band must be two quantiles 0 <= lo < hi <= 1")
+        for name in ("label_low_quantile", "label_high_quantile"):
+            if abs(getattr(self, name) * 100 - round(getattr(self, name) * 100)) > 1e-9:
+                raise ValueError(f"{name} must be a whole percent (0.01 .. 0.99)")
         return self
 
 
@@ -94,3 +137,18 @@ class AlertSettings(_Section):
         default=None, description="Generic webhook for `rtml deploy` to create the block from (secret)."
     )
     min_severity: str = Field(default="warning", pattern="^(info|warning|critical)$")
+    delivery_timeout: str = Field(
+        default="30s",
+        pattern=r"^\s*\d+\s*[smhd]\s*$",
+        description="How long a sender waits for Prefect's record that a page went out (e.g. 30s).",
+    )
+
+
+class MetricsSettings(_Section):
+    """Prometheus metrics of the scoring job (pipelines/metrics.py)."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address of the job's /metrics endpoint.")
+    port: int = Field(default=19464, ge=0, le=65535, description="Port of /metrics; 0 = metrics off.")
+    lag_interval_s: float = Field(
+        default=10.0, gt=0, description="Seconds between two reads of the events topic's end offsets."
+    )

@@ -21,11 +21,15 @@ import numpy as np
 import pandas as pd
 
 from rtml.infra.config.spec import UNKNOWN_CATEGORY, StreamSpec
-from rtml.models.learners.base import IncrementalEncoder, spec_inputs
+from rtml.models.learners import explain
+from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
-class HoeffdingTree:
+class HoeffdingTree(Learner):
+    """River Hoeffding (adaptive) tree classifier: P(positive) scores, scored one pass per node."""
+
     family = "hoeffding_tree"
+    tasks = ("classification",)
 
     def __init__(
         self,
@@ -64,8 +68,8 @@ class HoeffdingTree:
         self.n_seen = 0
 
     @classmethod
-    def for_spec(cls, spec: StreamSpec, **params: object) -> HoeffdingTree:
-        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, **params)  # type: ignore[arg-type]
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: object) -> HoeffdingTree:
+        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, seed=seed, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {"family": self.family, "positive_weight": self.positive_weight, **self.hyper}
@@ -100,50 +104,95 @@ class HoeffdingTree:
         root = getattr(self.model, "_root", None)
         if root is None or len(X) == 0:
             return out
-        cols = self._columns(X)
-        self._fill(root, cols, np.arange(len(X)), out)
+        self._walk(root, self._columns(X), np.arange(len(X)), out, None, 0.0)
         return out
 
-    def _fill(self, node: object, cols: dict[str, np.ndarray], idx: np.ndarray, out: np.ndarray) -> None:
+    def contributions(self, X: pd.DataFrame) -> explain.Contributions:
+        """Path contributions of P(positive): on each row's decision path, every split adds the change
+        of the positive-rate estimate from the node to the child taken to its split feature; they add
+        up to the score minus the root's estimate (the base). A naive-Bayes leaf's per-event estimate
+        ends the path (so its change is the last split's)."""
+        names = (*self.numeric, *self.categories)
+        values, out = np.zeros((len(X), len(names))), np.zeros(len(X))
+        root = getattr(self.model, "_root", None)
+        base = np.zeros(len(X))
+        if root is not None and len(X):
+            self._walk(root, self._columns(X), np.arange(len(X)), out, values, 0.0)
+            base = out - values.sum(axis=1) if not _is_branch(root) else np.full(len(X), _value(root.stats))
+        return explain.Contributions(names, values, base, out, "probability")
+
+    def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
+        """Scores (as :meth:`score`) and their top-k path contributions, in one walk of the tree."""
+        c = self.contributions(X)
+        return c.raw, c.top(top_k)
+
+    def _walk(
+        self,
+        node: object,
+        cols: dict[str, np.ndarray],
+        idx: np.ndarray,
+        out: np.ndarray,
+        contrib: np.ndarray | None,
+        value: float,
+    ) -> np.ndarray | float:
+        """Route rows ``idx`` from ``node`` down to their leaves, writing leaf estimates into ``out``;
+        with ``contrib``, add each split's change of estimate to its feature's column. Returns the
+        estimate at ``node`` (per row for a naive-Bayes leaf)."""
+        if len(idx) == 0:
+            return value
+        if not _is_branch(node):
+            leaf = self._leaf_values(node, cols, idx)
+            out[idx] = leaf
+            return leaf
+        here = _value(node.stats)  # type: ignore[attr-defined]
+        branch = self._route(node, cols[node.feature][idx])  # type: ignore[attr-defined]
+        column = list(cols).index(node.feature) if contrib is not None else -1  # type: ignore[attr-defined]
+        for b, child in enumerate(node.children):  # type: ignore[attr-defined]
+            rows = idx[branch == b]
+            below = self._walk(child, cols, rows, out, contrib, here)
+            if contrib is not None and len(rows):
+                contrib[rows, column] += below - here
+        return here
+
+    @staticmethod
+    def _route(node: object, v: np.ndarray) -> np.ndarray:
+        """The child index each value takes at a branch node."""
         from river.tree.nodes.branch import (
-            DTBranch,
             NominalBinaryBranch,
             NominalMultiwayBranch,
             NumericBinaryBranch,
             NumericMultiwayBranch,
         )
 
-        if len(idx) == 0:
-            return
-        if not isinstance(node, DTBranch):
-            self._leaf(node, cols, idx, out)
-            return
-        v = cols[node.feature][idx]
         if isinstance(node, NumericBinaryBranch):
-            branch = np.where(v.astype(float) <= node.threshold, 0, 1)
-        elif isinstance(node, NominalBinaryBranch):
-            branch = np.where(v == node.value, 0, 1)
-        else:
-            if isinstance(node, NumericMultiwayBranch):
-                v = np.floor(v.astype(float) / node.radius).astype(np.int64)
-            elif not isinstance(
-                node, NominalMultiwayBranch
-            ):  # pragma: no cover - a branch type we do not know
-                raise TypeError(f"unsupported tree branch {type(node).__name__}")
-            common, _ = node.most_common_path()  # River's rule for values it never split on
-            branch = np.array([node._mapping.get(x, common) for x in v.tolist()], dtype=np.int64)
-        for b, child in enumerate(node.children):
-            self._fill(child, cols, idx[branch == b], out)
+            return np.where(v.astype(float) <= node.threshold, 0, 1)
+        if isinstance(node, NominalBinaryBranch):
+            return np.where(v == node.value, 0, 1)
+        if isinstance(node, NumericMultiwayBranch):
+            v = np.floor(v.astype(float) / node.radius).astype(np.int64)
+        elif not isinstance(node, NominalMultiwayBranch):  # pragma: no cover - a branch type we do not know
+            raise TypeError(f"unsupported tree branch {type(node).__name__}")
+        common, _ = node.most_common_path()  # River's rule for values it never split on
+        return np.array([node._mapping.get(x, common) for x in v.tolist()], dtype=np.int64)
 
-    def _leaf(self, leaf: object, cols: dict[str, np.ndarray], idx: np.ndarray, out: np.ndarray) -> None:
+    def _leaf_values(self, leaf: object, cols: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray | float:
         if self.hyper["leaf_prediction"] == "mc":
-            proba = leaf.prediction(None, tree=self.model)  # type: ignore[attr-defined]
-            total = sum(proba.values()) or 1.0
-            out[idx] = proba.get(1, 0.0) / total
-            return
+            return _value(leaf.prediction(None, tree=self.model))  # type: ignore[attr-defined]
         names = list(cols)
-        for i in idx:  # naive-Bayes leaves depend on x: River's own per-event prediction
+        out = np.empty(len(idx))
+        for j, i in enumerate(idx):  # naive-Bayes leaves depend on x: River's own per-event prediction
             x = {n: cols[n][i] for n in names}
-            proba = leaf.prediction(x, tree=self.model)  # type: ignore[attr-defined]
-            total = sum(proba.values()) or 1.0
-            out[i] = proba.get(1, 0.0) / total
+            out[j] = _value(leaf.prediction(x, tree=self.model))  # type: ignore[attr-defined]
+        return out
+
+
+def _is_branch(node: object) -> bool:
+    from river.tree.nodes.branch import DTBranch
+
+    return isinstance(node, DTBranch)
+
+
+def _value(stats: dict) -> float:
+    """P(positive) from a node's class weights (0 for a node that has seen nothing)."""
+    total = sum(stats.values()) or 1.0
+    return stats.get(1, 0.0) / total

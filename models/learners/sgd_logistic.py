@@ -17,11 +17,15 @@ import pandas as pd
 from sklearn.linear_model import SGDClassifier
 
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.learners.base import IncrementalEncoder, spec_inputs
+from rtml.models.learners import explain
+from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
-class SGDLogistic:
+class SGDLogistic(Learner):
+    """Logistic regression by SGD: P(positive) scores, class-weighted toward positives."""
+
     family = "sgd_logistic"
+    tasks = ("classification",)
 
     def __init__(
         self,
@@ -43,8 +47,8 @@ class SGDLogistic:
         self.n_seen = 0
 
     @classmethod
-    def for_spec(cls, spec: StreamSpec, **params: float) -> SGDLogistic:
-        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, **params)  # type: ignore[arg-type]
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: float) -> SGDLogistic:
+        return cls(*spec_inputs(spec), threshold=spec.decision_threshold, seed=seed, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, float | str]:
         return {
@@ -64,3 +68,22 @@ class SGDLogistic:
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
         return self.model.predict_proba(self.encoder.transform(X))[:, 1]
+
+    def contributions(self, X: pd.DataFrame) -> explain.Contributions:
+        """Log-odds contributions: coefficient x (scaled value - reference mean), one-hot summed."""
+        parts = self.encoder.encode(X)
+        return self._contributions(parts, self.model.decision_function(self.encoder.onehot(*parts)))
+
+    def _contributions(self, parts: tuple, logit: np.ndarray) -> explain.Contributions:
+        enc = self.encoder
+        names, widths = enc.inputs
+        w, b = self.model.coef_[0], float(self.model.intercept_[0])
+        return explain.linear(parts, widths, w, b, enc.reference(), names, logit, "log_odds")
+
+    def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
+        """Scores (as :meth:`score`: the logistic of the decision function) and top-k, encoded once."""
+        from scipy.special import expit
+
+        parts = self.encoder.encode(X)
+        logit = self.model.decision_function(self.encoder.onehot(*parts))
+        return expit(logit), self._contributions(parts, logit).top(top_k)

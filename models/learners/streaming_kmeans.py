@@ -33,11 +33,15 @@ import numpy as np
 import pandas as pd
 
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.learners.base import IncrementalEncoder, spec_inputs
+from rtml.models.learners import explain
+from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
-class StreamingKMeans:
+class StreamingKMeans(Learner):
+    """Streaming k-means anomaly detector: scores in [0, 1) rising with distance to the nearest centre."""
+
     family = "streaming_kmeans"
+    tasks = ("anomaly", "classification")
 
     def __init__(
         self,
@@ -67,8 +71,8 @@ class StreamingKMeans:
         self.n_seen = 0
 
     @classmethod
-    def for_spec(cls, spec: StreamSpec, **params: object) -> StreamingKMeans:
-        return cls(*spec_inputs(spec), **params)  # type: ignore[arg-type]
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: object) -> StreamingKMeans:
+        return cls(*spec_inputs(spec), seed=seed, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {
@@ -143,6 +147,26 @@ class StreamingKMeans:
     def score(self, X: pd.DataFrame) -> np.ndarray:
         """Anomaly score in [0, 1): higher is further from every centre."""
         return self._to_score(self.distance(X)) if self.centres_ is not None else np.zeros(len(X))
+
+    def contributions(self, X: pd.DataFrame) -> explain.Contributions:
+        """Each input's share of the squared distance to the nearest centre, scaled to add up to the
+        distance (one-hot columns summed under their input's name)."""
+        enc = self.encoder
+        names, widths = enc.inputs
+        if self.centres_ is None:
+            zeros = np.zeros(len(X))
+            return explain.Contributions(names, np.zeros((len(X), len(names))), zeros, zeros, "distance")
+        parts = enc.encode(X)
+        d = self._distances(enc.onehot(*parts))
+        nearest = d.argmin(1)
+        distance = d[np.arange(len(d)), nearest]
+        return explain.distance_shares(parts, widths, self.centres_, nearest, distance, names)
+
+    def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
+        """Scores (as :meth:`score`) and their top-k contributions, encoded once."""
+        c = self.contributions(X)
+        score = self._to_score(c.raw) if self.centres_ is not None else np.zeros(len(X))
+        return score, c.top(top_k)
 
     def centres(self) -> np.ndarray:
         """Centres in the original units of the numeric inputs (one row per centre)."""

@@ -21,7 +21,8 @@ import pandas as pd
 from sklearn.linear_model import SGDRegressor
 
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.learners.base import IncrementalEncoder, spec_inputs
+from rtml.models.learners import explain
+from rtml.models.learners.base import IncrementalEncoder, Learner, spec_inputs
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -39,8 +40,11 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
-class StreamingLinearRegression:
+class StreamingLinearRegression(Learner):
+    """Linear regression by SGD: scores are predicted values; the threshold is unused (NaN)."""
+
     family = "streaming_linear"
+    tasks = ("regression",)
 
     def __init__(
         self,
@@ -59,8 +63,8 @@ class StreamingLinearRegression:
         self.n_seen = 0
 
     @classmethod
-    def for_spec(cls, spec: StreamSpec, **params: object) -> StreamingLinearRegression:
-        return cls(*spec_inputs(spec), **params)  # type: ignore[arg-type]
+    def for_spec(cls, spec: StreamSpec, seed: int = 0, **params: object) -> StreamingLinearRegression:
+        return cls(*spec_inputs(spec), seed=seed, **params)  # type: ignore[arg-type]
 
     def params(self) -> dict[str, object]:
         return {"family": self.family, "alpha": self.alpha, "n_features": self.encoder.n_features}
@@ -75,3 +79,20 @@ class StreamingLinearRegression:
         if self.n_seen == 0:
             return np.zeros(len(X))
         return self.model.predict(self.encoder.transform(X))
+
+    def contributions(self, X: pd.DataFrame) -> explain.Contributions:
+        """Prediction contributions: coefficient x (scaled value - reference mean), one-hot summed."""
+        enc = self.encoder
+        names, widths = enc.inputs
+        if self.n_seen == 0:
+            zeros = np.zeros(len(X))
+            return explain.Contributions(names, np.zeros((len(X), len(names))), zeros, zeros, "prediction")
+        parts = enc.encode(X)
+        raw = self.model.predict(enc.onehot(*parts))
+        w, b = self.model.coef_, float(self.model.intercept_[0])
+        return explain.linear(parts, widths, w, b, enc.reference(), names, raw, "prediction")
+
+    def score_explained(self, X: pd.DataFrame, top_k: int) -> tuple[np.ndarray, explain.Explanation]:
+        """Scores and their top-k contributions, encoded once."""
+        c = self.contributions(X)
+        return c.raw, c.top(top_k)

@@ -1,45 +1,139 @@
-"""Registry actions: list versions, promote (auto or manual), roll back -- all by moving aliases.
+"""Registry actions: list versions, promote (auto or manual), roll back, bootstrap -- all by moving
+aliases, each move under the promotion lock and with an audit record (:mod:`.audit`, :mod:`.lock`).
 
-Every promotion is recorded on the versions as tags (``rtml.audit.<time>`` with kind, from, to,
-reason and user) before the aliases move, and promotions are serialised by a lock file under the
-state dir, so racing promotions leave ``champion`` on one valid version with both recorded.
+``@champion`` is the champion; ``@previous-champion`` is where ``rtml rollback`` would go (the audited
+champion before it), absent when there is none.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
+import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.lifecycle.registry import CHAMPION, PREVIOUS, alias_version, client, tag_version
+from rtml.models.lifecycle.audit import (
+    AUDIT_PREFIX,
+    POINTER_TAG,
+    ChampionMoved,
+    ChampionState,
+    LifecycleError,
+    audit_key,
+    history,
+    next_stack,
+    normalise_version,
+    read_state,
+    rollback_target,
+)
+from rtml.models.lifecycle.lock import promotion_lock
+from rtml.models.lifecycle.registry import CHAMPION, PREVIOUS, client, tag_version
+
+__all__ = [
+    "ChampionMoved",
+    "LifecycleError",
+    "move_champion",
+    "promote_manual",
+    "rollback",
+    "list_versions",
+    "audit_trail",
+]
+ANY = object()  # move_champion(if_champion_is=ANY): whatever @champion is
 
 
-class LifecycleError(Exception):
-    """A promotion/rollback request that cannot be carried out; one-line reason."""
+def _set_pointer(settings: Settings, pointer: dict[str, Any] | None) -> None:
+    c, name = client(settings), settings.mlflow.model_name
+    if pointer is None:
+        with contextlib.suppress(Exception):  # no tag to delete
+            c.delete_registered_model_tag(name, POINTER_TAG)
+    else:
+        c.set_registered_model_tag(name, POINTER_TAG, json.dumps(pointer, sort_keys=True))
 
 
-@contextlib.contextmanager
-def promotion_lock(settings: Settings) -> Iterator[None]:
-    path = settings.state_dir / "locks" / "promotion.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def _exists(settings: Settings, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client(settings).get_model_version(settings.mlflow.model_name, version)
+    except MlflowException:
+        raise LifecycleError(f"model '{settings.mlflow.model_name}' has no version {version}") from None
+
+
+def _locked_move(
+    settings: Settings,
+    target_of: Callable[[ChampionState], str],
+    *,
+    kind: str,
+    reason: str,
+    user: str | None,
+    extra: dict[str, Any] | None,
+    if_champion_is: Any,
+) -> dict[str, Any]:
+    name = settings.mlflow.model_name
+    with promotion_lock(settings):
+        state = read_state(settings)  # read inside the lock: nobody moves between this and our write
+        if if_champion_is is not ANY and state.alias != if_champion_is:
+            raise ChampionMoved(
+                f"@{CHAMPION} is {'v' + state.alias if state.alias else 'unset'} now, "
+                f"not {'v' + if_champion_is if if_champion_is else 'unset'}: not moved"
+            )
+        target = target_of(state)
+        _exists(settings, target)
+        now_ms = int(time.time() * 1000)
+        committed = state.committed()
+        status = state.status(now_ms)
+        stack = next_stack(list((committed or {}).get("stack") or []), target, rollback=kind == "rollback")
+        seq = int((state.pointer or {}).get("seq", 0)) + 1
+        move_id = uuid.uuid4().hex
+        record = {
+            "kind": kind,
+            "from": state.alias,
+            "to": target,
+            "audited_from": (committed or {}).get("version"),
+            "reason": reason,
+            "user": user or getpass.getuser(),
+            "host": socket.gethostname(),
+            "at_ms": now_ms,
+            "seq": seq,
+            "move_id": move_id,
+            **(extra or {}),
+        }
+        if status == "unaudited":
+            record["unaudited_from"] = state.alias  # @champion had been moved around rtml
+        key = audit_key(seq, move_id)
+        tag_version(settings, target, {key: json.dumps(record, sort_keys=True)})
+        if state.alias and state.alias != target:
+            tag_version(
+                settings, state.alias, {key: json.dumps({**record, "role": "replaced"}, sort_keys=True)}
+            )
+        pointer = {
+            "version": target,
+            "move_id": move_id,
+            "seq": seq,
+            "kind": kind,
+            "at_ms": now_ms,
+            "stack": stack,
+        }
+        before = {k: v for k, v in committed.items() if k != "before"} if committed else None
+        _set_pointer(settings, {**pointer, "state": "moving", "before": before})
+        c = client(settings)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def audit(settings: Settings, version: str, record: dict[str, Any]) -> None:
-    stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"  # sorts in time order, unique under races
-    tag_version(settings, version, {f"rtml.audit.{stamp}": json.dumps(record, sort_keys=True)})
+            c.set_registered_model_alias(name, CHAMPION, target)
+        except Exception:
+            _set_pointer(settings, state.pointer)  # best effort: the pointer as it was; no record counts
+            raise
+        previous = stack[-2] if len(stack) >= 2 else None
+        if previous is not None:
+            c.set_registered_model_alias(name, PREVIOUS, previous)
+        elif PREVIOUS in state.aliases:
+            c.delete_registered_model_alias(name, PREVIOUS)
+        _set_pointer(settings, {**pointer, "state": "done"})
+    return {"ok": True, "champion": target, "previous_champion": previous, **record}
 
 
 def move_champion(
@@ -50,41 +144,30 @@ def move_champion(
     reason: str,
     user: str | None = None,
     extra: dict[str, Any] | None = None,
+    if_champion_is: Any = ANY,
 ) -> dict[str, Any]:
-    """Point @champion at version (the replaced one becomes @previous-champion), with an audit record."""
-    user = user or getpass.getuser()
-    with promotion_lock(settings):
-        old = alias_version(settings, CHAMPION)
-        record = {
-            "kind": kind,
-            "from": old,
-            "to": version,
-            "reason": reason,
-            "user": user,
-            "at_ms": int(time.time() * 1000),
-            "seq": time.time_ns(),
-            **(extra or {}),
-        }
-        audit(settings, version, record)
-        if old and old != version:
-            audit(settings, old, {**record, "role": "replaced"})
-        c = client(settings)
-        c.set_registered_model_alias(settings.mlflow.model_name, CHAMPION, version)
-        if old and old != version:
-            c.set_registered_model_alias(settings.mlflow.model_name, PREVIOUS, old)
-    return {"ok": True, "champion": version, "previous_champion": old if old != version else None, **record}
+    """Point @champion at version, under the promotion lock, with an audit record.
+
+    ``if_champion_is``: move only if @champion is still that version (None: no champion yet).
+    """
+    target = normalise_version(version)
+    return _locked_move(
+        settings,
+        lambda _state: target,
+        kind=kind,
+        reason=reason,
+        user=user,
+        extra=extra,
+        if_champion_is=if_champion_is,
+    )
 
 
 def check_promotable(settings: Settings, spec: StreamSpec, version: str) -> None:
     """The version exists, loads from the configured registry, and its signature fits the spec."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     name = settings.mlflow.model_name
-    try:
-        client(settings).get_model_version(name, version)
-    except MlflowException:
-        raise LifecycleError(f"model '{name}' has no version {version}") from None
+    _exists(settings, version)
     uri = f"models:/{name}/{version}"
     try:
         mlflow.set_tracking_uri(settings.tracking_uri)
@@ -108,6 +191,8 @@ def check_promotable(settings: Settings, spec: StreamSpec, version: str) -> None
 def promote_manual(
     settings: Settings, spec: StreamSpec, version: str, reason: str, user: str | None = None
 ) -> dict[str, Any]:
+    """``rtml promote``: the version normalised (``02`` -> ``2``), checked, then moved to."""
+    version = normalise_version(version)
     if not reason.strip():
         raise LifecycleError("a manual promotion needs --reason")
     check_promotable(settings, spec, version)
@@ -115,10 +200,16 @@ def promote_manual(
 
 
 def rollback(settings: Settings, reason: str = "rollback", user: str | None = None) -> dict[str, Any]:
-    target = alias_version(settings, PREVIOUS)
-    if target is None:
-        raise LifecycleError(f"no @{PREVIOUS} version to roll back to")
-    return move_champion(settings, target, kind="rollback", reason=reason, user=user)
+    """Back one step in the audited champion history (v3 -> v2 -> v1), read inside the lock."""
+    return _locked_move(
+        settings,
+        lambda state: rollback_target(state.committed()),
+        kind="rollback",
+        reason=reason,
+        user=user,
+        extra=None,
+        if_champion_is=ANY,
+    )
 
 
 def list_versions(settings: Settings) -> list[dict[str, Any]]:
@@ -147,13 +238,33 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
                 "f1": metrics.get("holdout_f1"),
                 "decision": tags.get("rtml.decision"),
                 "decision_reason": tags.get("rtml.decision_reason"),
-                "audit_records": sum(1 for k in tags if k.startswith("rtml.audit.")),
+                "audit_records": sum(1 for k in tags if k.startswith(AUDIT_PREFIX)),
+                "importance": {  # logged by models.monitoring.importance, largest first
+                    k.removeprefix("importance."): v
+                    for k, v in sorted(metrics.items(), key=lambda kv: -kv[1])
+                    if k.startswith("importance.")
+                },
             }
         )
     return rows
 
 
+def champion_audit(settings: Settings, moves: int = 10) -> dict[str, Any]:
+    """Where @champion points, whether that move is audited, the rollback path and the last moves."""
+    state = read_state(settings)
+    committed = state.committed() or {}
+    return {
+        "alias": state.alias,
+        "status": state.status(int(time.time() * 1000)),
+        "audited_version": committed.get("version"),
+        "move_id": committed.get("move_id"),
+        "rollback_path": list(reversed(committed.get("stack") or []))[1:],
+        "moves": history(settings, limit=moves) if state.aliases or state.pointer else [],
+    }
+
+
 def audit_trail(settings: Settings, version: str) -> list[dict[str, Any]]:
-    mv = client(settings).get_model_version(settings.mlflow.model_name, version)
-    records = [(k, json.loads(v)) for k, v in (mv.tags or {}).items() if k.startswith("rtml.audit.")]
+    """Every audit record on one version (moves to it, and copies of moves away from it), oldest first."""
+    mv = client(settings).get_model_version(settings.mlflow.model_name, normalise_version(version))
+    records = [(k, json.loads(v)) for k, v in (mv.tags or {}).items() if k.startswith(AUDIT_PREFIX)]
     return [r for _, r in sorted(records, key=lambda kr: (kr[1].get("seq", 0), kr[0]))]

@@ -1,7 +1,10 @@
 """Alerts: a Prefect event (what automations and notification blocks act on) plus a copy on the
 alerts topic for consumers outside Prefect. Payloads carry no secrets: settings never enter them.
 
-Event names: ``rtml.quality.failed``, ``rtml.drift.<kind>``. The resource is the model version.
+Event names: ``rtml.quality.failed``, ``rtml.drift.<kind>``, ``rtml.champion.unaudited``. The resource is
+the model version. Emitting is not paging: :func:`page` sends only through a resolved on-call route and
+reports a page as ``sent`` only when the Prefect server recorded the notification
+(:mod:`rtml.models.monitoring.routing`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -61,27 +65,77 @@ def emit_alert(
 LEDGER_TAG = "rtml.alerted."
 
 
-def emit_once(
+@dataclass
+class Page:
+    """One alert to send: the ledger ``key`` (cooldown per model version and key), event and payload."""
+
+    key: str
+    event: str
+    payload: dict[str, Any]
+    severity: str
+
+
+def page(
     settings: Any,
     version: str,
-    key: str,
-    event: str,
-    payload: dict[str, Any],
-    severity: str,
+    pages: list[Page],
     cooldown_s: float,
+    timeout_s: float,
     now_ms: int | None = None,
-) -> dict[str, Any] | None:
-    """Emit unless the same (model version, key) alerted within the cooldown; None when suppressed.
+) -> tuple[dict[str, str], Any]:
+    """Send each page unless its (model version, key) was paged within the cooldown.
 
-    The ledger is a tag per key on the registered model version (``rtml.alerted.<key>`` = epoch ms),
-    shared by every process that talks to the registry and visible in the MLflow UI.
+    Returns key -> status (``sent``, ``cooldown``, ``not routed: <why>``, ``not sent: <why>``) and the
+    route. ``sent`` means the Prefect server recorded the notification as executed. The ledger is a tag
+    per key on the registered model version (``rtml.alerted.<key>`` = epoch ms), shared by every
+    process that talks to the registry: it is claimed before the send (so two processes do not both
+    page) and given back when the page did not go out, so the next check tries again. An alert
+    without a route is still emitted (Prefect event feed, alerts topic) but marked ``not routed``.
     """
     from rtml.models.lifecycle.registry import client, tag_version
+    from rtml.models.monitoring.routing import confirm_delivery, resolve_route
 
     now_ms = now_ms or int(time.time() * 1000)
+    route = resolve_route(settings)
+    status: dict[str, str] = {}
+    claimed: dict[str, tuple[str, str | None]] = {}  # prefect event id -> (key, previous ledger value)
     tags = client(settings).get_model_version(settings.mlflow.model_name, version).tags or {}
-    last = int(tags.get(LEDGER_TAG + key, "0") or 0)
-    if now_ms - last < cooldown_s * 1000:
-        return None
-    tag_version(settings, version, {LEDGER_TAG + key: str(now_ms)})
-    return emit_alert(settings, event, version, payload, severity)
+    for p in pages:
+        last = tags.get(LEDGER_TAG + p.key)
+        if now_ms - int(last or 0) < cooldown_s * 1000:
+            status[p.key] = "cooldown"
+            continue
+        why = route.why_not(p.event, p.severity)
+        if why is None:
+            tag_version(settings, version, {LEDGER_TAG + p.key: str(now_ms)})
+        alert = emit_alert(settings, p.event, version, p.payload, p.severity)
+        if why is not None:
+            status[p.key] = f"not routed: {why}"
+        elif alert["prefect_event_id"] is None:
+            status[p.key] = "not sent: the Prefect event could not be emitted (no Prefect API?)"
+            _give_back(settings, version, p.key, last)
+        else:
+            claimed[alert["prefect_event_id"]] = (p.key, last)
+    try:
+        delivered = confirm_delivery(route, list(claimed), timeout_s) if claimed else {}
+    except Exception as exc:  # noqa: BLE001 - unknown is not sent: give the claims back, page again next time
+        why = f"not sent: Prefect's record could not be read ({type(exc).__name__})"
+        delivered = dict.fromkeys(claimed, why)
+    for event_id, (key, last) in claimed.items():
+        status[key] = delivered[event_id]
+        if status[key] != "sent":
+            _give_back(settings, version, key, last)
+    for key, s in status.items():
+        if s.startswith("not "):
+            log.warning("alert %s of v%s %s", key, version, s)
+    return status, route
+
+
+def _give_back(settings: Any, version: str, key: str, previous: str | None) -> None:
+    """Undo a ledger claim: the page did not go out, so the cooldown must not hold it back."""
+    from rtml.models.lifecycle.registry import client, tag_version
+
+    if previous is not None:
+        tag_version(settings, version, {LEDGER_TAG + key: previous})
+    else:
+        client(settings).delete_model_version_tag(settings.mlflow.model_name, version, LEDGER_TAG + key)

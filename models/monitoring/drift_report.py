@@ -12,8 +12,14 @@ import numpy as np
 import pandas as pd
 
 
-def figure(reference: dict[str, Any], scores: pd.DataFrame, stats: dict[str, Any]) -> Any:
-    """One panel per checked feature (and the score): reference in grey, current window in colour."""
+def figure(
+    reference: dict[str, Any],
+    scores: pd.DataFrame,
+    stats: dict[str, Any],
+    importance: dict[str, float] | None = None,
+) -> Any:
+    """One panel per checked feature (and the score): reference in grey, current window in colour;
+    with ``importance``, a last panel with the version's global importance (mean |contribution|)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +27,7 @@ def figure(reference: dict[str, Any], scores: pd.DataFrame, stats: dict[str, Any
 
     names = list(stats)
     cols = 3
-    rows = max(1, -(-len(names) // cols))
+    rows = max(1, -(-(len(names) + bool(importance)) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         st = stats[name]
@@ -43,17 +49,33 @@ def figure(reference: dict[str, Any], scores: pd.DataFrame, stats: dict[str, Any
             title = f"{name}  PSI {st['psi']:.3f}"
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(names) :]:
+    rest = list(axes.flat)[len(names) :]
+    if importance:
+        ax, rest = rest[0], rest[1:]
+        top = list(importance)[:10][::-1]
+        ax.barh(top, [importance[n] for n in top], color="tab:blue")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title("model's global importance (mean |contribution|)", fontsize=9)
+    for ax in rest:
         ax.axis("off")
     fig.tight_layout()
     return fig
 
 
-def markdown(summary: dict[str, Any]) -> str:
+def markdown(summary: dict[str, Any], importance: dict[str, float] | None = None) -> str:
     lines = [
         f"### Drift check of `{summary['model']}` v{summary['champion']} -- window {summary['window']}",
         f"{summary['events']} scored events, {summary['labelled']} labelled. "
         f"{len(summary['findings'])} finding(s), {len(summary['alerts_sent'])} alert(s) sent.",
+        *(
+            [
+                "Global importance of the model (mean |contribution| on its holdout): "
+                + ", ".join(f"{k} {v:.3g}" for k, v in list(importance.items())[:5])
+                + ".",
+            ]
+            if importance
+            else []
+        ),
         "",
         "| kind | feature | statistic | value | threshold | severity | alert |",
         "|---|---|---|---|---|---|---|",
@@ -63,6 +85,9 @@ def markdown(summary: dict[str, Any]) -> str:
         key = f"{f['kind']}.{f['feature']}"
         lines.append(
             f"| {f['kind']} | {f['feature']} | {f['statistic']} | {f['value']:.4g} | {f['threshold']:.4g} "
-            f"| {f['severity']} | {'sent' if key in sent else 'cooldown'} |"
+            f"| {f['severity']} | {f.get('alert') or ('sent' if key in sent else 'cooldown')} |"
         )
+    route = summary.get("route") or {}
+    if route and not route.get("ok"):
+        lines += ["", f"**On-call route: not routed: {route.get('why')}**"]
     return "\n".join(lines)

@@ -67,7 +67,65 @@ def build_profile(
         out["score"] = _numeric(np.asarray(scores, dtype=float), rng)
     if labels is not None and len(labels):
         out["positive_rate"] = float(np.mean(labels))
+        if scores is not None:
+            table = label_table(np.asarray(scores, dtype=float), np.asarray(labels))
+            if table is not None:
+                out["label_agreement"] = table
     return out
+
+
+def label_table(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
+    """How the labels sit along the model's own scores, for the label-consistency gate.
+
+    ``negative_edges`` are the percentiles (k = 0..100) of the negatives' scores; at each, the rows
+    scored at or below it and how many of them are positive. ``positive_edges`` are the percentiles of
+    the positives' scores; at each, the rows scored at or above it and how many are negative. None
+    unless the labels are binary 0/1 with both classes present.
+
+    >>> t = label_table(np.linspace(0, 1, 200), np.r_[np.zeros(180), np.ones(20)])
+    >>> t["rows_le"][80], t["positives_le"][80], t["rows_ge"][50], t["negatives_ge"][50]
+    (144, 0, 10, 0)
+    """
+    ok = np.isfinite(scores)
+    s, y = scores[ok], labels[ok]
+    if not np.isin(y, (0, 1)).all() or not (y == 1).any() or not (y == 0).any():
+        return None
+    order = np.argsort(s, kind="stable")
+    s, y = s[order], y[order].astype(np.int64)
+    low = np.quantile(s[y == 0], _QS)
+    high = np.quantile(s[y == 1], _QS)
+    le = np.searchsorted(s, low, side="right")  # rows with score <= edge
+    ge_start = np.searchsorted(s, high, side="left")  # rows from here on have score >= edge
+    pos = np.concatenate([[0], np.cumsum(y)])
+    neg = np.concatenate([[0], np.cumsum(1 - y)])
+    return {
+        "negative_edges": [float(e) for e in low],
+        "rows_le": [int(v) for v in le],
+        "positives_le": [int(v) for v in pos[le]],
+        "positive_edges": [float(e) for e in high],
+        "rows_ge": [int(v) for v in len(s) - ge_start],
+        "negatives_ge": [int(v) for v in neg[-1] - neg[ge_start]],
+    }
+
+
+def label_reference(profile: dict[str, Any] | None, low_q: float, high_q: float) -> dict[str, Any] | None:
+    """Confidence cuts of a version and its reference disagreement levels, from its profile.
+
+    The champion's confident negatives are rows scored at or below the ``low_q`` quantile of the
+    scores it gave its reference negatives; its confident positives rows at or above the ``high_q``
+    quantile of the scores of its reference positives. The reference levels are the shares labelled
+    against it there on its own training data. None when the profile has no label table.
+    """
+    table = (profile or {}).get("label_agreement")
+    if not table:
+        return None
+    lo, hi = int(round(low_q * 100)), int(round(high_q * 100))
+    return {
+        "low_cut": table["negative_edges"][lo],
+        "low_reference": table["positives_le"][lo] / max(table["rows_le"][lo], 1),
+        "high_cut": table["positive_edges"][hi],
+        "high_reference": table["negatives_ge"][hi] / max(table["rows_ge"][hi], 1),
+    }
 
 
 def quantile_of(feature: dict[str, Any], q: float) -> float:

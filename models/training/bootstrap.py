@@ -14,7 +14,9 @@ from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.models.evaluation.tasks import calibrate, holdout_metrics, targets
 from rtml.models.learners.families import make_learner
-from rtml.models.lifecycle.registry import CHAMPION, alias_version, log_and_register, set_alias
+from rtml.models.lifecycle.aliases import ANY, ChampionMoved, LifecycleError, move_champion
+from rtml.models.lifecycle.registry import CHAMPION, alias_version, log_and_register
+from rtml.models.monitoring.importance import global_importance, log_importance
 from rtml.models.monitoring.profile import build_profile
 
 
@@ -91,11 +93,33 @@ def bootstrap(
     reg = log_and_register(
         settings, learner, X, params=params, metrics=metrics, tags=tags, run_name="bootstrap", profile=profile
     )
-    set_alias(settings, reg.version, CHAMPION)
+    holdout = X.iloc[int(len(X) * 0.8) :]  # train_initial's holdout
+    log_importance(reg.run_id, *global_importance(learner, holdout), reg.version)
+    try:  # an audited move like any other: record, @previous-champion, under the promotion lock
+        moved = move_champion(
+            settings,
+            reg.version,
+            kind="bootstrap",
+            reason="bootstrap --force" if existing is not None else "first champion",
+            extra={"trigger": "bootstrap", "run_id": reg.run_id},
+            if_champion_is=ANY if force else None,  # without --force, a champion set meanwhile stays
+        )
+    except ChampionMoved as exc:  # a racing bootstrap made its champion first: keep it
+        return {
+            "ok": True,
+            "skipped": True,
+            "registered": reg.version,
+            "champion": alias_version(settings, CHAMPION),
+            "reason": f"registered version {reg.version}, but {exc}",
+        }
+    except LifecycleError as exc:
+        raise BootstrapError(f"registered version {reg.version} but @{CHAMPION} not moved: {exc}") from None
     return {
         "ok": True,
         "skipped": False,
         "champion": reg.version,
+        "previous_champion": moved["previous_champion"],
+        "move_id": moved["move_id"],
         "run_id": reg.run_id,
         "metrics": metrics,
         "rows": len(history),

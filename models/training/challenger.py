@@ -42,6 +42,8 @@ def select_window(
     labelled: pd.DataFrame, spec: StreamSpec, settings: Settings, watermark_ms: int, now_ms: int | None = None
 ) -> Window:
     now_ms = now_ms or int(time.time() * 1000)
+    if EVENT_MS not in labelled:  # nothing labelled yet: an empty window, not a KeyError
+        labelled = pd.DataFrame({EVENT_MS: pd.Series(dtype="int64")})
     new = labelled[labelled[EVENT_MS] > watermark_ms].sort_values(EVENT_MS, kind="stable")
     if settings.retrain.mode == "full":
         start = now_ms - parse_duration_seconds(settings.retrain.sliding_window) * 1000

@@ -20,14 +20,32 @@ from rtml.models.evaluation.tasks import holdout_metrics, is_regression, judge
 from rtml.models.lifecycle.registry import (
     CHAMPION,
     Registered,
-    alias_version,
     client,
     load_model,
     log_and_register,
     tag_version,
 )
+from rtml.models.monitoring.importance import global_importance, log_importance
 from rtml.models.monitoring.profile import build_profile
 from rtml.models.training.challenger import Window, labels_of
+
+TRIGGERS = ("schedule", "drift", "manual")  # what may start a retrain; recorded on the new version
+
+
+def check_trigger(trigger: str) -> str:
+    """The trigger, or ValueError naming the allowed ones.
+
+    >>> check_trigger("drift")
+    'drift'
+    >>> check_trigger("bogus")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown retrain trigger 'bogus' (choose from schedule, drift, manual)
+    """
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown retrain trigger '{trigger}' (choose from {', '.join(TRIGGERS)})")
+    return trigger
+
 
 WATERMARK_TAG = "rtml.train_watermark_ms"
 
@@ -43,8 +61,17 @@ def policy_of(settings: Settings) -> PromotionPolicy:
 
 
 def champion(settings: Settings) -> tuple[str, Any, int]:
-    """(version, loaded model, training watermark in event-time ms) of the current champion."""
-    version = alias_version(settings, CHAMPION)
+    """(version, loaded model, training watermark in event-time ms) of the champion the scoring job
+    serves: an unaudited @champion move is not built on (see :mod:`rtml.models.lifecycle.audit`)."""
+    from rtml.models.lifecycle.audit import served_champion
+
+    served = served_champion(settings)
+    version = served.version
+    if version is None and served.status == "unaudited":
+        raise RuntimeError(
+            f"@{CHAMPION} v{served.alias} of '{settings.mlflow.model_name}' has no rtml audit record: "
+            f"`rtml promote {served.alias} --reason ...` records it"
+        )
     if version is None:
         raise RuntimeError(f"no @{CHAMPION} version of '{settings.mlflow.model_name}': run `rtml bootstrap`")
     mv = client(settings).get_model_version(settings.mlflow.model_name, version)
@@ -147,6 +174,7 @@ def register_challenger(
         ):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")
+    log_importance(reg.run_id, *global_importance(learner, window.holdout[spec.model_inputs]), reg.version)
     return reg
 
 

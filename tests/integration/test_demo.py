@@ -61,7 +61,8 @@ def test_demo_closes_the_loop(tmp_path: Path) -> None:
 
         from mlflow import MlflowClient
 
-        c = MlflowClient(tracking_uri=out["urls"]["mlflow"])
+        # the demo's own registry: an earlier test in this process may have set MLflow's global one
+        c = MlflowClient(tracking_uri=out["urls"]["mlflow"], registry_uri=out["urls"]["mlflow"])
         versions = c.search_model_versions("name='rtml-fraud'")
         assert len(versions) == summary["versions_trained"] == 3
         assert c.get_model_version_by_alias("rtml-fraud", "champion").version == summary["champion"]

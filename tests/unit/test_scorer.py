@@ -60,3 +60,74 @@ def test_score_rows_carry_version_latency_and_inputs() -> None:
 def test_scoring_outside_a_spark_task_names_the_missing_version() -> None:
     with pytest.raises(RuntimeError, match="rtml.model.version"):
         task_model_version()
+
+
+def _trained_sgd(spec):  # noqa: ANN001, ANN202
+    from rtml.models.learners.sgd_logistic import SGDLogistic
+
+    gen = CardTransactionGenerator(seed=5, n_cards=200)
+    raw = gen.batch(6000)
+    history = featurise_history(to_event_frame(raw, spec), spec)
+    from rtml.features.featurise import model_frame
+
+    learner = SGDLogistic.for_spec(spec, seed=0)
+    for _ in range(3):
+        learner.learn(model_frame(history, spec), raw["is_fraud"].to_numpy())
+    return learner
+
+
+def test_score_rows_carry_their_top_k_explanation() -> None:
+    import json
+
+    import pyarrow as pa
+    from scipy.special import logit
+
+    from rtml.pipelines.explanations import explain_top_k_of, explanation_of, with_explanations
+
+    spec = load_spec()
+    frame = _frame(200)
+    frame.loc[[3, 7], "_reason"] = "out_of_range:amount"
+    model = SimpleNamespace(learner=_trained_sgd(spec), columns=spec.model_inputs)
+    out = score_frame(frame, spec, model, "4", explain_top_k=3)
+    plain = score_frame(frame, spec, model, "4")
+    assert list(out.columns) == [n for n, _ in score_columns(spec, 3)] and explain_top_k_of(out.columns) == 3
+    assert len(score_arrow_schema(spec, 3)) == len(out.columns) == len(plain.columns) + 9
+    np.testing.assert_array_equal(out["score"].to_numpy(), plain["score"].to_numpy())  # same scores
+    valid = frame["_reason"].isna().to_numpy()
+    names = out[["explain_1_feature", "explain_2_feature", "explain_3_feature"]].to_numpy()
+    values = out[["explain_1_contribution", "explain_2_contribution", "explain_3_contribution"]].to_numpy()
+    assert set(names[valid].ravel()) <= set(spec.model_inputs)
+    assert all(len(set(row)) == 3 for row in names[valid])  # three different features per row
+    assert (np.abs(values[valid, 0]) >= np.abs(values[valid, 1])).all()
+    assert pd.isna(names[~valid]).all() and np.isnan(values[~valid]).all()  # invalid rows: no explanation
+    total = out["explain_base"] + values.sum(1) + out["explain_rest"]
+    np.testing.assert_allclose(total[valid], logit(out["score"][valid]), rtol=1e-6, atol=1e-6)
+    assert set(out["explain_output"][valid]) == {"log_odds"}
+
+    row = out[valid].iloc[0].to_dict()
+    ex = explanation_of(row)
+    assert ex is not None and [t["feature"] for t in ex["top"]] == list(names[valid][0])
+    assert ex["raw"] == pytest.approx(float(logit(row["score"])), abs=1e-6)
+    every = score_frame(_frame(200), spec, model, "4", explain_top_k=3)  # no invalid row: no masking
+    assert every["explain_3_feature"].notna().all() and every["explain_base"].notna().all()
+    assert set(every["explain_output"]) == {"log_odds"}
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    lines = out[["transaction_id", "score"]].to_json(orient="records", lines=True).splitlines()
+    sent = [json.loads(line) for line in with_explanations(lines, table, 3)]
+    assert [m["transaction_id"] for m in sent] == out["transaction_id"].tolist()
+    first = sent[int(np.flatnonzero(valid)[0])]["explanation"]
+    assert list(first) == list(names[valid][0]) and first[names[valid][0][0]] == round(values[valid][0, 0], 6)
+    assert sent[3]["explanation"] is None and sent[7]["explanation"] is None  # invalid rows: null
+    plain_lines = with_explanations(lines, pa.Table.from_pandas(score_frame(frame, spec, model, "4", 0)), 0)
+    assert all(json.loads(line)["explanation"] is None for line in plain_lines)
+
+
+def test_a_family_that_does_not_explain_scores_with_empty_explanations() -> None:
+    from rtml.pipelines.explanations import explanation_of
+
+    spec = load_spec()
+    frame = _frame()
+    model = SimpleNamespace(learner=_AmountLearner(), columns=spec.model_inputs)
+    out = score_frame(frame, spec, model, "7", explain_top_k=2)
+    assert out["score"].notna().all() and out["explain_1_feature"].isna().all()
+    assert out["explain_base"].isna().all() and explanation_of(out.iloc[0].to_dict()) is None

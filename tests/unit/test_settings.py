@@ -54,6 +54,8 @@ def test_none_flags_do_not_override(tmp_path: Path) -> None:
         ("kafka: {security_protocol: 'SMOKE'}\n", "kafka.security_protocol:"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("a: [unclosed\n", "not valid YAML"),
+        ("quality: {label_low_quantile: 0.805}\n", "label_low_quantile must be a whole percent"),
+        ("quality: {label_alpha: 0}\n", "quality.label_alpha:"),
     ],
 )
 def test_bad_yaml_gives_one_line_naming_the_key(tmp_path: Path, text: str, needle: str) -> None:
