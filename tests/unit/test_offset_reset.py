@@ -104,3 +104,30 @@ def test_a_reset_is_recorded_once_and_taken_by_one_batch_record(tmp_path: Path) 
     mark_taken(d, taken)
     assert pending(d) == [] and for_batch(d, tmp_path / "next.json") == []
     assert [e["id"] for e in for_batch(d, batch)] == [first["id"]]  # a replayed batch keeps its own
+
+
+def test_setting_defaults_to_fail_and_refuses_what_it_cannot_do() -> None:
+    from rtml.infra.config.settings import ConfigError, load_settings
+
+    assert load_settings(use_default_file=False).kafka.on_offset_reset == "fail"
+    with pytest.raises(ConfigError, match=r"kafka\.on_offset_reset: Input should be 'fail'"):
+        load_settings(use_default_file=False, overrides={"kafka": {"on_offset_reset": "skip"}})
+    with pytest.raises(ConfigError, match="needs connector 'python'"):
+        load_settings(
+            use_default_file=False, overrides={"kafka": {"on_offset_reset": "latest", "connector": "native"}}
+        )
+
+
+def test_a_failed_query_is_reported_by_the_sources_own_line() -> None:
+    from rtml.pipelines.score_job import failure_line
+
+    spark_text = (
+        "[PYTHON_STREAMING_DATA_SOURCE_RUNTIME_ERROR] Failed when Python streaming data source "
+        "perform latestOffset: Traceback (most recent call last):\n  File ...\n"
+        "rtml.pipelines.offset_reset.OffsetResetError: the Kafka log no longer holds the checkpoint's "
+        "offsets (kafka.on_offset_reset: fail): e[0] checkpoint offset 80 > log end 50 (log start 0)\n"
+        "\tat org.apache.spark..."
+    )
+    line = failure_line(spark_text)
+    assert line.startswith("the Kafka log no longer holds") and line.endswith("(log start 0)")
+    assert failure_line("plain error\nmore") == "plain error"
