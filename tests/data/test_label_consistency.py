@@ -26,7 +26,9 @@ from tests.helpers import labelled_batch
 
 SPEC = load_spec()
 SETTINGS = load_settings(use_default_file=False)
-NOW = int(time.time() * 1000)
+# Yesterday 14:00 UTC: the generator makes night-time fraud three times as likely, so windows anchored at
+# the wall clock would change their positive rate with the hour the suite runs at.
+NOW = (int(time.time()) // 86_400 - 1) * 86_400_000 + 14 * 3_600_000
 
 
 @pytest.fixture(scope="module")
