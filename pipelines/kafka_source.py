@@ -44,6 +44,7 @@ from rtml.pipelines.offset_reset import (
     plan,
     read_from,
     record,
+    trusted_ends,
 )
 
 FORMAT = "rtml_kafka"
@@ -217,8 +218,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
         begin = _from_json(start)
         lo, hi, exact = self._target if self._target is not None else self._bounds()
-        # an end that is not exact (ListOffsets answers short) never proves that the log shrank
-        hi = {k: max(v, begin[k]) if k in begin and k not in exact else v for k, v in hi.items()}
+        hi = trusted_ends(begin, hi, exact)
         positions, resets, new = plan(begin, lo, hi, self.policy)
         ends = {k: max(hi[k], positions[k]) for k in positions}
         if isinstance(limit, ReadMaxRows):

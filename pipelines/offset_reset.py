@@ -154,6 +154,16 @@ def fail_message(resets: list[Reset]) -> str:
     )
 
 
+def trusted_ends(start: dict[Key, int], log_end: dict[Key, int], exact: set[Key]) -> dict[Key, int]:
+    """Log ends to plan with: one that is not exact (ListOffsets answers short on some brokers and no
+    fetch confirmed it) never proves that the log shrank below the checkpoint.
+
+    >>> trusted_ends({("e", 0): 80, ("e", 1): 80}, {("e", 0): 50, ("e", 1): 50}, {("e", 0)})
+    {('e', 0): 50, ('e', 1): 80}
+    """
+    return {k: max(v, start[k]) if k in start and k not in exact else v for k, v in log_end.items()}
+
+
 def read_from(
     start: dict[Key, int], end: dict[Key, int], log_start: dict[Key, int], policy: str
 ) -> tuple[dict[Key, int], list[Reset]]:
@@ -236,27 +246,32 @@ def for_batch(directory: str | Path, batch_record: Path) -> list[dict[str, Any]]
     ids = {h["id"] for h in held}
     new = [e for e in pending(directory) if e["id"] not in ids]
     for e in new:
-        for r in e["resets"]:
-            log.warning(
-                "Kafka offset reset (kafka.on_offset_reset: %s): %s[%d] checkpoint offset %d, log %d..%d; "
-                "read from %d, %d offsets skipped",
-                e["policy"],
-                r["topic"],
-                r["partition"],
-                r["checkpoint"],
-                r["log_start"],
-                r["log_end"],
-                r["reset_to"],
-                r["skipped"],
-            )
-        for n in e["new_partitions"]:
-            log.warning(
-                "Kafka partition %s[%d] is new to the checkpoint: read from offset %d",
-                n["topic"],
-                n["partition"],
-                n["read_from"],
-            )
+        log_entry(e)
     return held + new
+
+
+def log_entry(e: dict[str, Any]) -> None:
+    """Log a recorded detection at WARNING: each reset with its skipped count, each new partition."""
+    for r in e["resets"]:
+        log.warning(
+            "Kafka offset reset (kafka.on_offset_reset: %s): %s[%d] checkpoint offset %d, log %d..%d; "
+            "read from %d, %d offsets skipped",
+            e["policy"],
+            r["topic"],
+            r["partition"],
+            r["checkpoint"],
+            r["log_start"],
+            r["log_end"],
+            r["reset_to"],
+            r["skipped"],
+        )
+    for n in e["new_partitions"]:
+        log.warning(
+            "Kafka partition %s[%d] is new to the checkpoint: read from offset %d",
+            n["topic"],
+            n["partition"],
+            n["read_from"],
+        )
 
 
 def mark_taken(directory: str | Path, entries: list[dict[str, Any]]) -> None:
