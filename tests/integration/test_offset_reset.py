@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -72,7 +73,19 @@ def test_topic_reset_fails_by_default_earliest_recovers_latest_skips_on_record(s
     topic = s.kafka.topics.events
     bootstrap(s, spec, n=4000)
     _produce(s, 1200, seed=31)
-    assert run_scoring(s, spec, available_now=True)["read"] == 1200
+    # the drill: the job is running when the topic is recreated (what a broker reset does to the
+    # embedded broker, followed by `rtml up`)
+    job: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            job["summary"] = run_scoring(s, spec, max_seconds=240)
+        except RuntimeError as exc:
+            job["error"] = str(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for(lambda: sum(b["read"] for b in read_batch_records(s)) == 1200, 150, lambda: str(job))
     checkpoint = _ends(s, topic)  # what the checkpoint now holds, per partition
     assert sum(checkpoint.values()) == 1200 and min(checkpoint.values()) > 300
 
@@ -81,12 +94,18 @@ def test_topic_reset_fails_by_default_earliest_recovers_latest_skips_on_record(s
     _produce(s, 300, seed=32)
     log_end = _ends(s, topic)
     assert sum(log_end.values()) == 300 and all(log_end[p] < checkpoint[p] for p in (0, 1))
-
-    message = _failure(s, spec)  # default kafka.on_offset_reset: fail
+    t0 = time.monotonic()
+    thread.join(120)
+    assert not thread.is_alive() and "summary" not in job, job  # default kafka.on_offset_reset: fail
+    print(f"running job failed {time.monotonic() - t0:.1f} s after the recreated topic got events")
+    message = str(job["error"])
+    assert "kafka.on_offset_reset" in message and "\n" not in message, message
+    assert read_batch_records(s)[-1]["read"] == 1200 == sum(b["read"] for b in read_batch_records(s))
+    message = _failure(s, spec)  # a restart fails the same way, naming every partition
     for p in (0, 1):
         assert f"{topic}[{p}] checkpoint offset {checkpoint[p]} > log end {log_end[p]}" in message
     assert "kafka.on_offset_reset" in message and "\n" not in message
-    assert read_batch_records(s)[-1]["read"] == 1200  # nothing was read after the reset
+    assert sum(b["read"] for b in read_batch_records(s)) == 1200  # nothing was read after the reset
 
     s.kafka.on_offset_reset = "earliest"
     summary = run_scoring(s, spec, available_now=True)
@@ -125,3 +144,41 @@ def test_topic_reset_fails_by_default_earliest_recovers_latest_skips_on_record(s
     recorded = [e for b in read_batch_records(s) for e in b["offset_resets"]]
     assert [e["policy"] for e in recorded] == ["earliest", "latest"]  # each reset recorded once
     assert json.dumps(recorded).count('"skipped"') == 5
+
+
+def _send_labels(s, spec, n: int, tag: str) -> None:  # noqa: ANN001
+    from rtml.infra.config.kafka_clients import make_producer
+
+    producer = make_producer(connection_options(s))
+    for i in range(n):
+        msg = {spec.event_id: f"{tag}-{i}", spec.label.field: i % 2, "labelled_at_ms": 1_700_000_000_000 + i}
+        producer.send(s.kafka.topics.labels, json.dumps(msg).encode(), partition=i % 2)
+    producer.flush()
+    producer.close()
+
+
+def test_label_ingest_applies_the_same_policy(stack, tmp_path: Path) -> None:
+    """The labels topic has offsets of its own (``<sink>/labels/_offsets.json``): a reset there
+    fails the ingest by default, and with ``earliest`` the new labels are read and the reset recorded."""
+    from rtml.pipelines.labels import ingest_labels
+    from rtml.pipelines.offset_reset import OffsetResetError
+
+    s = scoped_settings(stack, tmp_path)
+    spec = load_spec()
+    topic = s.kafka.topics.labels
+    _send_labels(s, spec, 400, "old")
+    assert ingest_labels(s, spec) == {"new_labels": 400}
+    _recreate(s, topic, 2)
+    _send_labels(s, spec, 60, "new")
+    lost = rf"{re.escape(topic)}\[0\] checkpoint offset 200 > log end 30"
+    with pytest.raises(OffsetResetError, match=lost):
+        ingest_labels(s, spec)
+    s.kafka.on_offset_reset = "earliest"
+    assert ingest_labels(s, spec) == {"new_labels": 60, "offset_resets": 2, "offsets_skipped": 0}
+    assert ingest_labels(s, spec) == {"new_labels": 0}  # goes on from there, nothing twice
+    s.kafka.on_offset_reset = "latest"
+    _recreate(s, topic, 2)
+    _send_labels(s, spec, 10, "skipped")
+    assert ingest_labels(s, spec) == {"new_labels": 0, "offset_resets": 2, "offsets_skipped": 10}
+    _send_labels(s, spec, 4, "after")
+    assert ingest_labels(s, spec) == {"new_labels": 4}  # the reset position was kept
