@@ -98,8 +98,9 @@ def test_topic_reset_fails_by_default_earliest_recovers_latest_skips_on_record(s
     thread.join(120)
     assert not thread.is_alive() and "summary" not in job, job  # default kafka.on_offset_reset: fail
     print(f"running job failed {time.monotonic() - t0:.1f} s after the recreated topic got events")
-    message = str(job["error"])
-    assert "kafka.on_offset_reset" in message and "\n" not in message, message
+    message = str(job["error"])  # the offset line, or, if a micro-batch fell between delete and create:
+    assert "kafka.on_offset_reset" in message or f"topic '{topic}' does not exist" in message, message
+    assert "\n" not in message
     assert read_batch_records(s)[-1]["read"] == 1200 == sum(b["read"] for b in read_batch_records(s))
     message = _failure(s, spec)  # a restart fails the same way, naming every partition
     for p in (0, 1):
