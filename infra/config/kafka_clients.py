@@ -246,15 +246,3 @@ class _Causes(logging.Handler):
             if record.levelno > logging.WARNING:
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
             root.handle(record)
-
-
-def wait_for_broker(opts: dict[str, Any], timeout_s: float = 30.0) -> bool:
-    """True once the broker answers a metadata request (within about ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            check_connection(opts, max(1.0, deadline - time.monotonic()))
-            return True
-        except Exception:  # noqa: BLE001 - any failure means "not yet"
-            time.sleep(0.5)
-    return False
