@@ -58,6 +58,15 @@ def test_sasl_against_plaintext_broker_fails_fast_with_one_line(stack, tmp_path:
         assert line.startswith("rtml: kafka: Kafka at") and "SASL" in line.upper()
 
 
+def test_tls_against_plaintext_broker_fails_within_the_bound(stack, tmp_path: Path) -> None:
+    """No client reports a refused TLS handshake here (the listener just gets garbage): the check's
+    own bound (10 s) ends it, with the hint that the listener may not be TLS."""
+    s = scoped_settings(stack, tmp_path)
+    line = _fails_fast(["produce", "--n", "100"], settings_env(s) | {"RTML_KAFKA__SECURITY_PROTOCOL": "SSL"})
+    assert f"Kafka at {s.kafka_bootstrap} did not answer with security_protocol=SSL" in line
+    assert "is the listener TLS?" in line and "kafka.ssl_*" in line
+
+
 def test_clients_never_create_topics_and_produce_names_the_missing_one(stack, tmp_path: Path) -> None:
     s = scoped_settings(stack, tmp_path)
     opts = connection_options(s)
