@@ -118,8 +118,10 @@ class BatchSink:
         stats["offset_resets"] = resets
         stats["offsets_skipped"] = sum(e["offsets_skipped"] for e in resets)
         stats_file.parent.mkdir(parents=True, exist_ok=True)
-        stats_file.write_text(json.dumps(stats))
-        mark_taken(self.root / RECORDS_DIR, resets)
+        tmp = stats_file.with_name(f".{stats_file.name}.tmp")  # readers never see a half-written record
+        tmp.write_text(json.dumps(stats))
+        tmp.replace(stats_file)
+        mark_taken(self.root / RECORDS_DIR, resets)  # after the record holds them: a crash keeps them pending
         self.batches.append(stats)
         if self.metrics is not None:
             self.metrics.record_batch(stats, lat)
