@@ -5,7 +5,10 @@ Registered as format ``rtml_kafka`` (the short name ``kafka`` is reserved by Spa
 Spark's own Kafka source: key, value, topic, partition, offset, timestamp, timestampType, headers.
 Offsets per topic-partition live in the Spark checkpoint as ``{"topic": {"0": n, ...}}`` with a
 stable key order. Read options: ``subscribe`` (comma-separated topics), ``startingOffsets``
-(earliest | latest | JSON), ``maxOffsetsPerTrigger``. Write options: ``topic``. Both: ``ioClient``
+(earliest | latest | JSON), ``maxOffsetsPerTrigger``, ``onOffsetReset`` (fail | earliest | latest:
+what to do when the log no longer holds the checkpoint's offsets, see
+:mod:`rtml.pipelines.offset_reset`) and ``offsetResetLog`` (a directory where each reset is
+recorded). Write options (:mod:`rtml.pipelines.kafka_sink`): ``topic``. Both: ``ioClient``
 (librdkafka | kafka-python: the client tasks read and write with, see :mod:`rtml.pipelines.partition_reader`
 and :mod:`rtml.pipelines.bulk_producer`; offsets are always discovered with kafka-python on the driver).
 Connection options: see :func:`spark_options`.
@@ -24,19 +27,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql.datasource import (
-    DataSource,
-    DataSourceArrowWriter,
-    DataSourceStreamArrowWriter,
-    DataSourceStreamReader,
-    InputPartition,
-    WriterCommitMessage,
-)
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import (
     ReadAllAvailable,
     ReadLimit,
     ReadMaxRows,
     SupportsTriggerAvailableNow,
+)
+
+from rtml.pipelines.kafka_sink import KafkaBatchWriter, KafkaStreamWriter
+from rtml.pipelines.offset_reset import (
+    Key,
+    OffsetResetError,
+    check_policy,
+    missing_message,
+    plan,
+    read_from,
+    record,
+    trusted_ends,
 )
 
 FORMAT = "rtml_kafka"
@@ -78,15 +86,22 @@ def _consumer(conn: dict[str, Any]):  # noqa: ANN202
     return make_reader_consumer(conn)
 
 
-def true_end_offsets(consumer: Any, tps: list[Any]) -> dict[Any, int]:
-    """End offset of each partition from fetch high-water marks (exact even where ListOffsets is not)."""
+def log_bounds(consumer: Any, tps: list[Any]) -> tuple[dict[Any, int], dict[Any, int], set[Any]]:
+    """``(log start, true log end, partitions whose end is exact)`` of each partition.
+
+    The end comes from fetch high-water marks (exact even where ListOffsets is not); where no fetch
+    answered within the probe's time, ListOffsets' answer stands (possibly short) and the partition
+    is left out of the exact set.
+    """
     listed = consumer.end_offsets(tps)
     begin = consumer.beginning_offsets(tps)
     ends: dict[Any, int] = {}
+    exact: set[Any] = set()
     probe = []
     for tp in tps:
         if listed[tp] <= begin[tp]:
             ends[tp] = listed[tp]  # nothing there at all
+            exact.add(tp)
         else:
             probe.append(tp)
     if probe:
@@ -102,7 +117,14 @@ def true_end_offsets(consumer: Any, tps: list[Any]) -> dict[Any, int]:
         for tp in probe:
             hw = consumer.highwater(tp)
             ends[tp] = max(hw or 0, seen.get(tp, listed[tp]))
-    return ends
+            if tp in seen:
+                exact.add(tp)
+    return begin, ends, exact
+
+
+def true_end_offsets(consumer: Any, tps: list[Any]) -> dict[Any, int]:
+    """End offset of each partition from fetch high-water marks (exact even where ListOffsets is not)."""
+    return log_bounds(consumer, tps)[1]
 
 
 @dataclass
@@ -126,7 +148,14 @@ def _from_json(d: dict[str, dict[str, int]]) -> dict[tuple[str, int], int]:
     return {(t, int(p)): int(o) for t, parts in d.items() for p, o in parts.items()}
 
 
+def _plan_key(start: dict, end: dict) -> str:
+    return json.dumps([start, end], sort_keys=True)
+
+
 class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    """Offsets from the driver's kafka-python consumer; a checkpoint the log no longer holds is
+    handled by the ``onOffsetReset`` option (see :mod:`rtml.pipelines.offset_reset`)."""
+
     def __init__(self, options: dict[str, str]) -> None:
         options = _lower(options)
         self.topics = [t.strip() for t in options["subscribe"].split(",") if t.strip()]
@@ -134,12 +163,16 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.max_rows = int(options["maxoffsetspertrigger"]) if options.get("maxoffsetspertrigger") else None
         self.starting = options.get("startingoffsets", "earliest")
         self.client = options.get("ioclient", "librdkafka")
+        self.policy = check_policy(options.get("onoffsetreset", "fail"))
+        self.reset_log = options.get("offsetresetlog")  # directory of reset records (None: logged only)
         self._client: Any = None  # created lazily: the reader is pickled and instantiated more than once
-        self._target: dict[tuple[str, int], int] | None = None
+        self._target: tuple[dict[Key, int], dict[Key, int], set[Key]] | None = None
+        self._planned: dict[str, dict[Key, int]] = {}  # (start, end) JSON -> positions, for partitions()
 
     def _c(self) -> Any:
         if self._client is None:
-            self._client = _consumer(self.conn)
+            # fresh metadata every few seconds: a topic recreated with other partitions is seen
+            self._client = _consumer({**self.conn, "metadata_max_age_ms": 5000})
         return self._client
 
     def _tps(self) -> list[Any]:
@@ -149,20 +182,29 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         tps = []
         for t in self.topics:
             parts = c.partitions_for_topic(t)
-            if parts is None:
-                raise RuntimeError(f"topic '{t}' does not exist on {self.conn['bootstrap_servers']}")
+            deadline = time.monotonic() + 5
+            while not parts and time.monotonic() < deadline:  # metadata may lag a (re)created topic
+                time.sleep(0.5)
+                parts = c.partitions_for_topic(t)
+            if not parts:
+                raise OffsetResetError(missing_message(t, 0, [], ",".join(self.conn["bootstrap_servers"])))
             tps += [TopicPartition(t, p) for p in sorted(parts)]
         return tps
 
-    def _ends(self) -> dict[tuple[str, int], int]:
-        ends = true_end_offsets(self._c(), self._tps())
-        return {(tp.topic, tp.partition): e for tp, e in ends.items()}
+    def _bounds(self) -> tuple[dict[Key, int], dict[Key, int], set[Key]]:
+        begin, ends, exact = log_bounds(self._c(), self._tps())
+        return (
+            {(tp.topic, tp.partition): o for tp, o in begin.items()},
+            {(tp.topic, tp.partition): o for tp, o in ends.items()},
+            {(tp.topic, tp.partition) for tp in exact},
+        )
+
+    def _ends(self) -> dict[Key, int]:
+        return self._bounds()[1]
 
     def initialOffset(self) -> dict:
-        tps = self._tps()
         if self.starting == "earliest":
-            begin = self._c().beginning_offsets(tps)
-            return _offsets_json({(tp.topic, tp.partition): o for tp, o in begin.items()})
+            return _offsets_json(self._bounds()[0])
         if self.starting == "latest":
             return _offsets_json(self._ends())
         return _offsets_json(_from_json(json.loads(self.starting)))
@@ -171,25 +213,40 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
 
     def prepareForTriggerAvailableNow(self) -> None:
-        self._target = self._ends()
+        self._target = self._bounds()
 
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
         begin = _from_json(start)
-        ends = self._target if self._target is not None else self._ends()
-        ends = {k: max(v, begin.get(k, 0)) for k, v in ends.items()}
-        for k in begin:  # never move backwards, never drop a partition we tracked
-            ends.setdefault(k, begin[k])
+        lo, hi, exact = self._target if self._target is not None else self._bounds()
+        hi = trusted_ends(begin, hi, exact)
+        positions, resets, new = plan(begin, lo, hi, self.policy)
+        ends = {k: max(hi[k], positions[k]) for k in positions}
         if isinstance(limit, ReadMaxRows):
-            ends = _apply_row_limit(begin, ends, limit.max_rows)
-        return _offsets_json(ends)
+            ends = _apply_row_limit(positions, ends, limit.max_rows)
+        record(self.reset_log, start, self.policy, resets, new, lo)
+        out = _offsets_json(ends)
+        self._planned = {_plan_key(start, out): positions}  # only the latest plan is ever asked for
+        return out
 
     def partitions(self, start: dict, end: dict) -> list[InputPartition]:
         s, e = _from_json(start), _from_json(end)
+        positions = self._planned.pop(_plan_key(start, end), None)
+        if positions is None:  # planned by another instance (a restart replays the batch): work it out
+            positions = self._replan(start, s, e)
         return [
-            KafkaPartition(t, p, s.get((t, p), 0), off, self.conn, self.client)
+            KafkaPartition(t, p, positions[(t, p)], off, self.conn, self.client)
             for (t, p), off in sorted(e.items())
-            if off > s.get((t, p), 0)
+            if off > positions[(t, p)]
         ]
+
+    def _replan(self, start: dict, s: dict[Key, int], e: dict[Key, int]) -> dict[Key, int]:
+        from kafka import TopicPartition
+
+        tps = [TopicPartition(t, p) for t, p in sorted(e)]
+        lo = {(tp.topic, tp.partition): o for tp, o in self._c().beginning_offsets(tps).items()}
+        positions, resets = read_from(s, e, lo, self.policy)
+        record(self.reset_log, start, self.policy, resets, [k for k in e if k not in s], lo)
+        return positions
 
     def read(self, partition: KafkaPartition) -> Iterator[Any]:  # type: ignore[override]
         from rtml.pipelines.partition_reader import read_partition
@@ -241,79 +298,6 @@ def _apply_row_limit(begin: dict, ends: dict, max_rows: int) -> dict:
             share[k] += 1
             left -= 1
     return {k: begin.get(k, 0) + share[k] for k in keys}
-
-
-# Writing ------------------------------------------------------------------------------------------
-@dataclass
-class Written(WriterCommitMessage):
-    rows: int
-
-
-def produce_arrow(
-    conn: dict[str, Any], default_topic: str | None, batches: Iterator[Any], client: str
-) -> int:
-    """Send rows with columns value [, key, topic, partition, headers] to Kafka; return the count.
-
-    Raises :class:`~rtml.pipelines.bulk_producer.DeliveryError` if records are not accepted after retries.
-    """
-    from rtml.pipelines.bulk_producer import deliver, make_bulk_producer
-
-    producer = make_bulk_producer(conn, client)
-    n = 0
-    try:
-        for batch in batches:
-            cols = batch.to_pydict()
-            values = cols["value"]
-            none = [None] * len(values)
-            topics = cols.get("topic") or [default_topic] * len(values)
-            records = [
-                (
-                    t or default_topic,
-                    k.encode() if isinstance(k, str) else k,
-                    v.encode() if isinstance(v, str) else v,
-                    part,
-                    [(x["key"], x["value"]) for x in h] if h else None,
-                )
-                for v, k, t, part, h in zip(
-                    values,
-                    cols.get("key") or none,
-                    topics,
-                    cols.get("partition") or none,
-                    cols.get("headers") or none,
-                    strict=True,
-                )
-            ]
-            deliver(producer, records)
-            n += len(values)
-    finally:
-        producer.close()
-    return n
-
-
-class KafkaBatchWriter(DataSourceArrowWriter):
-    def __init__(self, options: dict[str, str]) -> None:
-        self.conn = connection_from_options(options)
-        self.topic = _lower(options).get("topic")
-        self.client = _lower(options).get("ioclient", "librdkafka")
-
-    def write(self, iterator: Iterator[Any]) -> Written:
-        return Written(produce_arrow(self.conn, self.topic, iterator, self.client))
-
-
-class KafkaStreamWriter(DataSourceStreamArrowWriter):
-    def __init__(self, options: dict[str, str]) -> None:
-        self.conn = connection_from_options(options)
-        self.topic = _lower(options).get("topic")
-        self.client = _lower(options).get("ioclient", "librdkafka")
-
-    def write(self, iterator: Iterator[Any]) -> Written:
-        return Written(produce_arrow(self.conn, self.topic, iterator, self.client))
-
-    def commit(self, messages: list, batchId: int) -> None:  # noqa: N803 - Spark's name
-        pass
-
-    def abort(self, messages: list, batchId: int) -> None:  # noqa: N803
-        pass
 
 
 class KafkaDataSource(DataSource):

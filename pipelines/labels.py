@@ -12,6 +12,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,6 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
     from kafka import TopicPartition
 
     from rtml.infra.config.kafka_clients import connection_options, make_consumer
-    from rtml.pipelines.kafka_source import true_end_offsets
 
     assert spec.label is not None
     root = settings.sink_root / "labels"
@@ -42,11 +42,13 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
     new = 0
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        ends = true_end_offsets(consumer, tps)
+        positions, ends, entry = _checked_positions(settings, consumer, tps, done, root)
+        done = {str(p): o for (_, p), o in positions.items()}  # a reset's position is kept, read or not
+        offsets_file.write_text(json.dumps(done))
         consumer.assign(tps)
         for tp in tps:
-            start = done.get(str(tp.partition), 0)
-            end = ends[tp]
+            start = done[str(tp.partition)]
+            end = ends[(tp.topic, tp.partition)]
             if end <= start:
                 continue
             consumer.seek(tp, start)
@@ -63,7 +65,41 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
             offsets_file.write_text(json.dumps(done))
     finally:
         consumer.close()
-    return {"new_labels": new}
+    out = {"new_labels": new}
+    if entry is not None:
+        out |= {"offset_resets": len(entry["resets"]), "offsets_skipped": entry["offsets_skipped"]}
+    return out
+
+
+def _checked_positions(
+    settings: Settings, consumer: Any, tps: list[Any], done: dict[str, int], root: Path
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int], dict[str, Any] | None]:
+    """Where to read each partition from, the true log ends and the recorded reset (or None).
+
+    The stored offsets are checked against the log as the scoring job's are (``kafka.on_offset_reset``,
+    :mod:`rtml.pipelines.offset_reset`): a labels topic recreated or emptied by a broker reset fails
+    the ingest with one line, or is read from its start / end with the reset recorded under
+    ``<sink>/labels/_offset_resets`` and logged; never skipped silently.
+    """
+    from rtml.pipelines.kafka_source import log_bounds
+    from rtml.pipelines.offset_reset import RECORDS_DIR, log_entry, plan, record, trusted_ends
+
+    topic = settings.kafka.topics.labels
+    policy = settings.kafka.on_offset_reset
+    lo: dict[tuple[str, int], int] = {}
+    hi: dict[tuple[str, int], int] = {}
+    exact: set[tuple[str, int]] = set()
+    if tps:
+        begin, ends, sure = log_bounds(consumer, tps)
+        lo = {(tp.topic, tp.partition): o for tp, o in begin.items()}
+        hi = {(tp.topic, tp.partition): o for tp, o in ends.items()}
+        exact = {(tp.topic, tp.partition) for tp in sure}
+    checkpoint = {(topic, int(p)): o for p, o in done.items()}
+    positions, resets, new = plan(checkpoint, lo, trusted_ends(checkpoint, hi, exact), policy)
+    entry = record(root / RECORDS_DIR, {topic: done}, policy, resets, new if done else [], lo)
+    if entry is not None:
+        log_entry(entry)
+    return positions, hi, entry
 
 
 def _read_dir(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

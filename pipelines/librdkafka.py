@@ -13,6 +13,7 @@ this module maps it to librdkafka's property names for the data path's clients.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 MESSAGE_TIMEOUT_S = 120  # a record not acknowledged within this time fails (and is sent again)
@@ -41,8 +42,10 @@ def common_config(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def producer_config(opts: dict[str, Any]) -> dict[str, Any]:
+    """A producer that never creates topics (librdkafka's producer default is to create them)."""
     return {
         **common_config(opts),
+        "allow.auto.create.topics": False,
         "acks": "all",
         "linger.ms": 5,
         "enable.idempotence": False,  # as kafka-python; some Kafka-compatible brokers lack InitProducerId
@@ -59,6 +62,8 @@ def consumer_config(opts: dict[str, Any]) -> dict[str, Any]:
         "group.id": "rtml-reader",  # required by the client; unused with assign() and no commits
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
+        "allow.auto.create.topics": False,
+        "auto.offset.reset": "error",  # an offset outside the log is an error, never a silent jump
         "max.partition.fetch.bytes": 8 << 20,
         "fetch.max.bytes": 64 << 20,
         "queued.max.messages.kbytes": 32 << 10,  # prefetch per partition: the next micro-batch's records
@@ -69,3 +74,43 @@ def consumer_config(opts: dict[str, Any]) -> dict[str, Any]:
 def logger() -> logging.Logger:
     """Where librdkafka's own log lines go (it never logs passwords)."""
     return logging.getLogger("rtml.kafka")
+
+
+def check_connection(opts: dict[str, Any], timeout_s: float) -> dict[str, int]:
+    """Topic -> partition count from one metadata answer with librdkafka, within ``timeout_s``.
+
+    Raises :class:`~rtml.infra.config.kafka_clients.KafkaConnectError` with the cause librdkafka
+    logged (e.g. ``SASL PLAIN mechanism handshake failed``); librdkafka itself would retry forever.
+    """
+    from confluent_kafka import KafkaException, Producer
+
+    from rtml.infra.config.kafka_clients import KafkaConnectError, connect_message, definitive
+
+    causes: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            causes.append(" ".join(record.getMessage().split()))
+
+    log = logging.getLogger("rtml.kafka.check")
+    log.propagate = False
+    log.setLevel(logging.WARNING)
+    handler = _Keep()
+    log.addHandler(handler)
+    producer = Producer(
+        {**producer_config(opts), "logger": log, "error_cb": lambda err: causes.append(str(err))}
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                md = producer.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+                return {t: len(m.partitions) for t, m in md.topics.items() if m.error is None}
+            except KafkaException as exc:
+                producer.poll(0)  # serve the log lines and errors queued meanwhile
+                cause = next((c for c in causes if definitive(c)), None)
+                if cause is not None or time.monotonic() >= deadline:
+                    cause = cause or (causes[-1] if causes else None)
+                    raise KafkaConnectError(connect_message(opts, timeout_s, cause, exc)) from None
+    finally:
+        log.removeHandler(handler)

@@ -132,6 +132,19 @@ class ScoringMetrics:
             "Unix time the last successful micro-batch ended (0 before the first).",
             registry=r,
         )
+        self.offset_resets = Counter(
+            "rtml_kafka_offset_resets",
+            "Partitions moved off the checkpoint because the log no longer held its offset "
+            "(kafka.on_offset_reset earliest | latest).",
+            ["topic", "partition", "policy"],
+            registry=r,
+        )
+        self.offsets_skipped = Counter(
+            "rtml_kafka_offsets_skipped",
+            "Offsets an offset reset will never read (see the batch records' offset_resets).",
+            ["topic", "partition"],
+            registry=r,
+        )
         self._roles: set[str] = set()
         self.processed: dict[int, int] = {}  # partition -> offset processed up to
         self.ends: dict[int, int] | None = None
@@ -164,6 +177,11 @@ class ScoringMetrics:
         self.batch_seconds.observe(stats["seconds"])
         if latency_ms is not None:
             self.latency.observe_many(latency_ms / 1000.0)
+        for entry in stats.get("offset_resets", ()):
+            for reset in entry["resets"]:
+                labels = (reset["topic"], str(reset["partition"]))
+                self.offset_resets.labels(*labels, entry["policy"]).inc()
+                self.offsets_skipped.labels(*labels).inc(reset["skipped"])
         self.set_version("champion", stats["model_version"])
         self.last_batch.set(stats["ended_at_ms"] / 1000.0)
 

@@ -63,6 +63,8 @@ class _KafkaPythonReader:
         self.tp = TopicPartition(topic, partition)
         self.consumer = make_reader_consumer(conn)
         self.consumer.assign([self.tp])
+        # a position to compare with: with auto_offset_reset 'none' an unset one raises
+        self.consumer.seek(self.tp, 0)
 
     def read(self, start: int, end: int, chunk: int) -> Iterator[Any]:
         tp, consumer = self.tp, self.consumer

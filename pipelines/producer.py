@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from kafka.errors import KafkaError
 
-from rtml.infra.config.kafka_clients import connection_options
+from rtml.infra.config.kafka_clients import KafkaConnectError, connection_options
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec, load_spec
-from rtml.pipelines.bulk_producer import make_bulk_producer
+from rtml.pipelines.bulk_producer import DeliveryError, make_bulk_producer
 from rtml.pipelines.generator import (
     MALFORMED_KINDS,
     CardTransactionGenerator,
@@ -22,6 +23,7 @@ from rtml.pipelines.generator import (
     malform,
     to_event_frame,
 )
+from rtml.pipelines.kafka_check import check_topics
 
 KIND_HEADER = "rtml.generator.kind"
 
@@ -74,6 +76,10 @@ def stream_frames(
     if not 0 <= malformed_rate < 1:
         raise ProduceError(f"malformed rate must be in [0, 1), got {malformed_rate}")
     topics = settings.kafka.topics
+    try:  # bounded: bad SASL/TLS settings or a missing topic fail here, in seconds
+        check_topics(settings, [topics.events, topics.labels])
+    except KafkaConnectError as exc:
+        raise ProduceError(str(exc)) from None
     producer = make_bulk_producer(connection_options(settings), settings.kafka.io_client)
     rng = np.random.default_rng(seed + 99)
     pending: collections.deque[tuple[float, list[bytes]]] = collections.deque()
@@ -121,6 +127,11 @@ def stream_frames(
             time.sleep(max(0.0, due - time.monotonic()))
             _send(producer, topics.labels, msgs)
             counts["labels"] += len(msgs)
+    except (DeliveryError, KafkaError) as exc:
+        raise ProduceError(
+            f"sending to Kafka failed after {counts['events']} events: {str(exc).splitlines()[0]}; "
+            "check that the broker is up and its topics exist (`rtml up` creates them)"
+        ) from None
     finally:
         producer.close()
     counts["malformed_total"] = sum(counts["malformed"].values())

@@ -39,6 +39,7 @@ def run_scoring(
     from rtml.pipelines.spark_io import spark_session
 
     configure_mlflow(settings)
+    _check_kafka(settings)
     stop = stop or threading.Event()
     sink = BatchSink(settings, spec)
     champion = sink.resolve_champion()  # fail fast, before Spark starts, when there is no champion
@@ -70,12 +71,15 @@ def run_scoring(
             if stop.is_set() or (max_seconds is not None and time.monotonic() - t0 > max_seconds):
                 stop_after_batch(query, tracker)
                 break
-            query.awaitTermination(0.5)
+            try:
+                query.awaitTermination(0.5)
+            except Exception:  # noqa: BLE001 - the query failed: reported below, in one line
+                break
             report()
         report()
         error = query.exception()
         if error is not None:
-            raise RuntimeError(f"scoring query failed: {str(error).splitlines()[0]}")
+            raise RuntimeError(f"scoring query failed: {failure_line(str(error))}")
     finally:
         sink.close()
         if metrics is not None:
@@ -89,6 +93,27 @@ def run_scoring(
     summary["recovered_kafka_batches"] = len(recovered)
     summary["ok"] = True
     return summary
+
+
+def _check_kafka(settings: Settings) -> None:
+    """Fail in seconds, before Spark starts, on bad SASL/TLS settings or a missing topic."""
+    from rtml.infra.config.kafka_clients import KafkaConnectError
+    from rtml.pipelines.kafka_check import check_topics
+
+    t = settings.kafka.topics
+    try:
+        check_topics(settings, [t.events, t.scores, t.quarantine])
+    except KafkaConnectError as exc:
+        raise RuntimeError(str(exc)) from None
+
+
+def failure_line(text: str) -> str:
+    """The one line that explains a failed query: rtml's own message where the source raised one
+    (Spark wraps a Python source's error in its traceback), else the first line."""
+    import re
+
+    found = re.search(r"(?:OffsetResetError|KafkaConnectError): (.+)", text)
+    return found.group(1).strip() if found else text.splitlines()[0]
 
 
 PROGRESS_FILE = "_progress.json"

@@ -24,6 +24,7 @@ from rtml.expectations.stream import StreamGate
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.champion_guard import ChampionGuard
+from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.quarantine import QuarantinePayloads
 from rtml.pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
@@ -113,10 +114,14 @@ class BatchSink:
             },
         }
         stats_file = self.root / "_batches" / f"{name}.json"
+        resets = for_batch(self.root / RECORDS_DIR, stats_file)  # the source's resets go on record
+        stats["offset_resets"] = resets
+        stats["offsets_skipped"] = sum(e["offsets_skipped"] for e in resets)
         stats_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = stats_file.with_name(f".{stats_file.name}.tmp")  # readers never see a half-written record
         tmp.write_text(json.dumps(stats))
         tmp.replace(stats_file)
+        mark_taken(self.root / RECORDS_DIR, resets)  # after the record holds them: a crash keeps them pending
         self.batches.append(stats)
         if self.metrics is not None:
             self.metrics.record_batch(stats, lat)
@@ -140,6 +145,7 @@ def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
             key = r.split(":")[0]
             reasons[key] = reasons.get(key, 0) + n
     versions = sorted({b["model_version"] for b in batches if b["scored"]}, key=int)
+    resets = [e for b in batches for e in b.get("offset_resets", [])]
     return {
         "batches": len(batches),
         "read": sum(b["read"] for b in batches),
@@ -148,6 +154,9 @@ def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
         "explained": sum(b.get("explained", 0) for b in batches),
         "quarantined_by_reason": dict(sorted(reasons.items())),
         "model_versions": versions,
+        "offset_resets": sum(len(e["resets"]) for e in resets),
+        "new_partitions": sum(len(e["new_partitions"]) for e in resets),
+        "offsets_skipped": sum(e["offsets_skipped"] for e in resets),
     }
 
 

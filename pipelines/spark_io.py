@@ -10,6 +10,7 @@ from typing import Any
 from rtml.infra.config.kafka_clients import connection_options
 from rtml.infra.config.settings import Settings
 from rtml.pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
+from rtml.pipelines.offset_reset import RECORDS_DIR
 
 
 def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
@@ -114,13 +115,28 @@ def _format_and_options(settings: Settings) -> tuple[str, dict[str, str]]:
     return FORMAT, spark_options(connection_options(settings)) | {"ioClient": settings.kafka.io_client}
 
 
+def offset_reset_options(settings: Settings) -> dict[str, str]:
+    """The source's answer to a checkpoint the log no longer holds (``kafka.on_offset_reset``).
+
+    rtml's data source: ``onOffsetReset`` (fail | earliest | latest) and ``offsetResetLog``, where
+    each reset is recorded with the offsets it skipped (:mod:`rtml.pipelines.offset_reset`). The
+    native connector's equivalent is ``failOnDataLoss``: ``true`` for ``fail``; ``false`` for
+    ``earliest``, with which Spark logs a warning and goes on from the earliest offset the log holds
+    (it records no skipped count; ``latest`` has no equivalent and is refused by the settings).
+    """
+    policy = settings.kafka.on_offset_reset
+    if settings.kafka.connector == "native":
+        return {"failOnDataLoss": "true" if policy == "fail" else "false"}
+    return {"onOffsetReset": policy, "offsetResetLog": str(settings.sink_root.resolve() / RECORDS_DIR)}
+
+
 def read_kafka_stream(
     spark: Any, settings: Settings, topic: str, starting: str = "earliest", max_per_trigger: int | None = None
 ) -> Any:
     """Streaming DataFrame with Spark's Kafka source columns."""
     fmt, opts = _format_and_options(settings)
     reader = spark.readStream.format(fmt)
-    opts |= {"subscribe": topic, "startingOffsets": starting}
+    opts |= {"subscribe": topic, "startingOffsets": starting} | offset_reset_options(settings)
     if max_per_trigger:
         opts["maxOffsetsPerTrigger"] = str(max_per_trigger)
     return reader.options(**opts).load()

@@ -83,8 +83,16 @@ def _render_services(result: dict) -> None:
         kind = "external" if s.get("external") else s.get("action", "managed" if s.get("managed") else "-")
         rows.append([name, s["url"], health, kind, s.get("pid")])
     table("rtml services", ["service", "url", "health", "", "pid"], rows)
+    for s in result["services"].values():
+        if s.get("error"):
+            console.print(f"[red]{s['error']}[/]")
     if result.get("topics_created"):
         console.print(f"topics created: {', '.join(result['topics_created'])}")
+    for topic, n in (result.get("topics_partitions_differ") or {}).items():
+        console.print(
+            f"[yellow]warning:[/] topic {topic} has {n} partitions, not kafka.partitions; it was not "
+            "created by rtml (the scoring job reports partitions it does not know, and fails on lost ones)"
+        )
 
 
 @app.command()

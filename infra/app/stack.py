@@ -64,14 +64,22 @@ def _tcp_ok(host: str, port: int) -> bool:
 
 
 def _kafka_ok(settings: Settings) -> Callable[[], bool]:
+    """False while the broker's port is closed; once it is open, True if it answers a metadata
+    request with the configured security settings, else StackError naming the cause (bad SASL/TLS
+    settings fail in a bounded time instead of waiting out the start-up timeout)."""
+
     def check() -> bool:
         first = settings.kafka_bootstrap.split(",")[0]
         host, _, port = first.rpartition(":")
         if not _tcp_ok(host or "127.0.0.1", int(port)):
             return False
-        from rtml.infra.config.kafka_clients import connection_options, wait_for_broker
+        from rtml.infra.config.kafka_clients import KafkaConnectError, check_connection, connection_options
 
-        return wait_for_broker(connection_options(settings), timeout_s=5)
+        try:
+            check_connection(connection_options(settings))
+        except KafkaConnectError as exc:
+            raise StackError(f"kafka: {exc}") from None
+        return True
 
     return check
 
@@ -303,34 +311,55 @@ def up(settings: Settings, timeout_s: float = 90.0) -> dict:
         for svc in svcs:
             if svc.external:
                 report[svc.name]["healthy"] = True
-        from rtml.infra.config.kafka_clients import connection_options, ensure_topics
-
-        created = ensure_topics(
-            connection_options(settings),
-            settings.kafka.topics.all(),
-            settings.kafka.partitions,
-            settings.kafka.replication_factor,
-        )
+        created, differ = _ensure_topics(settings)
     except BaseException:
         for rec in started:
             _stop_group(rec["pid"])
         for svc in to_start:
             _pidfile(settings, svc.name).unlink(missing_ok=True)
         raise
-    return {"services": report, "topics_created": created}
+    return {"services": report, "topics_created": created, "topics_partitions_differ": differ}
+
+
+def _ensure_topics(settings: Settings) -> tuple[list[str], dict[str, int]]:
+    """Create rtml's missing topics (after a broker reset too: its topics come back empty or not at
+    all; producers never create them); return them, and the topics whose partition count is not
+    ``kafka.partitions`` (created by someone else: the scoring job reports what changed)."""
+    from rtml.infra.config.kafka_clients import (
+        KafkaConnectError,
+        check_connection,
+        connection_options,
+        ensure_topics,
+    )
+
+    opts = connection_options(settings)
+    names = settings.kafka.topics.all()
+    try:
+        created = ensure_topics(opts, names, settings.kafka.partitions, settings.kafka.replication_factor)
+        counts = check_connection(opts)
+    except KafkaConnectError as exc:
+        raise StackError(f"kafka: {exc}") from None
+    differ = {t: n for t, n in counts.items() if t in names and n != settings.kafka.partitions}
+    return created, differ
 
 
 def status(settings: Settings) -> dict:
     out = {}
     for svc in services(settings):
         rec = None if svc.external else recorded(settings, svc.name)
+        try:
+            healthy, error = svc.health(), None
+        except StackError as exc:
+            healthy, error = False, str(exc)
         out[svc.name] = {
             "url": _redact(svc.url),
             "external": svc.external,
-            "healthy": svc.health(),
+            "healthy": healthy,
             "pid": rec["pid"] if rec else None,
             "managed": rec is not None,
         }
+        if error:
+            out[svc.name]["error"] = error
     return {"services": out}
 
 

@@ -78,7 +78,21 @@ class KafkaSettings(_Section):
         default="librdkafka",
         description="Client of Spark tasks' Kafka reads and of the job's output: librdkafka, kafka-python.",
     )
+    on_offset_reset: Literal["fail", "earliest", "latest"] = Field(
+        default="fail",
+        description="When the log no longer holds the checkpoint's offsets (topic recreated, broker "
+        "reset, retention): fail the query, or read from the log's earliest / latest offset (recorded).",
+    )
     topics: TopicSettings = TopicSettings()
+
+    @model_validator(mode="after")
+    def _native_offset_reset(self) -> KafkaSettings:
+        if self.connector == "native" and self.on_offset_reset == "latest":
+            raise ValueError(
+                "on_offset_reset 'latest' needs connector 'python': the native connector's "
+                "failOnDataLoss=false goes on from the earliest offset the log holds (use 'earliest')"
+            )
+        return self
 
     @field_validator("api_version")
     @classmethod

@@ -70,6 +70,23 @@ def test_duplicates_count_when_batch_records_carry_them(tmp_path: Path) -> None:
     assert m.registry.get_sample_value("rtml_events_duplicates_total") == 2
 
 
+def test_offset_resets_in_a_batch_record_become_counters(tmp_path: Path) -> None:
+    from rtml.pipelines.offset_reset import for_batch, plan, record
+
+    start = {("e", 0): 80, ("e", 1): 90}
+    _, resets, new = plan(start, {("e", 0): 0, ("e", 1): 0}, {("e", 0): 50, ("e", 1): 60}, "latest")
+    record(tmp_path / "resets", {"e": {"0": 80, "1": 90}}, "latest", resets, new, {})
+    entries = for_batch(tmp_path / "resets", tmp_path / "batch.json")
+    m = ScoringMetrics(_settings(tmp_path))
+    m.record_batch({**_batch(0, 0, 0, {}), "offset_resets": entries}, None)
+    v = m.registry.get_sample_value
+    assert v("rtml_kafka_offset_resets_total", {"topic": "e", "partition": "0", "policy": "latest"}) == 1
+    assert v("rtml_kafka_offsets_skipped_total", {"topic": "e", "partition": "0"}) == 50
+    assert v("rtml_kafka_offsets_skipped_total", {"topic": "e", "partition": "1"}) == 60
+    m.record_batch(_batch(1, 3, 3, {}), np.array([1.0] * 3))  # a batch without resets adds none
+    assert v("rtml_kafka_offsets_skipped_total", {"topic": "e", "partition": "0"}) == 50
+
+
 def test_shadow_version_is_a_labelled_series_that_can_be_removed(tmp_path: Path) -> None:
     m = ScoringMetrics(_settings(tmp_path))
     m.set_version("shadow", "5")

@@ -35,6 +35,9 @@ def exported() -> tuple[set[str], set[str]]:
             "model_version": "1",
             "seconds": 0.5,
             "ended_at_ms": 1,
+            "offset_resets": [
+                {"policy": "earliest", "resets": [{"topic": "e", "partition": 0, "skipped": 4}]}
+            ],
         },
         np.array([5.0, 9.0]),
     )
