@@ -216,9 +216,11 @@ def models(
     moves: Annotated[int, typer.Option(min=0, help="How many of the last champion moves to show.")] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """Registered versions (aliases, holdout precision/recall/F1, decisions, top-3 global importance) and
-    the champion's audit trail: where @champion points, whether that move is audited, the rollback path
-    and the last moves."""
+    """Registered versions (aliases, holdout P/R/F1, decisions, importance) and the champion's audit trail.
+
+    The audit trail: where @champion points, whether that move is audited, the rollback path and the
+    last moves. Global importance: each version's top 3 inputs by mean |contribution| on its holdout.
+    """
     from rtml.models.lifecycle.aliases import champion_audit, list_versions
 
     s = settings_of(ctx)
