@@ -4,7 +4,6 @@ families agree with SHAP's linear explainer; the tree and k-means agree with a p
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +12,11 @@ import pandas as pd
 import pytest
 
 from rtml.infra.config.spec import StreamSpec
-from rtml.models.learners.base import Learner, unregister
+from rtml.models.learners.base import Learner
 from rtml.models.learners.check import LearnerCheckError, check_learner
 from rtml.models.learners.explain import Contributions, group, grouping
 from rtml.models.learners.families import FAMILIES
-from tests.model.test_learners import CATS, NUMERIC, learnable, trained
+from tests.model.test_learners import CATS, NUMERIC, learnable, registered_for_the_test, trained
 
 INPUTS = [*NUMERIC, *CATS]
 
@@ -152,12 +151,7 @@ def explainers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, type[Learn
             values = np.c_[x1, np.zeros((len(X), 2))]
             return Contributions(("x1", "x2", "c"), values, np.ones(len(X)), x1, "log_odds")
 
-    classes = [Silent, OffByOne]
-    for cls in classes:
-        monkeypatch.setattr(sys.modules[__name__], cls.__qualname__, cls, raising=False)
-    yield {cls.__qualname__: cls for cls in classes}
-    for cls in classes:
-        unregister(cls.family)
+    yield from registered_for_the_test(monkeypatch, __name__, [Silent, OffByOne])
 
 
 def test_a_family_without_explanations_passes_unless_asked_to_explain(explainers: dict) -> None:

@@ -171,11 +171,7 @@ def third_party(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, type[Lear
             return super().learn(X, y)
 
     classes = [PriorRate, NaNScores, BatchDependent, ArrayParams, ReturnsNone, NoThreshold, Unseeded]
-    for cls in classes:
-        monkeypatch.setattr(sys.modules[__name__], cls.__qualname__, cls, raising=False)
-    yield {cls.__qualname__: cls for cls in classes}
-    for cls in classes:
-        unregister(cls.family)
+    yield from registered_for_the_test(monkeypatch, __name__, classes)
 
 
 def test_a_third_party_family_is_registered_and_passes_the_check(third_party: dict) -> None:
@@ -296,3 +292,12 @@ def test_unknown_family_and_wrong_task_are_one_line_errors() -> None:
         make_learner(load_spec(), "streaming_linear")
     with pytest.raises(ValueError, match="model.params for 'hoeffding_tree'"):
         make_learner(load_spec(), "hoeffding_tree", {"depth": 3})
+
+
+def registered_for_the_test(monkeypatch: Any, module: str, classes: list[type[Learner]]) -> Iterator[dict]:
+    """Families defined inside a fixture, made module globals (so they pickle) and unregistered after."""
+    for cls in classes:
+        monkeypatch.setattr(sys.modules[module], cls.__qualname__, cls, raising=False)
+    yield {cls.__qualname__: cls for cls in classes}
+    for cls in classes:
+        unregister(cls.family)
