@@ -123,3 +123,34 @@ def test_bootstrap_replicates_match_direct_computation() -> None:
     direct = metrics_from_predictions(y, p)
     ones = metrics_from_predictions(y, p, np.ones((3, len(y))))
     assert np.allclose(ones["f1"], direct["f1"][0])
+
+
+def test_regression_uses_the_same_confidence_rule() -> None:
+    from rtml.models.evaluation.promotion_regression import decide_regression
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(100, 10, 2000)
+    champion = y + rng.normal(0, 5, 2000)
+    clearly = decide_regression(POLICY, y, champion, y + rng.normal(0, 2, 2000))
+    assert clearly.promote and min(clearly.probabilities.values()) >= POLICY.confidence
+    other = decide_regression(POLICY, y, champion, y + rng.normal(0, 5, 2000))  # as good, other errors
+    assert other.outcome == "reject" and ("within noise" in other.reason or "not better" in other.reason)
+    assert min(other.probabilities.values()) < POLICY.confidence
+    constant = decide_regression(POLICY, np.full(200, 3.0), np.full(200, 3.5), np.full(200, 3.1))
+    assert constant.outcome == "reject" and "undefined" in constant.reason  # R^2 of a constant target
+
+
+def test_window_keeps_a_validation_split_before_the_holdout() -> None:
+    import pandas as pd
+
+    from rtml.features.featurise import EVENT_MS
+    from rtml.infra.config.settings import Settings
+    from rtml.infra.config.spec import load_spec
+    from rtml.models.training.challenger import select_window
+
+    frame = pd.DataFrame({EVENT_MS: np.arange(1000), "is_fraud": (np.arange(1000) % 20 == 0).astype(int)})
+    s = Settings(promotion={"holdout_fraction": 0.25, "validation_fraction": 0.2})
+    w = select_window(frame, load_spec(), s, watermark_ms=-1, now_ms=10_000)
+    assert (len(w.train), len(w.validation), len(w.holdout)) == (600, 150, 250)
+    assert w.train[EVENT_MS].max() < w.validation[EVENT_MS].min() < w.holdout[EVENT_MS].min()
+    assert len(w.labelled) == 1000 and w.info["validation_rows"] == 150
