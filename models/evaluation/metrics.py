@@ -47,8 +47,8 @@ def dominating_threshold(
     Candidates are the thresholds whose precision and recall are both >= the champion's. Of those,
     the one that beats the champion on precision, recall and F1 together in the most paired bootstrap
     resamples (ties: the middle one, away from both edges) is returned with its figures; None when
-    no threshold dominates, there are no positives, or the champion flagged nothing (no operating
-    point to dominate).
+    no threshold dominates, there are no positives, or the champion caught none of them (then every
+    threshold "dominates" it, and the best-F1 threshold is the better choice).
 
     >>> y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
     >>> s = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.2, 0.1, 0.1, 0.1, 0.1])
@@ -60,7 +60,7 @@ def dominating_threshold(
     y = np.asarray(y_true).astype(bool)
     scores = np.asarray(scores, dtype=float)
     champ = np.asarray(champion_pred).astype(bool)
-    if y.sum() == 0 or not champ.any():
+    if y.sum() == 0 or not (champ & y).any():  # no positive caught: no operating point to dominate
         return None
     p, r, t = precision_recall_curve(y, scores)
     p, r = p[:-1], r[:-1]  # aligned with t

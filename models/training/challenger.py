@@ -154,7 +154,9 @@ def choose_threshold(spec: StreamSpec, champion: Any, learner: Any, validation: 
         learner.threshold, figures = found
         return {"rule": "dominates the champion on the validation split", **_rounded(figures)}
     learner.threshold = best_f1_threshold(y, scores, learner.threshold)
-    return {"rule": "best F1 on the validation split (no threshold dominates the champion there)"}
+    return {
+        "rule": "best F1 on the validation split (no dominating threshold, or the champion caught nothing)"
+    }
 
 
 def _rounded(figures: dict[str, float]) -> dict[str, float]:

@@ -74,7 +74,7 @@ def test_twenty_retrains_on_a_stationary_stream_promote_at_most_one(seed: int) -
 
 
 def test_a_better_challenger_is_promoted_within_two_retrains_after_a_drift() -> None:
-    decisions = replay(1, retrains=2, chunk=8_000, drift_at=BOOT)
+    decisions = replay(1, retrains=2, chunk=12_000, drift_at=BOOT)
     promoted = [d for d in decisions if d.promote]
     assert promoted, [d.reason for d in decisions]
     d = promoted[0]
