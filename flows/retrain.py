@@ -232,7 +232,7 @@ def retrain_flow(
         logger.info(summary["reason"])
         return summary
     if gate is None:
-        frame = pd.concat([window.train, window.holdout], ignore_index=True)
+        frame = window.labelled  # train, validation and holdout: every row is gated
         gate = quality_gate(settings, spec, frame, champ_version, trigger, None, champ_model)
     summary["quality_gate"] = gate
     learner = train(settings, spec, champ_model, window)

@@ -261,6 +261,7 @@ def models(
                 for v in r["versions"]
             ],
         )
+        _render_comparisons(r["versions"])
         a = r.get("champion")
         if not a:
             return
@@ -289,6 +290,38 @@ def models(
         )
 
     emit({"ok": True, "versions": rows, "champion": audit}, as_json, render)
+
+
+def _render_comparisons(versions: list[dict]) -> None:
+    """Each challenger against the champion it was judged with, on the same holdout."""
+    compared = [v for v in versions if v.get("comparison")]
+    if not compared:
+        return
+
+    def cell(m: dict) -> str:
+        def f(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.3f}"
+
+        delta = "" if m.get("delta") is None else f" ({m['delta']:+.3f}"
+        p = "" if m.get("p_better") is None else f", p={m['p_better']:.2f}"
+        return f"{f(m.get('champion'))} -> {f(m.get('challenger'))}" + (delta + p + ")" if delta else "")
+
+    names = list(compared[0]["comparison"]["metrics"])
+    table(
+        "decisions: champion -> challenger on the same holdout (delta, P(challenger better))",
+        ["version", "vs", "holdout", *names, "decision", "reason"],
+        [
+            [
+                v["version"],
+                v["comparison"]["champion_version"] or "",
+                v["comparison"]["holdout"] or "",
+                *[cell(v["comparison"]["metrics"].get(n, {})) for n in names],
+                v["decision"],
+                (v["decision_reason"] or "")[:120],
+            ]
+            for v in compared
+        ],
+    )
 
 
 def promote(

@@ -196,10 +196,31 @@ class PromotionSettings(_Section):
     margin: float = Field(
         default=0.0, ge=0, description="Challenger must beat champion + margin on every metric."
     )
+    precision_floor: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Precision a challenger must reach to replace a champion whose precision is undefined "
+        "on the holdout (it flagged nothing).",
+    )
     min_holdout: int = Field(default=500, ge=1)
     min_positives: int = Field(default=20, ge=1)
     bootstrap_samples: int = Field(default=200, ge=10)
+    confidence: float = Field(
+        default=0.95,
+        ge=0.5,
+        lt=1,
+        description="Share of paired bootstrap resamples in which the challenger must beat the champion, "
+        "on every metric.",
+    )
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1, description="Newest slice of the window.")
+    validation_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Newest slice of the training part on which a challenger's decision threshold is "
+        "chosen (not learned from until the next retrain); 0 = chosen on the training rows.",
+    )
     allow_unaudited_moves: bool = Field(
         default=False,
         description="Let the scoring job follow a @champion moved around rtml (no audit record).",

@@ -1,83 +1,47 @@
-"""Champion/challenger promotion policy (pure logic; thresholds are data).
+"""Champion/challenger promotion for binary decisions: precision, recall and F1 (pure logic).
 
-Both models are judged on the same held-out labelled slice. The challenger is promoted iff each of
-precision, recall and F1 is >= the champion's + margin and at least one is strictly better. Too
-small a holdout, or too few positives, means no decision; a challenger with an undefined (NaN) metric
-is never promoted, while a champion's undefined metric (it flagged nothing) counts as 0.
+Both models' decisions are compared on the same held-out labelled slice. The challenger is promoted
+iff it beats the champion on precision **and** recall **and** F1, each in at least
+``policy.confidence`` of the paired bootstrap resamples of that slice (see
+:func:`rtml.models.evaluation.decision.verdict`). Too small a holdout, or too few positives, means no
+decision. F1 is 2TP / (2TP + FP + FN), so a model that flags nothing has recall 0, F1 0 and an
+undefined precision; an undefined metric is never a free win: a challenger's rejects it, and a
+champion's undefined precision is replaced by ``policy.precision_floor`` (at least the holdout's
+positive rate). Matching a champion's perfect 1.0 counts as beating it.
 
 >>> import numpy as np
 >>> y = np.array([1] * 30 + [0] * 570)
 >>> champ = np.r_[np.ones(20), np.zeros(10), np.zeros(560), np.ones(10)]
 >>> chall = np.r_[np.ones(28), np.zeros(2), np.zeros(565), np.ones(5)]
 >>> d = decide(PromotionPolicy(min_holdout=100, min_positives=10), y, champ, chall)
->>> d.outcome, round(d.deltas["f1"], 3)
-('promote', 0.222)
+>>> d.outcome, round(d.deltas["f1"], 3), d.probabilities["recall"] >= 0.9
+('promote', 0.222, True)
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Literal
-
 import numpy as np
 
+from rtml.models.evaluation.decision import Decision, PromotionPolicy, bootstrap_weights, verdict
+
+__all__ = [
+    "METRICS",
+    "Decision",
+    "PromotionPolicy",
+    "bootstrap_weights",
+    "decide",
+    "metrics_from_predictions",
+]
+
 METRICS = ("precision", "recall", "f1")
-
-
-@dataclass(frozen=True)
-class PromotionPolicy:
-    margin: float = 0.0
-    min_holdout: int = 500
-    min_positives: int = 20
-    bootstrap_samples: int = 200
-    confidence: float = 0.95
-    seed: int = 0
-
-
-@dataclass
-class Decision:
-    outcome: Literal["promote", "reject", "no_decision"]
-    reason: str
-    holdout_n: int
-    holdout_positives: int
-    champion: dict[str, float] = field(default_factory=dict)
-    challenger: dict[str, float] = field(default_factory=dict)
-    deltas: dict[str, float] = field(default_factory=dict)
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    metrics: tuple[str, ...] = METRICS
-
-    @property
-    def promote(self) -> bool:
-        return self.outcome == "promote"
-
-    def table(self) -> list[dict[str, object]]:
-        """Rows for a Prefect table artifact / CLI table."""
-        return [
-            {
-                "metric": m,
-                "champion": _r(self.champion.get(m)),
-                "challenger": _r(self.challenger.get(m)),
-                "delta": _r(self.deltas.get(m)),
-                "ci_low": _r(self.intervals.get(m, (math.nan, math.nan))[0]),
-                "ci_high": _r(self.intervals.get(m, (math.nan, math.nan))[1]),
-            }
-            for m in self.metrics
-        ]
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+LOWER_IS_BETTER = dict.fromkeys(METRICS, False)
 
 
 def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
         recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), np.nan)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)  # 0 when nothing flagged
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
@@ -92,26 +56,6 @@ def metrics_from_predictions(
     fp = w @ (~y & pred)
     fn = w @ (y & ~pred)
     return _prf(tp.astype(float), fp.astype(float), fn.astype(float))
-
-
-def bootstrap_weights(policy: PromotionPolicy, n: int) -> np.ndarray:
-    """Row weights of ``policy.bootstrap_samples`` resamples of n rows (B x n), seeded."""
-    rng = np.random.default_rng(policy.seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=policy.bootstrap_samples)
-
-
-def delta_intervals(deltas: dict[str, np.ndarray], policy: PromotionPolicy) -> dict[str, tuple[float, float]]:
-    """Central ``policy.confidence`` interval of each metric's bootstrap deltas (NaN replicates dropped)."""
-    alpha = (1 - policy.confidence) / 2
-    out = {}
-    for m, d in deltas.items():
-        d = d[~np.isnan(d)]
-        out[m] = (
-            (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha)))
-            if len(d)
-            else (math.nan, math.nan)
-        )
-    return out
 
 
 def decide(
@@ -131,46 +75,19 @@ def decide(
             n,
             positives,
         )
-    raw_champ = {k: float(v[0]) for k, v in metrics_from_predictions(y, champion_pred).items()}
+    champ = {k: float(v[0]) for k, v in metrics_from_predictions(y, champion_pred).items()}
     chall = {k: float(v[0]) for k, v in metrics_from_predictions(y, challenger_pred).items()}
-    # a champion that flags nothing has no precision to defend: its undefined metrics count as 0
-    champ = {m: 0.0 if math.isnan(v) else v for m, v in raw_champ.items()}
-    deltas = {m: chall[m] - champ[m] for m in METRICS}
     weights = bootstrap_weights(policy, n)
-    bc = metrics_from_predictions(y, champion_pred, weights)
-    bn = metrics_from_predictions(y, challenger_pred, weights)
-    intervals = delta_intervals({m: bn[m] - np.nan_to_num(bc[m], nan=0.0) for m in METRICS}, policy)
-    base = {
-        "holdout_n": n,
-        "holdout_positives": positives,
-        "champion": champ,
-        "challenger": chall,
-        "deltas": deltas,
-        "intervals": intervals,
+    boot_champ = metrics_from_predictions(y, champion_pred, weights)
+    boot_chall = metrics_from_predictions(y, challenger_pred, weights)
+    base = {"holdout_n": n, "holdout_positives": positives}
+    # a champion that flagged nothing: the challenger's precision must reach the floor (and at least
+    # the positive rate, what flagging at random achieves), per resample
+    rate = (weights @ y) / weights.sum(1)
+    bars = {
+        "precision": (max(policy.precision_floor, positives / n), np.maximum(policy.precision_floor, rate))
     }
-    nan = [m for m in METRICS if math.isnan(chall[m])]
-    if nan:
-        return Decision(
-            "reject", f"challenger has undefined metric(s) {', '.join(nan)}: not promoted", **base
-        )
-    worse = [m for m in METRICS if chall[m] < champ[m] + policy.margin]
-    if worse:
-        detail = ", ".join(
-            f"{m} {chall[m]:.4f} < {champ[m]:.4f}{f' + {policy.margin}' if policy.margin else ''}"
-            for m in worse
-        )
-        return Decision("reject", f"challenger not better on {detail}", **base)
-    if not any(chall[m] > champ[m] for m in METRICS):
-        return Decision("reject", "challenger ties the champion on precision, recall and F1", **base)
-    return Decision(
-        "promote",
-        "challenger >= champion on precision, recall and F1 and better on "
-        + ", ".join(m for m in METRICS if chall[m] > champ[m])
-        + _undefined_note(raw_champ),
-        **base,
+    ceilings = dict.fromkeys(METRICS, 1.0)
+    return verdict(
+        policy, METRICS, LOWER_IS_BETTER, champ, chall, boot_champ, boot_chall, base, bars, ceilings
     )
-
-
-def _undefined_note(raw_champion: dict[str, float]) -> str:
-    undefined = [m for m in METRICS if math.isnan(raw_champion[m])]
-    return f" (champion's undefined {', '.join(undefined)} counted as 0)" if undefined else ""

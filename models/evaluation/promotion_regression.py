@@ -1,9 +1,11 @@
 """Champion/challenger policy for the regression task (pure logic; thresholds are data).
 
 Both models predict the same held-out slice. The challenger is promoted iff its RMSE and MAE are
-each <= the champion's - margin, its R^2 >= the champion's + margin, and at least one of the three
-is strictly better. Fewer than ``min_holdout`` rows: no decision. Deltas are challenger - champion
-(negative is better for RMSE and MAE), with bootstrap intervals.
+lower and its R^2 higher than the champion's (by more than ``margin``), each in at least
+``policy.confidence`` of the paired bootstrap resamples of that slice -- the same rule as
+classification's precision/recall/F1 (:func:`rtml.models.evaluation.decision.verdict`). Fewer than
+``min_holdout`` rows: no decision. Deltas are challenger - champion (negative is better for RMSE and
+MAE); an undefined R^2 (a constant holdout target) is no evidence either way.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -16,11 +18,9 @@ is strictly better. Fewer than ``min_holdout`` rows: no decision. Deltas are cha
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from rtml.models.evaluation.promotion import Decision, PromotionPolicy, bootstrap_weights, delta_intervals
+from rtml.models.evaluation.decision import Decision, PromotionPolicy, bootstrap_weights, verdict
 
 METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = {"rmse": True, "mae": True, "r2": False}
@@ -56,42 +56,7 @@ def decide_regression(
     one = np.ones((1, n))
     champ = {k: float(v[0]) for k, v in _metrics(y, champ_pred, one).items()}
     chall = {k: float(v[0]) for k, v in _metrics(y, chall_pred, one).items()}
-    deltas = {m: chall[m] - champ[m] for m in METRICS}
     weights = bootstrap_weights(policy, n).astype(float)
-    bc, bn = _metrics(y, champ_pred, weights), _metrics(y, chall_pred, weights)
-    intervals = delta_intervals({m: bn[m] - bc[m] for m in METRICS}, policy)
-    base = {
-        "holdout_n": n,
-        "holdout_positives": 0,
-        "champion": champ,
-        "challenger": chall,
-        "deltas": deltas,
-        "intervals": intervals,
-        "metrics": METRICS,
-    }
-    nan = [m for m in METRICS if math.isnan(chall[m])]
-    if nan:
-        return Decision(
-            "reject", f"challenger has undefined metric(s) {', '.join(nan)}: not promoted", **base
-        )
-
-    def not_worse(m: str) -> bool:
-        if LOWER_IS_BETTER[m]:
-            return chall[m] <= champ[m] - policy.margin
-        return chall[m] >= champ[m] + policy.margin
-
-    def better(m: str) -> bool:
-        return chall[m] < champ[m] if LOWER_IS_BETTER[m] else chall[m] > champ[m]
-
-    worse = [m for m in METRICS if not not_worse(m)]
-    if worse:
-        detail = ", ".join(f"{m} {chall[m]:.4f} vs {champ[m]:.4f}" for m in worse)
-        return Decision("reject", f"challenger not better on {detail}", **base)
-    if not any(better(m) for m in METRICS):
-        return Decision("reject", "challenger ties the champion on RMSE, MAE and R^2", **base)
-    return Decision(
-        "promote",
-        "challenger at least as good on RMSE, MAE and R^2 and better on "
-        + ", ".join(m for m in METRICS if better(m)),
-        **base,
-    )
+    boot_champ, boot_chall = _metrics(y, champ_pred, weights), _metrics(y, chall_pred, weights)
+    base = {"holdout_n": n, "holdout_positives": 0}
+    return verdict(policy, METRICS, LOWER_IS_BETTER, champ, chall, boot_champ, boot_chall, base)

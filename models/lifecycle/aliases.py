@@ -238,6 +238,7 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
                 "f1": metrics.get("holdout_f1"),
                 "decision": tags.get("rtml.decision"),
                 "decision_reason": tags.get("rtml.decision_reason"),
+                "comparison": _comparison(tags),
                 "audit_records": sum(1 for k in tags if k.startswith(AUDIT_PREFIX)),
                 "importance": {  # logged by models.monitoring.importance, largest first
                     k.removeprefix("importance."): v
@@ -247,6 +248,23 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _comparison(tags: dict[str, str]) -> dict[str, Any] | None:
+    """This version against the champion it challenged, on the same holdout (from the decision tags):
+    per metric both models' values, the delta, P(challenger better) and the interval."""
+    if "rtml.decision_table" not in tags:
+        return None
+    try:
+        rows = json.loads(tags["rtml.decision_table"])
+    except ValueError:
+        return None
+    return {
+        "champion_version": tags.get("rtml.compared_with"),
+        "holdout": tags.get("rtml.decision_holdout"),
+        "confidence": float(tags["rtml.decision_confidence"]) if "rtml.decision_confidence" in tags else None,
+        "metrics": {r.pop("metric"): r for r in rows},
+    }
 
 
 def champion_audit(settings: Settings, moves: int = 10) -> dict[str, Any]:

@@ -2,7 +2,11 @@
 
 The window is every labelled event newer than the champion's training watermark (incremental),
 or newer than now - sliding_window (full). Its newest ``holdout_fraction`` by event time is the
-holdout: neither model has trained on it, and both are judged on it.
+holdout: neither model has trained on it, and both are judged on it. For a thresholded task, the
+newest ``validation_fraction`` of the rest is the validation split: the challenger does not learn
+from it this round (the training watermark stops before it, so the next window starts with it) and
+its decision threshold is chosen there to dominate the champion's operating point
+(:func:`choose_threshold`).
 """
 
 from __future__ import annotations
@@ -24,13 +28,21 @@ from rtml.models.learners.families import make_learner
 
 @dataclass
 class Window:
+    """``train`` is learned from, ``validation`` sets the challenger's threshold, ``holdout`` judges."""
+
     train: pd.DataFrame
     holdout: pd.DataFrame
     info: dict[str, Any] = field(default_factory=dict)
+    validation: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def empty(self) -> bool:
         return self.train.empty or self.holdout.empty
+
+    @property
+    def labelled(self) -> pd.DataFrame:
+        """Every row of the window (train, validation, holdout): what the quality gate checks."""
+        return pd.concat([self.train, self.validation, self.holdout], ignore_index=True)
 
 
 def labels_of(frame: pd.DataFrame, spec: StreamSpec) -> np.ndarray:
@@ -53,15 +65,20 @@ def select_window(
     n_hold = int(len(new) * settings.promotion.holdout_fraction)
     holdout = new.iloc[len(new) - n_hold :] if n_hold else new.iloc[:0]
     cut = holdout[EVENT_MS].min() if n_hold else np.inf
-    train = base[base[EVENT_MS] < cut]
+    before = base[base[EVENT_MS] < cut]
+    n_val = 0 if is_regression(spec) else int(len(before) * settings.promotion.validation_fraction)
+    train, validation = before.iloc[: len(before) - n_val], before.iloc[len(before) - n_val :]
     info = {
         "mode": settings.retrain.mode,
         "watermark_ms": int(watermark_ms),
         "new_rows": int(len(new)),
         **_describe(train, spec, "train"),
+        **_describe(validation, spec, "validation"),
         **_describe(holdout, spec, "holdout"),
     }
-    return Window(train.reset_index(drop=True), holdout.reset_index(drop=True), info)
+    return Window(
+        train.reset_index(drop=True), holdout.reset_index(drop=True), info, validation.reset_index(drop=True)
+    )
 
 
 def _describe(frame: pd.DataFrame, spec: StreamSpec, prefix: str) -> dict[str, Any]:
@@ -107,5 +124,40 @@ def train_challenger(
         for start in range(0, len(X), batch):
             idx = order[start : start + batch]
             learner.learn(X.iloc[idx], y[idx])
-    calibrate(spec, learner, y, learner.score(X))
+    choice = choose_threshold(spec, champion, learner, window.validation)
+    if choice is None:  # no validation labels: the best-F1 threshold on the training rows, as before
+        calibrate(spec, learner, y, learner.score(X))
+        choice = {"rule": "best F1 on the training rows (no validation positives)"}
+    window.info |= {f"threshold_{k}": v for k, v in choice.items()}  # logged with the window
     return learner
+
+
+def choose_threshold(spec: StreamSpec, champion: Any, learner: Any, validation: pd.DataFrame) -> dict | None:
+    """Set the challenger's threshold on the validation split (never the holdout); what was chosen.
+
+    Where the challenger's precision-recall curve allows it, the threshold dominates the champion's
+    operating point there (precision and recall both >= the champion's, the point most likely to
+    beat it on precision, recall and F1 at once); otherwise the best-F1 threshold of the split.
+    None (threshold untouched) for regression, or a split without positives.
+    """
+    from rtml.models.evaluation.metrics import best_f1_threshold, dominating_threshold
+
+    if is_regression(spec) or validation.empty:
+        return None
+    y = labels_of(validation, spec)
+    if y.sum() == 0:
+        return None
+    scores = learner.score(validation[champion.columns])
+    champ = champion.learner.score(validation[champion.columns]) >= champion.learner.threshold
+    found = dominating_threshold(y, scores, champ)
+    if found is not None:
+        learner.threshold, figures = found
+        return {"rule": "dominates the champion on the validation split", **_rounded(figures)}
+    learner.threshold = best_f1_threshold(y, scores, learner.threshold)
+    return {
+        "rule": "best F1 on the validation split (no dominating threshold, or the champion caught nothing)"
+    }
+
+
+def _rounded(figures: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in figures.items()}

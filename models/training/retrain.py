@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from rtml.features.featurise import EVENT_MS
 from rtml.infra.config.settings import Settings
@@ -57,6 +56,8 @@ def policy_of(settings: Settings) -> PromotionPolicy:
         min_holdout=p.min_holdout,
         min_positives=p.min_positives,
         bootstrap_samples=p.bootstrap_samples,
+        confidence=p.confidence,
+        precision_floor=p.precision_floor,
     )
 
 
@@ -135,6 +136,7 @@ def register_challenger(
     metrics = {f"holdout_{k}": float(v) for k, v in hold.items()}
     metrics |= {f"champion_holdout_{k}": float(v) for k, v in decision.champion.items()}
     metrics |= {f"delta_{k}": float(v) for k, v in decision.deltas.items()}
+    metrics |= {f"p_better_{k}": float(v) for k, v in decision.probabilities.items()}
     metrics["threshold"] = float(learner.threshold)
     params = {
         **learner.params(),
@@ -150,7 +152,7 @@ def register_challenger(
         WATERMARK_TAG: str(watermark_ms),
         "rtml.window": json.dumps(window.info, sort_keys=True),
     }
-    seen = pd.concat([window.train, window.holdout], ignore_index=True)
+    seen = window.labelled
     profile = build_profile(
         seen[spec.model_inputs],
         spec,
@@ -181,7 +183,8 @@ def register_challenger(
 def record_decision(
     settings: Settings, champion_version: str, challenger_version: str, decision: Decision
 ) -> None:
-    """Write the decision (table, deltas, intervals, reason) as tags on both versions."""
+    """Write the decision (both models' metrics on the same holdout, deltas, probabilities, intervals,
+    reason) as tags on both versions."""
     table = json.dumps(decision.table())
     common = {
         "rtml.decision": decision.outcome,
@@ -189,6 +192,7 @@ def record_decision(
         "rtml.decision_table": table,
         "rtml.decision_at_ms": str(int(time.time() * 1000)),
         "rtml.decision_holdout": f"n={decision.holdout_n} positives={decision.holdout_positives}",
+        "rtml.decision_confidence": str(decision.confidence),
     }
     tag_version(settings, challenger_version, {**common, "rtml.compared_with": champion_version})
     tag_version(settings, champion_version, {f"rtml.challenged_by.{challenger_version}": decision.outcome})

@@ -68,10 +68,54 @@ def test_nan_challenger_metric_is_not_promoted() -> None:
     assert d.outcome == "reject" and "undefined" in d.reason
 
 
-def test_champion_that_flags_nothing_can_be_replaced() -> None:
-    d = decide(POLICY, _y(), np.zeros(1000, dtype=int), _pred(30, 10))
-    assert d.promote and "counted as 0" in d.reason
-    assert all(r["delta"] is not None and r["delta"] > 0 for r in d.table())
+def test_champion_that_flags_nothing_is_judged_against_the_precision_floor() -> None:
+    # its precision is undefined: not a free win, the challenger must reach promotion.precision_floor
+    d = decide(POLICY, _y(), np.zeros(1000, dtype=int), _pred(30, 10))  # precision 0.75 >= 0.5
+    assert d.promote and "judged against the floor 0.5000" in d.reason
+    assert np.isnan(d.champion["precision"]) and d.champion["recall"] == 0 and d.champion["f1"] == 0
+    flooded = decide(POLICY, _y(), np.zeros(1000, dtype=int), _pred(40, 900))  # flags nearly everything
+    assert flooded.outcome == "reject" and "not better on precision" in flooded.reason
+
+
+def test_weak_challenger_does_not_beat_a_champion_with_undefined_metrics() -> None:
+    """The README retrain of issue 17: P/R/F1 0.20/0.07/0.105 on 28 positives over a silent champion."""
+    y = np.r_[np.ones(28), np.zeros(1972)].astype(int)
+    weak = np.r_[np.ones(2), np.zeros(26), np.ones(8), np.zeros(1964)]
+    for policy in (PromotionPolicy(), PromotionPolicy(precision_floor=0.0, bootstrap_samples=2000)):
+        d = decide(policy, y, np.zeros(2000), weak)
+        assert (round(d.challenger["precision"], 2), round(d.challenger["f1"], 3)) == (0.2, 0.105)
+        assert d.outcome == "reject", d.reason
+    # without the floor, only the noise rule stops it: 2 true positives are no evidence at 90%
+    assert "within noise" in d.reason and d.probabilities["recall"] < 0.9
+
+
+def test_within_noise_is_rejected_with_that_reason() -> None:
+    # one more true positive of 40 and one fewer false alarm: better on all three, but not convincingly
+    d = decide(POLICY, _y(), _pred(30, 10), _pred(31, 9))
+    assert all(d.deltas[m] > 0 for m in ("precision", "recall", "f1"))
+    assert d.outcome == "reject" and "within noise" in d.reason
+    assert min(d.probabilities.values()) < POLICY.confidence
+    rows = {r["metric"]: r for r in d.table()}
+    assert rows["recall"]["p_better"] == round(d.probabilities["recall"], 4)
+
+
+def test_a_tied_metric_is_not_a_win_but_a_perfect_one_is() -> None:
+    d = decide(POLICY, _y(), _pred(30, 20), _pred(30, 5))  # same recall, fewer false alarms
+    assert d.outcome == "reject" and "recall ties" in d.reason
+    d = decide(POLICY, _y(), _pred(40, 30), _pred(40, 5))  # recall 1.0 for both: cannot be beaten
+    assert d.promote and d.probabilities["recall"] == 1.0
+
+
+def test_confidence_is_data() -> None:
+    champion, challenger = _pred(30, 10), _pred(33, 8)
+    lenient = decide(
+        PromotionPolicy(min_holdout=100, min_positives=10, confidence=0.5), _y(), champion, challenger
+    )
+    strict = decide(
+        PromotionPolicy(min_holdout=100, min_positives=10, confidence=0.99), _y(), champion, challenger
+    )
+    assert lenient.promote and strict.outcome == "reject"
+    assert lenient.probabilities == strict.probabilities
 
 
 def test_bootstrap_replicates_match_direct_computation() -> None:
@@ -79,3 +123,34 @@ def test_bootstrap_replicates_match_direct_computation() -> None:
     direct = metrics_from_predictions(y, p)
     ones = metrics_from_predictions(y, p, np.ones((3, len(y))))
     assert np.allclose(ones["f1"], direct["f1"][0])
+
+
+def test_regression_uses_the_same_confidence_rule() -> None:
+    from rtml.models.evaluation.promotion_regression import decide_regression
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(100, 10, 2000)
+    champion = y + rng.normal(0, 5, 2000)
+    clearly = decide_regression(POLICY, y, champion, y + rng.normal(0, 2, 2000))
+    assert clearly.promote and min(clearly.probabilities.values()) >= POLICY.confidence
+    other = decide_regression(POLICY, y, champion, y + rng.normal(0, 5, 2000))  # as good, other errors
+    assert other.outcome == "reject" and ("within noise" in other.reason or "not better" in other.reason)
+    assert min(other.probabilities.values()) < POLICY.confidence
+    constant = decide_regression(POLICY, np.full(200, 3.0), np.full(200, 3.5), np.full(200, 3.1))
+    assert constant.outcome == "reject" and "undefined" in constant.reason  # R^2 of a constant target
+
+
+def test_window_keeps_a_validation_split_before_the_holdout() -> None:
+    import pandas as pd
+
+    from rtml.features.featurise import EVENT_MS
+    from rtml.infra.config.settings import Settings
+    from rtml.infra.config.spec import load_spec
+    from rtml.models.training.challenger import select_window
+
+    frame = pd.DataFrame({EVENT_MS: np.arange(1000), "is_fraud": (np.arange(1000) % 20 == 0).astype(int)})
+    s = Settings(promotion={"holdout_fraction": 0.25, "validation_fraction": 0.2})
+    w = select_window(frame, load_spec(), s, watermark_ms=-1, now_ms=10_000)
+    assert (len(w.train), len(w.validation), len(w.holdout)) == (600, 150, 250)
+    assert w.train[EVENT_MS].max() < w.validation[EVENT_MS].min() < w.holdout[EVENT_MS].min()
+    assert len(w.labelled) == 1000 and w.info["validation_rows"] == 150
