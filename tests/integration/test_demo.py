@@ -26,7 +26,9 @@ LIBRARY_NOISE = re.compile(
 def test_demo_closes_the_loop(tmp_path: Path) -> None:
     env = stack_env(tmp_path / "state")
     proc = subprocess.run(
-        [RTML, "demo", "--events", "6000", "--rate", "3000", "--keep-running", "--json"],
+        # the default round size: a smaller holdout holds about a dozen frauds, too few for a decision
+        # at 95% confidence (the retrains then reject "within noise", rightly)
+        [RTML, "demo", "--events", "24000", "--rate", "6000", "--keep-running", "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -40,12 +42,12 @@ def test_demo_closes_the_loop(tmp_path: Path) -> None:
         assert not LIBRARY_NOISE.search(proc.stderr), proc.stderr[-3000:]
         summary = out["summary"]
         assert out["ok"] and summary["valid_events_lost"] == 0
-        assert summary["events_scored"] == summary["valid_events"] > 11_000
+        assert summary["events_scored"] == summary["valid_events"] > 46_000
         assert summary["events_quarantined"] == summary["events_produced"] - summary["valid_events"] > 0
         assert summary["retrains"] == 2 and summary["promotions"] >= 1
-        for p in out["promotions"]:  # the challenger beat the champion on the same holdout
+        for p in out["promotions"]:  # the challenger beat the champion on each metric, same holdout
             deltas = [p["deltas"][m] for m in ("precision", "recall", "f1")]
-            assert min(deltas) >= 0 and max(deltas) > 0, p
+            assert min(deltas) > 0, p  # better on each metric
         after_drift = [a for a in out["drift_alerts"] if a["check"] == 1]
         assert after_drift and summary["drift_alerts"] >= 1
         assert summary["alerts_delivered_to_oncall"] >= 1
