@@ -258,16 +258,22 @@ def test_serve_sigterm_keeps_schedules_and_stops_the_job(stack, tmp_path: Path) 
     assert "Traceback" not in said, said[-4000:]
     lines = [ln for ln in said.splitlines() if "expect_column_values_to_be_unique(transaction_id)" in ln]
     # the run started here, and any the schedule started meanwhile: each failed run says it in one line
-    failed = requests.post(  # by state: the scheduler keeps many future runs of the deployment
+    failed = requests.post(  # by flow, tag and state: not by deployment id, nor one unfiltered page
         f"{s.prefect_api_url}/flow_runs/filter",
         json={
+            "flows": {"name": {"any_": ["rtml-quality"]}},
             "flow_runs": {
-                "deployment_id": {"any_": [after["rtml-quality"]["id"]]},
+                "tags": {"all_": [s.mlflow.model_name]},
                 "state": {"type": {"any_": ["FAILED"]}},
-            }
+            },
         },
         timeout=10,
     ).json()
-    assert run["id"] in {r["id"] for r in failed}
+    seen = final()
+    assert run["id"] in {r["id"] for r in failed}, (
+        {k: seen.get(k) for k in ("state_type", "deployment_id", "tags")},
+        {"before": quality["id"], "after": after["rtml-quality"]["id"]},
+        [(r["name"], r.get("deployment_id")) for r in failed],
+    )
     assert len(lines) == len(failed), said[-4000:]
     assert {r["name"] for r in failed} == {ln.split("Flow run '")[1].split("'")[0] for ln in lines}, lines
