@@ -1,0 +1,52 @@
+"""Spark configuration: the launcher's keys win, rtml's settings fill the rest (pure logic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rtml.infra.config.settings import load_settings
+from rtml.pipelines.spark_conf import fill_unset, launcher_conf_before_jvm, parse_defaults, submit_args_conf
+from rtml.pipelines.spark_io import rtml_conf
+
+
+def test_launcher_keys_win_and_settings_fill_the_rest(tmp_path: Path) -> None:
+    s = load_settings(
+        use_default_file=False,
+        overrides={"state_dir": str(tmp_path), "spark": {"shuffle_partitions": 7, "conf": {"spark.x": "1"}}},
+    )
+    ours = rtml_conf(s)
+    launched = {"spark.master": "spark://m:7077", "spark.sql.shuffle.partitions": "2", "spark.x": "9"}
+    filled = fill_unset(launched, ours)
+    assert "spark.master" not in filled and "spark.sql.shuffle.partitions" not in filled
+    assert "spark.x" not in filled  # settings.spark.conf fills only, too
+    assert filled["spark.sql.session.timeZone"] == "UTC"
+    assert fill_unset({}, ours)["spark.sql.shuffle.partitions"] == "7"
+    assert fill_unset({}, ours)["spark.master"] == "local[2]"
+
+
+def test_defaults_file_from_spark_conf_dir_then_submit_args(tmp_path: Path) -> None:
+    (tmp_path / "spark-defaults.conf").write_text(
+        "# cluster defaults\nspark.master   spark://a:7077\nspark.sql.shuffle.partitions 4\n\nspark.y=z\n"
+    )
+    env = {
+        "SPARK_CONF_DIR": str(tmp_path),
+        "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.shuffle.partitions=3 pyspark-shell",
+    }
+    conf = launcher_conf_before_jvm(env, spark_home="/nonexistent")
+    assert conf == {"spark.master": "spark://a:7077", "spark.sql.shuffle.partitions": "3", "spark.y": "z"}
+
+
+def test_spark_home_conf_used_without_conf_dir(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "spark-defaults.conf").write_text("spark.master local[1]\n")
+    assert launcher_conf_before_jvm({}, spark_home=str(tmp_path)) == {"spark.master": "local[1]"}
+    assert launcher_conf_before_jvm({}, spark_home=str(tmp_path / "none")) == {}
+
+
+def test_parsers() -> None:
+    assert parse_defaults("a b c\nd\n") == {"a": "b c", "d": ""}
+    assert submit_args_conf("--master=spark://h:1 --conf 'spark.e=x y' app.py") == {
+        "spark.master": "spark://h:1",
+        "spark.e": "x y",
+    }
+    assert submit_args_conf("") == {}
