@@ -10,6 +10,7 @@ from typing import Any
 
 from rtml.infra.config.kafka_clients import connection_options
 from rtml.infra.config.settings import Settings
+from rtml.pipelines.kafka_native import native_options
 from rtml.pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
 from rtml.pipelines.offset_reset import RECORDS_DIR
 from rtml.pipelines.spark_conf import fill_unset, launcher_conf_before_jvm
@@ -132,31 +133,10 @@ def _jvm_ignores_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-def _native_options(settings: Settings) -> dict[str, str]:
-    k = settings.kafka
-    opts = {
-        "kafka.bootstrap.servers": settings.kafka_bootstrap,
-        "kafka.security.protocol": k.security_protocol,
-    }
-    if k.sasl_mechanism:
-        opts["kafka.sasl.mechanism"] = k.sasl_mechanism
-        user = k.sasl_username or ""
-        pwd = k.sasl_password.get_secret_value() if k.sasl_password else ""
-        module = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule"
-            if k.sasl_mechanism.startswith("SCRAM")
-            else "org.apache.kafka.common.security.plain.PlainLoginModule"
-        )
-        opts["kafka.sasl.jaas.config"] = f'{module} required username="{user}" password="{pwd}";'
-    if k.ssl_cafile:
-        opts["kafka.ssl.truststore.location"] = k.ssl_cafile
-    return opts
-
-
 def _format_and_options(settings: Settings) -> tuple[str, dict[str, str]]:
     """Spark format and connection options: native connector, or rtml's data source and its client."""
     if settings.kafka.connector == "native":
-        return "kafka", _native_options(settings)
+        return "kafka", native_options(settings)
     return FORMAT, spark_options(connection_options(settings)) | {"ioClient": settings.kafka.io_client}
 
 
