@@ -35,7 +35,7 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         builder = builder.config(key, value)
     if launched.get("spark.master") is None and not _jvm_running():
         # Only before pyspark launches the JVM: the JVM and its Python workers inherit this.
-        os.environ.setdefault("SPARK_LOCAL_IP", settings.host)
+        os.environ.setdefault("SPARK_LOCAL_IP", settings.spark.driver_host)
     with _jvm_ignores_sigterm():
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -59,8 +59,7 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.bindAddress": settings.host,
-        "spark.driver.host": settings.host,
+        "spark.driver.host": settings.spark.driver_host,  # bindAddress defaults to it
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.streaming.stateStore.providerClass": (

@@ -149,6 +149,11 @@ class PrefectSettings(_Section):
 
 class SparkSettings(_Section):
     master: str = "local[2]"
+    driver_host: str = Field(
+        default="127.0.0.1",
+        description="spark.driver.host: the address executors reach the driver at (not `host`, the "
+        "embedded services' bind address).",
+    )
     checkpoint_root: Path | None = Field(default=None, description="Default: <state_dir>/checkpoints")
     sink_root: Path | None = Field(default=None, description="Default: <state_dir>/sink")
     shuffle_partitions: int = Field(

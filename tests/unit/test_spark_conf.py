@@ -50,3 +50,13 @@ def test_parsers() -> None:
         "spark.e": "x y",
     }
     assert submit_args_conf("") == {}
+
+
+def test_driver_host_is_its_own_setting(tmp_path: Path) -> None:
+    s = load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path), "host": "0.0.0.0"})
+    assert rtml_conf(s)["spark.driver.host"] == "127.0.0.1"  # not the embedded services' bind address
+    s = load_settings(
+        use_default_file=False, overrides={"state_dir": str(tmp_path), "spark": {"driver_host": "10.0.0.5"}}
+    )
+    assert rtml_conf(s)["spark.driver.host"] == "10.0.0.5"
+    assert "spark.driver.bindAddress" not in rtml_conf(s)  # Spark binds to the driver host unless told
