@@ -20,6 +20,48 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
+# What executors need to reach MLflow, forwarded from the driver's environment (credentials: never logged)
+MLFLOW_ENV = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+)
+# Keys whose values are masked in anything rtml logs (Spark's own spark.redaction.regex, by default
+# secret|password|token|access.key, masks the same ones in its UI and event log).
+_SECRET_KEY = re.compile(r"(?i)secret|password|token|credential|jaas|keystore\.key|access.?key")
+MASK = "*********(redacted)"
+
+
+def executor_env(tracking_uri: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``spark.executorEnv.*`` entries: the driver's tracking URI and MLflow credentials from ``env``.
+
+    >>> env = executor_env("http://mlflow:5000", {"MLFLOW_TRACKING_TOKEN": "t", "HOME": "/root"})
+    >>> env["spark.executorEnv.MLFLOW_TRACKING_URI"], env["spark.executorEnv.MLFLOW_TRACKING_TOKEN"], len(env)
+    ('http://mlflow:5000', 't', 2)
+    """
+    out = {"spark.executorEnv.MLFLOW_TRACKING_URI": tracking_uri}
+    for name in MLFLOW_ENV:
+        if env.get(name):
+            out[f"spark.executorEnv.{name}"] = env[name]
+    return out
+
+
+def redact(conf: Mapping[str, str]) -> dict[str, str]:
+    """``conf`` with the values of secret-looking keys masked, for logs and dumps.
+
+    >>> redact({"spark.executorEnv.MLFLOW_TRACKING_PASSWORD": "p", "spark.master": "local[2]"})
+    {'spark.executorEnv.MLFLOW_TRACKING_PASSWORD': '*********(redacted)', 'spark.master': 'local[2]'}
+    """
+    return {k: MASK if _SECRET_KEY.search(k) else v for k, v in conf.items()}
+
+
+def describe(conf: Mapping[str, str]) -> str:
+    """One log line's worth of ``key=value`` pairs, secrets masked."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(redact(conf).items()))
+
 
 def fill_unset(launcher: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
     """The entries of ``ours`` whose keys the launcher left unset (the launcher wins)."""

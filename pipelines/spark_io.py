@@ -13,7 +13,7 @@ from rtml.infra.config.settings import Settings
 from rtml.pipelines.kafka_native import native_options
 from rtml.pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
 from rtml.pipelines.offset_reset import RECORDS_DIR
-from rtml.pipelines.spark_conf import fill_unset, launcher_conf_before_jvm
+from rtml.pipelines.spark_conf import describe, executor_env, fill_unset, launcher_conf_before_jvm
 
 _log = logging.getLogger("rtml.spark")
 
@@ -31,7 +31,8 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     launched = _launcher_conf()
     ours = rtml_conf(settings, app_name)
     builder = SparkSession.builder
-    for key, value in fill_unset(launched, ours).items():
+    filled = fill_unset(launched, ours)
+    for key, value in filled.items():
         builder = builder.config(key, value)
     if launched.get("spark.master") is None and not _jvm_running():
         # Only before pyspark launches the JVM: the JVM and its Python workers inherit this.
@@ -45,6 +46,7 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         spark.sparkContext.master,
         ", ".join(sorted(k for k in ours if k in launched)) or "nothing",
     )
+    _log.debug("spark: set by rtml: %s", describe(filled))
     return spark
 
 
@@ -69,6 +71,7 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         # Python workers: quiet model loads, no pyspark pandas-concat FutureWarning
         "spark.executorEnv.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "spark.executorEnv.PYTHONWARNINGS": "ignore::FutureWarning",
+        **executor_env(settings.tracking_uri, os.environ),
     }
     if "PYSPARK_PYTHON" not in os.environ:  # workers run this interpreter (it has the project installed)
         conf["spark.pyspark.python"] = sys.executable

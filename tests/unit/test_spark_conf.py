@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from rtml.infra.config.settings import load_settings
-from rtml.pipelines.spark_conf import fill_unset, launcher_conf_before_jvm, parse_defaults, submit_args_conf
+from rtml.pipelines.spark_conf import (
+    MASK,
+    MLFLOW_ENV,
+    describe,
+    fill_unset,
+    launcher_conf_before_jvm,
+    parse_defaults,
+    redact,
+    submit_args_conf,
+)
 from rtml.pipelines.spark_io import rtml_conf
 
 
@@ -60,3 +71,36 @@ def test_driver_host_is_its_own_setting(tmp_path: Path) -> None:
     )
     assert rtml_conf(s)["spark.driver.host"] == "10.0.0.5"
     assert "spark.driver.bindAddress" not in rtml_conf(s)  # Spark binds to the driver host unless told
+
+
+def test_executors_get_mlflow_uri_and_credentials_never_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cr3t-pw")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-xyz")
+    s = load_settings(
+        use_default_file=False,
+        overrides={"state_dir": str(tmp_path), "mlflow": {"tracking_uri": "https://mlflow.prod"}},
+    )
+    conf = rtml_conf(s)
+    assert conf["spark.executorEnv.MLFLOW_TRACKING_URI"] == "https://mlflow.prod"
+    assert conf["spark.executorEnv.MLFLOW_TRACKING_USERNAME"] == "alice"
+    assert conf["spark.executorEnv.MLFLOW_TRACKING_PASSWORD"] == "s3cr3t-pw"
+    assert conf["spark.executorEnv.MLFLOW_TRACKING_TOKEN"] == "tok-xyz"
+    masked = redact(conf)
+    assert masked["spark.executorEnv.MLFLOW_TRACKING_PASSWORD"] == MASK
+    assert masked["spark.executorEnv.MLFLOW_TRACKING_TOKEN"] == MASK
+    assert masked["spark.executorEnv.MLFLOW_TRACKING_USERNAME"] == "alice"
+    line = describe(conf)
+    assert "s3cr3t-pw" not in line and "tok-xyz" not in line
+    assert "spark.executorEnv.MLFLOW_TRACKING_URI=https://mlflow.prod" in line
+
+
+def test_no_credentials_in_the_environment_forwards_only_the_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in MLFLOW_ENV:
+        monkeypatch.delenv(name, raising=False)
+    conf = rtml_conf(load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path)}))
+    assert [k for k in conf if "MLFLOW_TRACKING" in k] == ["spark.executorEnv.MLFLOW_TRACKING_URI"]
