@@ -115,3 +115,30 @@ def launcher_conf_before_jvm(env: Mapping[str, str], spark_home: str | None) -> 
     path = defaults_file(env, spark_home)
     conf = parse_defaults(path.read_text(encoding="utf-8")) if path else {}
     return conf | submit_args_conf(env.get("PYSPARK_SUBMIT_ARGS", ""))
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # s3a://b/x (a Path keeps it as s3a:/b/x)
+
+
+def is_local_path(path: str) -> bool:
+    """A path on this machine's disk: no URI scheme, or ``file:``.
+
+    >>> is_local_path(".rtml/checkpoints"), is_local_path("file:///data"), is_local_path("s3a://b/cp")
+    (True, True, False)
+    """
+    m = _SCHEME.match(path)
+    return m is None or m.group(1).lower() == "file"
+
+
+def shared_storage_warning(master: str, paths: Mapping[str, str]) -> str | None:
+    """One line when a non-local master would keep checkpoints or sinks on the driver's local disk."""
+    if master.startswith("local"):
+        return None
+    local = [f"{name}={path}" for name, path in paths.items() if is_local_path(path)]
+    if not local:
+        return None
+    return (
+        f"spark master {master} is not local but {', '.join(local)} "
+        f"{'is a local path' if len(local) == 1 else 'are local paths'}: a multi-host cluster needs shared "
+        "storage (s3a://, hdfs://, or the same network mount on every host) for checkpoints and sinks"
+    )

@@ -13,7 +13,13 @@ from rtml.infra.config.settings import Settings
 from rtml.pipelines.kafka_native import native_options
 from rtml.pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
 from rtml.pipelines.offset_reset import RECORDS_DIR
-from rtml.pipelines.spark_conf import describe, executor_env, fill_unset, launcher_conf_before_jvm
+from rtml.pipelines.spark_conf import (
+    describe,
+    executor_env,
+    fill_unset,
+    launcher_conf_before_jvm,
+    shared_storage_warning,
+)
 
 _log = logging.getLogger("rtml.spark")
 
@@ -47,6 +53,13 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         ", ".join(sorted(k for k in ours if k in launched)) or "nothing",
     )
     _log.debug("spark: set by rtml: %s", describe(filled))
+    paths = {
+        "spark.checkpoint_root": str(settings.checkpoint_root),
+        "spark.sink_root": str(settings.sink_root),
+    }
+    warning = shared_storage_warning(spark.sparkContext.master, paths)
+    if warning:
+        _log.warning(warning)
     return spark
 
 

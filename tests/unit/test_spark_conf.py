@@ -15,6 +15,7 @@ from rtml.pipelines.spark_conf import (
     launcher_conf_before_jvm,
     parse_defaults,
     redact,
+    shared_storage_warning,
     submit_args_conf,
 )
 from rtml.pipelines.spark_io import rtml_conf
@@ -104,3 +105,16 @@ def test_no_credentials_in_the_environment_forwards_only_the_uri(
         monkeypatch.delenv(name, raising=False)
     conf = rtml_conf(load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path)}))
     assert [k for k in conf if "MLFLOW_TRACKING" in k] == ["spark.executorEnv.MLFLOW_TRACKING_URI"]
+
+
+def test_shared_storage_warning_on_a_cluster_with_local_paths() -> None:
+    paths = {"spark.checkpoint_root": ".rtml/checkpoints", "spark.sink_root": "s3a:/bucket/sink"}
+    line = shared_storage_warning("spark://m:7077", paths)
+    assert line is not None and "\n" not in line
+    assert "spark.checkpoint_root=.rtml/checkpoints" in line and "spark.sink_root" not in line
+    assert "shared storage" in line
+    assert shared_storage_warning("local[2]", paths) is None
+    assert shared_storage_warning("local-cluster[2,1,1024]", paths) is None
+    assert shared_storage_warning("k8s://https://api:6443", {"a": "s3a://b/c", "b": "hdfs://nn/x"}) is None
+    both = shared_storage_warning("yarn", {"a": "/data/cp", "b": "file:///data/sink"})
+    assert both is not None and "are local paths" in both
