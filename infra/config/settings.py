@@ -145,6 +145,11 @@ class MlflowSettings(_Section):
 
 class PrefectSettings(_Section):
     api_url: str | None = Field(default=None, description="Unset = embedded Prefect server.")
+    work_pool: str | None = Field(
+        default=None,
+        description="Register `rtml deploy`'s deployments on this work pool (run by a Prefect worker); "
+        "unset = run by `rtml serve`.",
+    )
 
 
 class SparkSettings(_Section):
