@@ -22,6 +22,9 @@ from rtml.pipelines.spark_conf import (
 )
 
 _log = logging.getLogger("rtml.spark")
+# Keys an earlier spark_session call in this process filled (not the launcher's): a later call with
+# other settings (another shuffle_partitions, say) may set them again on the running session.
+_RTML_FILLED: dict[str, str] = {}
 
 
 def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
@@ -32,6 +35,7 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     """
     import os
 
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     launched = _launcher_conf()
@@ -40,11 +44,15 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     filled = fill_unset(launched, ours)
     for key, value in filled.items():
         builder = builder.config(key, value)
-    if launched.get("spark.master") is None and not _jvm_running():
+    new_context = SparkContext._active_spark_context is None
+    if not _jvm_running():
         # Only before pyspark launches the JVM: the JVM and its Python workers inherit this.
         os.environ.setdefault("SPARK_LOCAL_IP", settings.spark.driver_host)
     with _jvm_ignores_sigterm():
         spark = builder.getOrCreate()
+    if new_context:  # what rtml, not the launcher, set in this process's context
+        _RTML_FILLED.clear()
+        _RTML_FILLED.update(filled)
     spark.sparkContext.setLogLevel("ERROR")
     spark.dataSource.register(KafkaDataSource)
     _log.info(
@@ -110,9 +118,9 @@ def _launcher_conf() -> dict[str, str]:
     from pyspark.find_spark_home import _find_spark_home
 
     active = SparkContext._active_spark_context
-    if active is not None:
-        return dict(active.getConf().getAll())
-    if "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._jvm is not None:
+    if active is not None:  # its conf wins, except what an earlier spark_session call filled in
+        return {k: v for k, v in active.getConf().getAll() if k not in _RTML_FILLED}
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
         # spark-submit started this driver and its JVM: the JVM's properties hold its flags and defaults
         SparkContext._ensure_initialized()
         return dict(SparkConf().getAll())

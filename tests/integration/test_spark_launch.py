@@ -14,6 +14,7 @@ pytestmark = pytest.mark.integration
 
 _SCRIPT = """
 import json
+import os
 from rtml.infra.config.settings import load_settings
 from rtml.pipelines.spark_io import spark_session
 spark = spark_session(load_settings(use_default_file=False), "launch-test")
@@ -24,6 +25,10 @@ print("CONF " + json.dumps({
     "ui": spark.sparkContext.getConf().get("spark.ui.enabled"),
     "rows": spark.range(10).repartition(3).groupBy().count().collect()[0][0],
 }))
+if os.environ.get("SECOND_SHUFFLE"):  # a second call with other settings, same process and context
+    again = spark_session(load_settings(use_default_file=False, overrides={
+        "spark": {"shuffle_partitions": int(os.environ["SECOND_SHUFFLE"])}}), "launch-test")
+    print("AGAIN " + again.conf.get("spark.sql.shuffle.partitions"))
 spark.stop()
 """
 
@@ -69,3 +74,13 @@ def test_spark_conf_dir_defaults_win_over_settings(tmp_path: Path) -> None:
     )
     assert conf["shuffle"] == "3"  # the defaults file's
     assert conf["master"] == "local[1]"  # the file left it unset: the setting fills it
+
+
+def test_a_later_call_resets_what_rtml_set_earlier(tmp_path: Path) -> None:
+    script = tmp_path / "launch.py"
+    script.write_text(_SCRIPT)
+    env = _env(tmp_path) | {"SECOND_SHUFFLE": "4"}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
+    conf = _conf(out)
+    assert (conf["master"], conf["shuffle"]) == ("local[1]", "5")  # nothing launched: the settings
+    assert "AGAIN 4" in out.stdout.splitlines()  # rtml's own earlier value is not "the launcher's"

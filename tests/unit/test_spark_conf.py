@@ -118,3 +118,43 @@ def test_shared_storage_warning_on_a_cluster_with_local_paths() -> None:
     assert shared_storage_warning("k8s://https://api:6443", {"a": "s3a://b/c", "b": "hdfs://nn/x"}) is None
     both = shared_storage_warning("yarn", {"a": "/data/cp", "b": "file:///data/sink"})
     assert both is not None and "are local paths" in both
+
+
+class _FakeContext:
+    def __init__(self, conf: dict[str, str]) -> None:
+        self._conf = conf
+
+    def getConf(self) -> _FakeContext:  # noqa: N802 - pyspark's name
+        return self
+
+    def getAll(self) -> list[tuple[str, str]]:  # noqa: N802
+        return list(self._conf.items())
+
+
+def test_a_running_context_wins_except_what_rtml_filled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyspark import SparkContext
+
+    from rtml.pipelines import spark_io
+
+    running = {"spark.master": "spark://m:7077", "spark.sql.shuffle.partitions": "1", "spark.app.name": "x"}
+    monkeypatch.setattr(SparkContext, "_active_spark_context", _FakeContext(running))
+    monkeypatch.setattr(spark_io, "_RTML_FILLED", {})
+    assert spark_io._launcher_conf() == running  # someone else's context: all of it wins
+    monkeypatch.setattr(spark_io, "_RTML_FILLED", {"spark.sql.shuffle.partitions": "1"})
+    launched = spark_io._launcher_conf()  # rtml's own earlier fill may be set again by a later call
+    assert "spark.sql.shuffle.partitions" not in launched and launched["spark.master"] == "spark://m:7077"
+
+
+def test_without_a_jvm_the_defaults_file_is_the_launcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyspark import SparkContext
+
+    from rtml.pipelines import spark_io
+
+    (tmp_path / "spark-defaults.conf").write_text("spark.sql.shuffle.partitions 6\n")
+    monkeypatch.setattr(SparkContext, "_active_spark_context", None)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert spark_io._launcher_conf() == {"spark.sql.shuffle.partitions": "6"}
