@@ -39,7 +39,9 @@ def build(
 
     name = settings.mlflow.model_name
     params: dict[str, Any] = {"config_file": config_file, "overrides": overrides}
-    common = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["rtml", name]}
+    common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["rtml", name]}
+    if settings.prefect.work_pool:  # run by a Prefect worker polling the pool, not by `rtml serve`
+        common["work_pool_name"] = settings.prefect.work_pool
     return [
         score_flow.to_deployment(
             name=name,

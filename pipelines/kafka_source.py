@@ -52,17 +52,24 @@ SCHEMA = (
     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
     "timestampType int, headers array<struct<key: string, value: binary>>"
 )
-_SECRET_KEY = "kafka.sasl.password"  # Spark redacts option keys matching 'password' in plans and UI
+# Secrets travel as options of their own: Spark redacts option keys matching 'password' or 'secret'
+# in plans and the UI (the JSON of kafka.connection is not redacted).
+_SECRETS = {
+    "sasl_plain_password": "kafka.sasl.password",
+    "ssl_password": "kafka.ssl.password",
+    "oauth_client_secret": "kafka.oauth.secret",
+}
 
 
 def spark_options(conn: dict[str, Any]) -> dict[str, str]:
-    """kafka-python connection options -> string options for the data source (secret kept apart)."""
+    """kafka-python connection options -> string options for the data source (secrets kept apart)."""
     conn = dict(conn)
-    secret = conn.pop("sasl_plain_password", None)
-    out = {"kafka.connection": json.dumps(conn)}
-    if secret is not None:
-        out[_SECRET_KEY] = secret
-    return out
+    out = {}
+    for key, option in _SECRETS.items():
+        secret = conn.pop(key, None)
+        if secret is not None:
+            out[option] = secret
+    return {"kafka.connection": json.dumps(conn)} | out
 
 
 def _lower(options: Any) -> dict[str, str]:
@@ -75,8 +82,9 @@ def connection_from_options(options: dict[str, str]) -> dict[str, Any]:
     conn = json.loads(options["kafka.connection"])
     if "api_version" in conn and conn["api_version"] is not None:
         conn["api_version"] = tuple(conn["api_version"])
-    if options.get(_SECRET_KEY) is not None:
-        conn["sasl_plain_password"] = options[_SECRET_KEY]
+    for key, option in _SECRETS.items():
+        if options.get(option) is not None:
+            conn[key] = options[option]
     return conn
 
 

@@ -16,6 +16,8 @@ import logging
 import time
 from typing import Any
 
+from rtml.infra.config.kafka_oauth import librdkafka_oauth
+
 MESSAGE_TIMEOUT_S = 120  # a record not acknowledged within this time fails (and is sent again)
 
 _RENAMED = (
@@ -25,6 +27,7 @@ _RENAMED = (
     ("ssl_cafile", "ssl.ca.location"),
     ("ssl_certfile", "ssl.certificate.location"),
     ("ssl_keyfile", "ssl.key.location"),
+    ("ssl_password", "ssl.key.password"),
 )
 
 
@@ -38,7 +41,9 @@ def common_config(opts: dict[str, Any]) -> dict[str, Any]:
     for ours, theirs in _RENAMED:
         if opts.get(ours) is not None:
             conf[theirs] = opts[ours]
-    return conf
+    # OAUTHBEARER: librdkafka's own OIDC client-credentials grant, or oauth_cb with the Python provider.
+    # api_version is not mapped: librdkafka asks the broker (ApiVersionRequest) and ignores it.
+    return conf | librdkafka_oauth(opts)
 
 
 def producer_config(opts: dict[str, Any]) -> dict[str, Any]:

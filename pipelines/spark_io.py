@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,53 +10,121 @@ from typing import Any
 
 from rtml.infra.config.kafka_clients import connection_options
 from rtml.infra.config.settings import Settings
+from rtml.pipelines.kafka_native import native_options
 from rtml.pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
 from rtml.pipelines.offset_reset import RECORDS_DIR
+from rtml.pipelines.spark_conf import (
+    describe,
+    executor_env,
+    fill_unset,
+    launcher_conf_before_jvm,
+    shared_storage_warning,
+)
+
+_log = logging.getLogger("rtml.spark")
+# Keys an earlier spark_session call in this process filled (not the launcher's): a later call with
+# other settings (another shuffle_partitions, say) may set them again on the running session.
+_RTML_FILLED: dict[str, str] = {}
 
 
 def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
-    """A SparkSession bound to 127.0.0.1 with the rtml Kafka data source registered."""
+    """A SparkSession with the rtml Kafka data source registered.
+
+    What the launcher set wins (``spark-submit`` flags, ``spark-defaults.conf``, ``PYSPARK_SUBMIT_ARGS``,
+    a running SparkContext); rtml's settings fill only the keys it left unset (:mod:`spark_conf`).
+    """
+    import os
+
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    launched = _launcher_conf()
+    ours = rtml_conf(settings, app_name)
+    builder = SparkSession.builder
+    filled = fill_unset(launched, ours)
+    for key, value in filled.items():
+        builder = builder.config(key, value)
+    new_context = SparkContext._active_spark_context is None
+    if not _jvm_running():
+        # Only before pyspark launches the JVM: the JVM and its Python workers inherit this.
+        os.environ.setdefault("SPARK_LOCAL_IP", settings.spark.driver_host)
+    with _jvm_ignores_sigterm():
+        spark = builder.getOrCreate()
+    if new_context:  # what rtml, not the launcher, set in this process's context
+        _RTML_FILLED.clear()
+        _RTML_FILLED.update(filled)
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.dataSource.register(KafkaDataSource)
+    _log.info(
+        "spark: master %s; kept from the launcher: %s",
+        spark.sparkContext.master,
+        ", ".join(sorted(k for k in ours if k in launched)) or "nothing",
+    )
+    _log.debug("spark: set by rtml: %s", describe(filled))
+    paths = {
+        "spark.checkpoint_root": str(settings.checkpoint_root),
+        "spark.sink_root": str(settings.sink_root),
+    }
+    warning = shared_storage_warning(spark.sparkContext.master, paths)
+    if warning:
+        _log.warning(warning)
+    return spark
+
+
+def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
+    """The Spark configuration rtml's settings ask for (applied only where the launcher set nothing)."""
     import os
     import sys
 
-    from pyspark.sql import SparkSession
-
-    # Workers must run this interpreter (it has the project and its dependencies installed).
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", settings.host)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # workers load models quietly
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # pyspark's own pandas concat warning
-    builder = (
-        SparkSession.builder.appName(app_name)
-        .master(settings.spark.master)
-        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.bindAddress", settings.host)
-        .config("spark.driver.host", settings.host)
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config(
-            "spark.sql.streaming.stateStore.providerClass",
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
-        )
-        .config("spark.python.worker.reuse", "true")
-    )
+    conf = {
+        "spark.app.name": app_name,
+        "spark.master": settings.spark.master,
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.host": settings.spark.driver_host,  # bindAddress defaults to it
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+        "spark.python.worker.reuse": "true",
+        # Python workers: quiet model loads, no pyspark pandas-concat FutureWarning
+        "spark.executorEnv.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "spark.executorEnv.PYTHONWARNINGS": "ignore::FutureWarning",
+        **executor_env(settings.tracking_uri, os.environ),
+    }
+    if "PYSPARK_PYTHON" not in os.environ:  # workers run this interpreter (it has the project installed)
+        conf["spark.pyspark.python"] = sys.executable
     if "spark.driver.extraJavaOptions" not in settings.spark.conf:  # JVM logs to a file, errors on stderr
         logs = settings.state_dir.resolve() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log4j = Path(__file__).with_name("log4j2.properties")
-        builder = builder.config(
-            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
-        )
-    for key, value in settings.spark.conf.items():
-        builder = builder.config(key, value)
-    with _jvm_ignores_sigterm():
-        spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    spark.dataSource.register(KafkaDataSource)
-    return spark
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
+    return conf | settings.spark.conf
+
+
+def _jvm_running() -> bool:
+    from pyspark import SparkContext
+
+    return SparkContext._jvm is not None or SparkContext._active_spark_context is not None
+
+
+def _launcher_conf() -> dict[str, str]:
+    """What the launcher set: a running SparkContext's conf, spark-submit's, or what pyspark will load."""
+    import os
+
+    from pyspark import SparkConf, SparkContext
+    from pyspark.find_spark_home import _find_spark_home
+
+    active = SparkContext._active_spark_context
+    if active is not None:  # its conf wins, except what an earlier spark_session call filled in
+        return {k: v for k, v in active.getConf().getAll() if k not in _RTML_FILLED}
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # spark-submit started this driver and its JVM: the JVM's properties hold its flags and defaults
+        SparkContext._ensure_initialized()
+        return dict(SparkConf().getAll())
+    return launcher_conf_before_jvm(os.environ, _find_spark_home())
 
 
 @contextmanager
@@ -87,31 +156,10 @@ def _jvm_ignores_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-def _native_options(settings: Settings) -> dict[str, str]:
-    k = settings.kafka
-    opts = {
-        "kafka.bootstrap.servers": settings.kafka_bootstrap,
-        "kafka.security.protocol": k.security_protocol,
-    }
-    if k.sasl_mechanism:
-        opts["kafka.sasl.mechanism"] = k.sasl_mechanism
-        user = k.sasl_username or ""
-        pwd = k.sasl_password.get_secret_value() if k.sasl_password else ""
-        module = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule"
-            if k.sasl_mechanism.startswith("SCRAM")
-            else "org.apache.kafka.common.security.plain.PlainLoginModule"
-        )
-        opts["kafka.sasl.jaas.config"] = f'{module} required username="{user}" password="{pwd}";'
-    if k.ssl_cafile:
-        opts["kafka.ssl.truststore.location"] = k.ssl_cafile
-    return opts
-
-
 def _format_and_options(settings: Settings) -> tuple[str, dict[str, str]]:
     """Spark format and connection options: native connector, or rtml's data source and its client."""
     if settings.kafka.connector == "native":
-        return "kafka", _native_options(settings)
+        return "kafka", native_options(settings)
     return FORMAT, spark_options(connection_options(settings)) | {"ioClient": settings.kafka.io_client}
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from rtml.infra.config.kafka_oauth import kafka_python_kwargs
 from rtml.infra.config.settings import KafkaSettings, Settings
 
 IO_CLIENTS = ("librdkafka", "kafka-python")  # clients of the data path (setting kafka.io_client)
@@ -41,7 +42,14 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     api = k.api_version_tuple()
     if api is not None:
         opts["api_version"] = api
-    if k.sasl_mechanism:
+    if k.sasl_mechanism == "OAUTHBEARER":  # the token source is built with the client (kafka_oauth)
+        opts["sasl_mechanism"] = k.sasl_mechanism
+        for key in ("oauth_token_provider", "oauth_token_endpoint_url", "oauth_client_id", "oauth_scope"):
+            if getattr(k, key):
+                opts[key] = getattr(k, key)
+        if k.oauth_client_secret is not None:
+            opts["oauth_client_secret"] = k.oauth_client_secret.get_secret_value()
+    elif k.sasl_mechanism:
         opts["sasl_mechanism"] = k.sasl_mechanism
         opts["sasl_plain_username"] = k.sasl_username
         if k.sasl_password is not None:
@@ -49,6 +57,8 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         if getattr(k, key):
             opts[key] = getattr(k, key)
+    if k.ssl_key_password is not None:
+        opts["ssl_password"] = k.ssl_key_password.get_secret_value()  # kafka-python's name
     return opts
 
 
@@ -90,7 +100,8 @@ def make_producer(opts: dict[str, Any], **extra: Any):  # noqa: ANN201 - kafka-p
     from kafka import KafkaProducer
 
     defaults = {"acks": "all", "linger_ms": 5, "batch_size": 256 * 1024, "max_request_size": 4 * 1024 * 1024}
-    return _no_auto_create(KafkaProducer(**{**defaults, **opts, **extra, "allow_auto_create_topics": False}))
+    kwargs = {**defaults, **kafka_python_kwargs(opts), **extra, "allow_auto_create_topics": False}
+    return _no_auto_create(KafkaProducer(**kwargs))
 
 
 def make_consumer(opts: dict[str, Any], *topics: str, **extra: Any):  # noqa: ANN201
@@ -98,7 +109,9 @@ def make_consumer(opts: dict[str, Any], *topics: str, **extra: Any):  # noqa: AN
 
     defaults = {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
     return _no_auto_create(
-        KafkaConsumer(*topics, **{**defaults, **opts, **extra, "allow_auto_create_topics": False})
+        KafkaConsumer(
+            *topics, **{**defaults, **kafka_python_kwargs(opts), **extra, "allow_auto_create_topics": False}
+        )
     )
 
 
@@ -120,7 +133,7 @@ def make_reader_consumer(opts: dict[str, Any]):  # noqa: ANN201
 def make_admin(opts: dict[str, Any]):  # noqa: ANN201
     from kafka.admin import KafkaAdminClient
 
-    return KafkaAdminClient(**opts, request_timeout_ms=10_000)
+    return KafkaAdminClient(**kafka_python_kwargs(opts), request_timeout_ms=10_000)
 
 
 def ensure_topics(

@@ -69,6 +69,20 @@ class KafkaSettings(_Section):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted ssl_keyfile."
+    )
+    oauth_token_provider: str | None = Field(
+        default=None,
+        description="OAUTHBEARER: 'module:function' returning (token, expiry epoch s) or a token "
+        "(Python clients only).",
+    )
+    oauth_token_endpoint_url: str | None = Field(
+        default=None, description="OAUTHBEARER: OAuth 2 token endpoint (client-credentials grant)."
+    )
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_scope: str | None = None
     partitions: int = Field(default=2, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     connector: Literal["python", "native"] = Field(
@@ -84,6 +98,22 @@ class KafkaSettings(_Section):
         "reset, retention): fail the query, or read from the log's earliest / latest offset (recorded).",
     )
     topics: TopicSettings = TopicSettings()
+
+    @model_validator(mode="after")
+    def _oauth_source(self) -> KafkaSettings:
+        if self.sasl_mechanism != "OAUTHBEARER":
+            return self
+        if bool(self.oauth_token_provider) == bool(self.oauth_token_endpoint_url):
+            raise ValueError(
+                "sasl_mechanism OAUTHBEARER needs one of oauth_token_provider or oauth_token_endpoint_url"
+            )
+        if self.oauth_token_endpoint_url and not (self.oauth_client_id and self.oauth_client_secret):
+            raise ValueError("oauth_token_endpoint_url needs oauth_client_id and oauth_client_secret")
+        if self.oauth_token_provider and self.connector == "native":
+            raise ValueError(
+                "oauth_token_provider is Python: the native connector (JVM) needs oauth_token_endpoint_url"
+            )
+        return self
 
     @model_validator(mode="after")
     def _native_offset_reset(self) -> KafkaSettings:
@@ -115,10 +145,20 @@ class MlflowSettings(_Section):
 
 class PrefectSettings(_Section):
     api_url: str | None = Field(default=None, description="Unset = embedded Prefect server.")
+    work_pool: str | None = Field(
+        default=None,
+        description="Register `rtml deploy`'s deployments on this work pool (run by a Prefect worker); "
+        "unset = run by `rtml serve`.",
+    )
 
 
 class SparkSettings(_Section):
     master: str = "local[2]"
+    driver_host: str = Field(
+        default="127.0.0.1",
+        description="spark.driver.host: the address executors reach the driver at (not `host`, the "
+        "embedded services' bind address).",
+    )
     checkpoint_root: Path | None = Field(default=None, description="Default: <state_dir>/checkpoints")
     sink_root: Path | None = Field(default=None, description="Default: <state_dir>/sink")
     shuffle_partitions: int = Field(

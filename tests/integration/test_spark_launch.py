@@ -1,0 +1,86 @@
+"""spark-submit's flags and spark-defaults.conf win over rtml's settings in spark_session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+_SCRIPT = """
+import json
+import os
+from rtml.infra.config.settings import load_settings
+from rtml.pipelines.spark_io import spark_session
+spark = spark_session(load_settings(use_default_file=False), "launch-test")
+print("CONF " + json.dumps({
+    "master": spark.sparkContext.master,
+    "shuffle": spark.conf.get("spark.sql.shuffle.partitions"),
+    "tz": spark.conf.get("spark.sql.session.timeZone"),
+    "ui": spark.sparkContext.getConf().get("spark.ui.enabled"),
+    "rows": spark.range(10).repartition(3).groupBy().count().collect()[0][0],
+}))
+if os.environ.get("SECOND_SHUFFLE"):  # a second call with other settings, same process and context
+    again = spark_session(load_settings(use_default_file=False, overrides={
+        "spark": {"shuffle_partitions": int(os.environ["SECOND_SHUFFLE"])}}), "launch-test")
+    print("AGAIN " + again.conf.get("spark.sql.shuffle.partitions"))
+spark.stop()
+"""
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RTML_", "SPARK_", "PYSPARK_"))}
+    shim = str(Path(__file__).resolve().parents[2] / ".shim")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
+    env |= {"RTML_STATE_DIR": str(tmp_path / "state"), "RTML_SPARK__MASTER": "local[1]"}
+    env |= {"RTML_SPARK__SHUFFLE_PARTITIONS": "5", "PYSPARK_PYTHON": sys.executable}
+    return env
+
+
+def _conf(out: subprocess.CompletedProcess) -> dict:
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("CONF "))
+    return json.loads(line[5:])
+
+
+def test_spark_submit_flags_win(tmp_path: Path) -> None:
+    import pyspark
+
+    script = tmp_path / "launch.py"
+    script.write_text(_SCRIPT)
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    cmd = [str(submit), "--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=2", str(script)]
+    conf = _conf(subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=180))
+    assert conf["master"] == "local[2]"  # spark-submit's, not RTML_SPARK__MASTER's local[1]
+    assert conf["shuffle"] == "2"  # spark-submit's, not the setting's 5
+    assert conf["tz"] == "UTC" and conf["ui"] == "false"  # rtml fills what the launcher left unset
+    assert conf["rows"] == 10
+
+
+def test_spark_conf_dir_defaults_win_over_settings(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text("spark.sql.shuffle.partitions 3\n")
+    script = tmp_path / "launch.py"
+    script.write_text(_SCRIPT)
+    env = _env(tmp_path) | {"SPARK_CONF_DIR": str(conf_dir)}
+    conf = _conf(
+        subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
+    )
+    assert conf["shuffle"] == "3"  # the defaults file's
+    assert conf["master"] == "local[1]"  # the file left it unset: the setting fills it
+
+
+def test_a_later_call_resets_what_rtml_set_earlier(tmp_path: Path) -> None:
+    script = tmp_path / "launch.py"
+    script.write_text(_SCRIPT)
+    env = _env(tmp_path) | {"SECOND_SHUFFLE": "4"}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
+    conf = _conf(out)
+    assert (conf["master"], conf["shuffle"]) == ("local[1]", "5")  # nothing launched: the settings
+    assert "AGAIN 4" in out.stdout.splitlines()  # rtml's own earlier value is not "the launcher's"

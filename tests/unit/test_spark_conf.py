@@ -1,0 +1,160 @@
+"""Spark configuration: the launcher's keys win, rtml's settings fill the rest (pure logic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtml.infra.config.settings import load_settings
+from rtml.pipelines.spark_conf import (
+    MASK,
+    MLFLOW_ENV,
+    describe,
+    fill_unset,
+    launcher_conf_before_jvm,
+    parse_defaults,
+    redact,
+    shared_storage_warning,
+    submit_args_conf,
+)
+from rtml.pipelines.spark_io import rtml_conf
+
+
+def test_launcher_keys_win_and_settings_fill_the_rest(tmp_path: Path) -> None:
+    s = load_settings(
+        use_default_file=False,
+        overrides={"state_dir": str(tmp_path), "spark": {"shuffle_partitions": 7, "conf": {"spark.x": "1"}}},
+    )
+    ours = rtml_conf(s)
+    launched = {"spark.master": "spark://m:7077", "spark.sql.shuffle.partitions": "2", "spark.x": "9"}
+    filled = fill_unset(launched, ours)
+    assert "spark.master" not in filled and "spark.sql.shuffle.partitions" not in filled
+    assert "spark.x" not in filled  # settings.spark.conf fills only, too
+    assert filled["spark.sql.session.timeZone"] == "UTC"
+    assert fill_unset({}, ours)["spark.sql.shuffle.partitions"] == "7"
+    assert fill_unset({}, ours)["spark.master"] == "local[2]"
+
+
+def test_defaults_file_from_spark_conf_dir_then_submit_args(tmp_path: Path) -> None:
+    (tmp_path / "spark-defaults.conf").write_text(
+        "# cluster defaults\nspark.master   spark://a:7077\nspark.sql.shuffle.partitions 4\n\nspark.y=z\n"
+    )
+    env = {
+        "SPARK_CONF_DIR": str(tmp_path),
+        "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.shuffle.partitions=3 pyspark-shell",
+    }
+    conf = launcher_conf_before_jvm(env, spark_home="/nonexistent")
+    assert conf == {"spark.master": "spark://a:7077", "spark.sql.shuffle.partitions": "3", "spark.y": "z"}
+
+
+def test_spark_home_conf_used_without_conf_dir(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "spark-defaults.conf").write_text("spark.master local[1]\n")
+    assert launcher_conf_before_jvm({}, spark_home=str(tmp_path)) == {"spark.master": "local[1]"}
+    assert launcher_conf_before_jvm({}, spark_home=str(tmp_path / "none")) == {}
+
+
+def test_parsers() -> None:
+    assert parse_defaults("a b c\nd\n") == {"a": "b c", "d": ""}
+    assert submit_args_conf("--master=spark://h:1 --conf 'spark.e=x y' app.py") == {
+        "spark.master": "spark://h:1",
+        "spark.e": "x y",
+    }
+    assert submit_args_conf("") == {}
+
+
+def test_driver_host_is_its_own_setting(tmp_path: Path) -> None:
+    s = load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path), "host": "0.0.0.0"})
+    assert rtml_conf(s)["spark.driver.host"] == "127.0.0.1"  # not the embedded services' bind address
+    s = load_settings(
+        use_default_file=False, overrides={"state_dir": str(tmp_path), "spark": {"driver_host": "10.0.0.5"}}
+    )
+    assert rtml_conf(s)["spark.driver.host"] == "10.0.0.5"
+    assert "spark.driver.bindAddress" not in rtml_conf(s)  # Spark binds to the driver host unless told
+
+
+def test_executors_get_mlflow_uri_and_credentials_never_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cr3t-pw")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-xyz")
+    s = load_settings(
+        use_default_file=False,
+        overrides={"state_dir": str(tmp_path), "mlflow": {"tracking_uri": "https://mlflow.prod"}},
+    )
+    conf = rtml_conf(s)
+    assert conf["spark.executorEnv.MLFLOW_TRACKING_URI"] == "https://mlflow.prod"
+    assert conf["spark.executorEnv.MLFLOW_TRACKING_USERNAME"] == "alice"
+    assert conf["spark.executorEnv.MLFLOW_TRACKING_PASSWORD"] == "s3cr3t-pw"
+    assert conf["spark.executorEnv.MLFLOW_TRACKING_TOKEN"] == "tok-xyz"
+    masked = redact(conf)
+    assert masked["spark.executorEnv.MLFLOW_TRACKING_PASSWORD"] == MASK
+    assert masked["spark.executorEnv.MLFLOW_TRACKING_TOKEN"] == MASK
+    assert masked["spark.executorEnv.MLFLOW_TRACKING_USERNAME"] == "alice"
+    line = describe(conf)
+    assert "s3cr3t-pw" not in line and "tok-xyz" not in line
+    assert "spark.executorEnv.MLFLOW_TRACKING_URI=https://mlflow.prod" in line
+
+
+def test_no_credentials_in_the_environment_forwards_only_the_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in MLFLOW_ENV:
+        monkeypatch.delenv(name, raising=False)
+    conf = rtml_conf(load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path)}))
+    assert [k for k in conf if "MLFLOW_TRACKING" in k] == ["spark.executorEnv.MLFLOW_TRACKING_URI"]
+
+
+def test_shared_storage_warning_on_a_cluster_with_local_paths() -> None:
+    paths = {"spark.checkpoint_root": ".rtml/checkpoints", "spark.sink_root": "s3a:/bucket/sink"}
+    line = shared_storage_warning("spark://m:7077", paths)
+    assert line is not None and "\n" not in line
+    assert "spark.checkpoint_root=.rtml/checkpoints" in line and "spark.sink_root" not in line
+    assert "shared storage" in line
+    assert shared_storage_warning("local[2]", paths) is None
+    assert shared_storage_warning("local-cluster[2,1,1024]", paths) is None
+    assert shared_storage_warning("k8s://https://api:6443", {"a": "s3a://b/c", "b": "hdfs://nn/x"}) is None
+    both = shared_storage_warning("yarn", {"a": "/data/cp", "b": "file:///data/sink"})
+    assert both is not None and "are local paths" in both
+
+
+class _FakeContext:
+    def __init__(self, conf: dict[str, str]) -> None:
+        self._conf = conf
+
+    def getConf(self) -> _FakeContext:  # noqa: N802 - pyspark's name
+        return self
+
+    def getAll(self) -> list[tuple[str, str]]:  # noqa: N802
+        return list(self._conf.items())
+
+
+def test_a_running_context_wins_except_what_rtml_filled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyspark import SparkContext
+
+    from rtml.pipelines import spark_io
+
+    running = {"spark.master": "spark://m:7077", "spark.sql.shuffle.partitions": "1", "spark.app.name": "x"}
+    monkeypatch.setattr(SparkContext, "_active_spark_context", _FakeContext(running))
+    monkeypatch.setattr(spark_io, "_RTML_FILLED", {})
+    assert spark_io._launcher_conf() == running  # someone else's context: all of it wins
+    monkeypatch.setattr(spark_io, "_RTML_FILLED", {"spark.sql.shuffle.partitions": "1"})
+    launched = spark_io._launcher_conf()  # rtml's own earlier fill may be set again by a later call
+    assert "spark.sql.shuffle.partitions" not in launched and launched["spark.master"] == "spark://m:7077"
+
+
+def test_without_a_jvm_the_defaults_file_is_the_launcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyspark import SparkContext
+
+    from rtml.pipelines import spark_io
+
+    (tmp_path / "spark-defaults.conf").write_text("spark.sql.shuffle.partitions 6\n")
+    monkeypatch.setattr(SparkContext, "_active_spark_context", None)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert spark_io._launcher_conf() == {"spark.sql.shuffle.partitions": "6"}
