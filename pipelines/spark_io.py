@@ -34,6 +34,7 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     a running SparkContext); rtml's settings fill only the keys it left unset (:mod:`spark_conf`).
     """
     import os
+    import sys
 
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -48,6 +49,10 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     if not _jvm_running():
         # Only before pyspark launches the JVM: the JVM and its Python workers inherit this.
         os.environ.setdefault("SPARK_LOCAL_IP", settings.spark.driver_host)
+        # The driver-side Python runners (data source planning, UDF analysis) take the interpreter
+        # from the JVM's environment, not from spark.pyspark.python: this one has rtml installed.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     with _jvm_ignores_sigterm():
         spark = builder.getOrCreate()
     if new_context:  # what rtml, not the launcher, set in this process's context
