@@ -84,6 +84,41 @@ class Decision:
             for m in self.metrics
         ]
 
+    def markdown(self, champion_version: str, challenger_version: str) -> str:
+        """The decision as a Markdown table: MLflow shows it as the version's description.
+
+        >>> d = Decision("reject", "within noise", 900, 30, {"f1": 0.5}, {"f1": 0.55}, {"f1": 0.05},
+        ...              {"f1": (-0.01, 0.1)}, ("f1",), {"f1": 0.9}, 0.95)
+        >>> print(d.markdown("1", "2"))
+        **reject** v2 against champion v1 on the same holdout (900 rows, 30 positives): within noise
+        <BLANKLINE>
+        | metric | champion v1 | challenger v2 | delta | P(better) | interval |
+        |---|---|---|---|---|---|
+        | f1 | 0.5000 | 0.5500 | +0.0500 | 0.90 (needs 0.95) | -0.0100 .. +0.1000 |
+        """
+
+        def f(x: object, fmt: str = ".4f") -> str:
+            return "n/a" if x is None else format(x, fmt)
+
+        head = (
+            f"**{self.outcome}** v{challenger_version} against champion v{champion_version} on the same "
+            f"holdout ({self.holdout_n} rows, {self.holdout_positives} positives): {self.reason}"
+        )
+        lines = [
+            head,
+            "",
+            f"| metric | champion v{champion_version} | challenger v{challenger_version} | delta "
+            "| P(better) | interval |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in self.table():
+            p = "n/a" if r["p_better"] is None else f"{r['p_better']:.2f} (needs {self.confidence:.2f})"
+            lines.append(
+                f"| {r['metric']} | {f(r['champion'])} | {f(r['challenger'])} | {f(r['delta'], '+.4f')} "
+                f"| {p} | {f(r['ci_low'], '+.4f')} .. {f(r['ci_high'], '+.4f')} |"
+            )
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, object]:
         """JSON-able (undefined metrics as None, not NaN)."""
         return _clean(asdict(self))

@@ -129,6 +129,11 @@ def tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
         c.set_model_version_tag(settings.mlflow.model_name, version, key, value[:5000])
 
 
+def describe_version(settings: Settings, version: str, text: str) -> None:
+    """Set a registered version's description (Markdown: MLflow's model version page renders it)."""
+    client(settings).update_model_version(settings.mlflow.model_name, version, description=text[:5000])
+
+
 def set_alias(settings: Settings, version: str, alias: str = CHAMPION) -> None:
     client(settings).set_registered_model_alias(settings.mlflow.model_name, alias, version)
 

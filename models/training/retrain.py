@@ -20,6 +20,7 @@ from rtml.models.lifecycle.registry import (
     CHAMPION,
     Registered,
     client,
+    describe_version,
     load_model,
     log_and_register,
     tag_version,
@@ -196,6 +197,7 @@ def record_decision(
     }
     tag_version(settings, challenger_version, {**common, "rtml.compared_with": champion_version})
     tag_version(settings, champion_version, {f"rtml.challenged_by.{challenger_version}": decision.outcome})
+    describe_version(settings, challenger_version, decision.markdown(champion_version, challenger_version))
 
 
 def holdout_f1(model: Any, frame: Any, spec: StreamSpec) -> float:

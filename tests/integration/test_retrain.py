@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -114,6 +115,11 @@ def test_challenger_not_better_on_every_metric_is_rejected(world: dict) -> None:
     assert alias_version(s, CHAMPION) == before
     mv = client(s).get_model_version(s.mlflow.model_name, result["challenger"])
     assert mv.tags["rtml.decision"] == "reject" and mv.tags["rtml.compared_with"] == before
+    # the decision table is the version's description: MLflow's version page renders the Markdown
+    assert mv.description.startswith(f"**reject** v{result['challenger']} against champion v{before}")
+    assert f"| metric | champion v{before} | challenger v{result['challenger']} |" in mv.description
+    rows = mv.description.splitlines()[4:]
+    assert {ln.split("|")[1].strip() for ln in rows} == {"precision", "recall", "f1"}
 
 
 def test_manual_promotion_and_rollback_leave_an_audit_trail(world: dict) -> None:
@@ -149,6 +155,20 @@ def test_cli_promote_errors_are_one_line(world: dict) -> None:
     assert p.returncode == 1 and "no version 999" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = subprocess.run([RTML, "models", "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and '"version": "2"' in p.stdout
+    # two versions side by side; v2 challenged v1, so both on the same holdout
+    run = {"env": env, "capture_output": True, "text": True, "timeout": 120}
+    p = subprocess.run([RTML, "compare", "1", "2", "--json"], **run)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert [v["version"] for v in got["versions"]] == ["1", "2"]
+    same = got["same_holdout"]
+    assert (same["champion"], same["challenger"], same["outcome"]) == ("1", "2", "promote")
+    assert set(same["metrics"]) == {"precision", "recall", "f1"}
+    assert all(m["delta"] > 0 for m in same["metrics"].values())  # promoted: better on every metric
+    p = subprocess.run([RTML, "compare", "2", "1"], **run)
+    assert p.returncode == 0 and "same holdout" in p.stdout and "challenger v2" in p.stdout, p.stdout
+    p = subprocess.run([RTML, "compare", "1", "999"], **run)
+    assert p.returncode == 1 and "has no version 999" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
 def test_racing_promotions_leave_one_valid_champion_and_both_recorded(world: dict) -> None:
