@@ -150,6 +150,13 @@ class ScoringSettings(_Section):
         le=50,
         description="Top contributing features stored with every score (0 = no explanations).",
     )
+    dedup_horizon_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        description="An event whose id was seen on the same entity within this much event time (of that "
+        "entity's newest event) is a duplicate: not scored, not counted in aggregates, counted in the "
+        "batch's `duplicates`. 0 turns de-duplication off.",
+    )
     quarantine_raw: Literal["encrypt", "drop", "keep"] | None = Field(
         default=None,
         description="Quarantined payloads rtml cannot pseudonymise (all of them when not pseudonymising). "
