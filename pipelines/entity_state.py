@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rtml.features.featurise import EVENT_MS, featurise, retained
+from rtml.features.featurise import EVENT_MS, featurise, longest_window_ms, retained
 from rtml.infra.config.spec import StreamSpec
 
 STATE_SCHEMA = "history binary"
@@ -64,7 +64,9 @@ def repeated(
     ids = frame[spec.event_id]
     dup = ids.duplicated(keep="first").to_numpy()
     if horizon_ms and history is not None and len(history) and spec.event_id in history:
-        recent = retained(history[[spec.entity_key, EVENT_MS, spec.event_id]], spec.entity_key, horizon_ms)
+        recent = history[[spec.entity_key, EVENT_MS, spec.event_id]]
+        if horizon_ms < longest_window_ms(spec):  # else the kept history is the horizon already
+            recent = retained(recent, spec.entity_key, horizon_ms)
         dup |= ids.isin(recent[spec.event_id].dropna()).to_numpy()
     return dup & ids.notna().to_numpy()
 
