@@ -71,6 +71,24 @@ def repeated(
     return dup & ids.notna().to_numpy()
 
 
+def evict_idle(history: pd.DataFrame, key: str, idle_ms: int) -> pd.DataFrame:
+    """``history`` without the entities idle for ``idle_ms`` of event time before the newest row.
+
+    The history kept per entity is trimmed against that entity's own newest event, so an entity
+    that never comes back would stay forever: state would grow with every entity ever seen. With
+    ``idle_ms`` at least the longest window, eviction changes no aggregate of an in-order event
+    (its window starts after everything evicted). 0 keeps everything.
+
+    >>> h = pd.DataFrame({"k": ["a", "b", "b"], "_event_ms": [0, 500, 1000]})
+    >>> evict_idle(h, "k", 600)["k"].tolist()
+    ['b', 'b']
+    """
+    if not idle_ms or not len(history):
+        return history
+    newest = history.groupby(key, sort=False, dropna=False)[EVENT_MS].transform("max")
+    return history[newest.to_numpy() > history[EVENT_MS].max() - idle_ms].reset_index(drop=True)
+
+
 def _to_bytes(frame: pd.DataFrame) -> bytes:
     import pyarrow as pa
 
@@ -92,16 +110,19 @@ def make_state_fn(
     pseudonym_key: str | None,
     finish: Callable[[pd.DataFrame], pd.DataFrame],
     dedup_horizon_s: int = 0,
+    idle_ttl_s: int = 0,
 ) -> Callable[[Any, Iterator[pd.DataFrame], Any], Iterator[pd.DataFrame]]:
     """The function for ``groupBy('_bucket').applyInPandasWithState``.
 
     ``finish`` turns the featurised frame into the stage's output (the scorer), so features and
     scores take one Python hop per micro-batch. ``dedup_horizon_s`` > 0 drops repeated event ids
-    (:func:`repeated`); 0 keeps every event.
+    (:func:`repeated`); 0 keeps every event. ``idle_ttl_s`` > 0 evicts an entity whose newest event
+    is that much event time (at least the longest window) older than its bucket's newest (:func:`evict_idle`).
     """
     extra = [*(f"event_{t}" for t in spec.time_features), *spec.aggregate_names]
     horizon_ms = dedup_horizon_s * 1000
     carry = (spec.event_id,) if horizon_ms else ()
+    idle_ms = max(idle_ttl_s * 1000, longest_window_ms(spec), horizon_ms) if idle_ttl_s else 0
 
     def fn(key: tuple, frames: Iterator[pd.DataFrame], state: Any) -> Iterator[pd.DataFrame]:
         bucket = key[0]
@@ -129,6 +150,6 @@ def make_state_fn(
                 frame, history = featurise(frame, spec, history, carry, horizon_ms)
                 yield finish(frame)
         if history is not None:
-            state.update((_to_bytes(history),))
+            state.update((_to_bytes(evict_idle(history, spec.entity_key, idle_ms)),))
 
     return fn

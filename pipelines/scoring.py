@@ -209,6 +209,7 @@ def build_query(
                 key,
                 make_frame_scorer(tracking_uri, model_name, spec, top_k),
                 settings.scoring.dedup_horizon_seconds,
+                settings.scoring.state_idle_ttl_seconds,
             ),
             score_ddl(spec, top_k),
             STATE_SCHEMA,

@@ -113,3 +113,19 @@ def test_a_chunk_of_only_duplicates() -> None:
     events = _events(200)
     out, _ = _run([events, events.iloc[:50]], horizon_s=86_400, chunk=50)
     assert int((out["_reason"] == DUPLICATE).sum()) == 50 and out[ID].nunique() == 200
+
+
+def test_idle_entities_leave_state_and_active_ones_stay_exact() -> None:
+    events = _events(3000)
+    late = events[EVENT_MS].max() + 10 * 86_400_000  # ten days later, one card comes back
+    back = events.iloc[[0]].assign(**{EVENT_MS: late, ID: "back-1"})
+    fn = make_state_fn(SPEC, None, lambda f: f, 86_400, idle_ttl_s=7 * 86_400)
+    state = _State()
+    list(fn((0,), iter([events.copy()]), state))
+    assert _from_bytes(state.blob)[SPEC.entity_key].nunique() == events[SPEC.entity_key].nunique()
+    out = list(fn((0,), iter([back.copy()]), state))[0]
+    kept = _from_bytes(state.blob)
+    assert kept[SPEC.entity_key].unique().tolist() == [back[SPEC.entity_key].iloc[0]]  # the rest idle > 7 d
+    assert out[[a for a in SPEC.aggregate_names if "count" in a]].iloc[0].tolist() == [1.0] * sum(
+        "count" in a for a in SPEC.aggregate_names
+    )  # its own window holds only itself: eviction changed no aggregate
