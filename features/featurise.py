@@ -31,22 +31,51 @@ def add_time_features(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
     return frame
 
 
+def retained(rows: pd.DataFrame, key: str, keep_ms: int) -> pd.DataFrame:
+    """The rows each entity still needs: newer than *that entity's* newest time minus ``keep_ms``.
+
+    Per entity, not against the newest time of the whole frame: in a backlog one call can hold
+    hours of event time, and an entity whose events are older than another's newest still needs
+    its own trailing window (a global trim cut it short).
+
+    >>> rows = pd.DataFrame({"k": ["a", "a", "b", "b"], "_event_ms": [0, 50, 100, 900]})
+    >>> retained(rows, "k", 100)["_event_ms"].tolist()
+    [0, 50, 900]
+    """
+    if not len(rows):
+        return rows.reset_index(drop=True)
+    t = rows[EVENT_MS].to_numpy(dtype=np.int64)
+    newest = rows.groupby(key, sort=False, dropna=False)[EVENT_MS].transform("max").to_numpy(dtype=np.int64)
+    return rows[t > newest - keep_ms].reset_index(drop=True)
+
+
+def longest_window_ms(spec: StreamSpec) -> int:
+    agg = spec.aggregates
+    return max(parse_duration_seconds(w) for w in agg.windows) * 1000 if agg else 0
+
+
 def add_entity_aggregates(
-    frame: pd.DataFrame, spec: StreamSpec, history: pd.DataFrame | None = None
+    frame: pd.DataFrame,
+    spec: StreamSpec,
+    history: pd.DataFrame | None = None,
+    carry: tuple[str, ...] = (),
+    keep_ms: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trailing per-entity count / sum windows (t - w, t], including the event itself.
 
-    ``history`` holds earlier events (entity, _event_ms, sum column) of the same entities; the
-    returned second frame is the history to keep: events inside the longest window of the newest
-    event time seen. Vectorised: one sort, then ``searchsorted`` for window starts and cumulative
-    sums for window totals -- no per-entity or per-event Python.
+    ``history`` holds earlier events (entity, _event_ms, sum column, and the ``carry`` columns) of
+    the same entities; the returned second frame is the history to keep: per entity, its events
+    inside max(longest window, ``keep_ms``) of that entity's newest event time (:func:`retained`).
+    Vectorised: one sort, then ``searchsorted`` for window starts and cumulative sums for window
+    totals -- no per-entity or per-event Python.
     """
     agg = spec.aggregates
     key = spec.entity_key
     if agg is None:
-        return frame, pd.DataFrame(columns=[key, EVENT_MS])
+        return frame, pd.DataFrame(columns=[key, EVENT_MS, *carry])
     cols = [key, EVENT_MS] + ([agg.sum_of] if agg.sum_of else [])
-    hist_all = history[cols] if history is not None and len(history) else frame.iloc[:0][cols]
+    kept = cols + [c for c in carry if c not in cols]
+    hist_all = history[kept] if history is not None and len(history) else frame.iloc[:0][kept]
     touched = hist_all[key].isin(frame[key]).to_numpy()
     hist = hist_all[touched]
     n_hist = len(hist)
@@ -56,7 +85,7 @@ def add_entity_aggregates(
     code = pd.factorize(ent)[0].astype(np.int64)
     order = np.lexsort((row, t, code))
     t0 = t.min() if len(t) else 0
-    max_w = max(parse_duration_seconds(w) for w in agg.windows) * 1000
+    max_w = longest_window_ms(spec)
     span = (t.max() - t0 if len(t) else 0) + max_w + 1
     k = code[order] * span + (t[order] - t0)
     group_start = np.searchsorted(k, code[order] * span, side="left")
@@ -78,9 +107,8 @@ def add_entity_aggregates(
             total = np.empty(len(frame))
             total[dest] = (csum[idx + 1] - csum[start])[mine]
             frame[f"{key}_{agg.sum_of}_sum_{w}"] = total
-    both = pd.concat([hist_all, frame[cols]], ignore_index=True)
-    newest = both[EVENT_MS].max() if len(both) else 0
-    return frame, both[both[EVENT_MS] > newest - max_w].reset_index(drop=True)
+    both = pd.concat([hist_all, frame[kept]], ignore_index=True)
+    return frame, retained(both, key, max(max_w, keep_ms))
 
 
 def model_frame(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
@@ -100,13 +128,18 @@ def event_ms_from_field(values: pd.Series, spec: StreamSpec) -> pd.Series:
 
 
 def featurise(
-    frame: pd.DataFrame, spec: StreamSpec, history: pd.DataFrame | None = None
+    frame: pd.DataFrame,
+    spec: StreamSpec,
+    history: pd.DataFrame | None = None,
+    carry: tuple[str, ...] = (),
+    keep_ms: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Time features and per-entity windows; the one featurisation of both training and serving.
 
-    Returns the featurised frame and the entity history to carry into the next call.
+    Returns the featurised frame and the entity history to carry into the next call (with the
+    ``carry`` columns, kept for max(longest window, ``keep_ms``): see :func:`add_entity_aggregates`).
     """
-    return add_entity_aggregates(add_time_features(frame, spec), spec, history)
+    return add_entity_aggregates(add_time_features(frame, spec), spec, history, carry, keep_ms)
 
 
 def featurise_history(events: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:

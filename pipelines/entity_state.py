@@ -5,9 +5,16 @@ call handles a whole pandas frame (many entities at once, vectorised) and the nu
 calls per micro-batch is the number of buckets. The state of a bucket is the recent history of
 its entities (within the longest window), stored as Arrow IPC bytes: binary state avoids the
 array-typed state schema bug of Spark 4.3.0. Invalid events (``_reason`` set) pass through in
-bucket -1 without touching state. The stage's output is what ``finish`` makes of the featurised
-frame (the scorer: see :mod:`rtml.pipelines.scorer`). State is versioned with the checkpoint, so a replayed
-micro-batch recomputes exactly the same aggregates.
+bucket -1 without touching state. Events whose id the bucket already saw (a re-sent event has
+the same entity, so the same bucket) within ``scoring.dedup_horizon_seconds`` of event time, or
+earlier in the same micro-batch, are
+duplicates (:func:`repeated`): they leave with ``_reason`` = ``duplicate_event``, unscored and not
+counted in any aggregate (the state keeps the ids for the horizon). The stage's output is what
+``finish`` makes of the featurised frame (the scorer: see :mod:`rtml.pipelines.scorer`). State is
+versioned with the checkpoint, so a replayed micro-batch recomputes exactly the same aggregates.
+
+The history kept is trimmed per entity (:func:`rtml.features.featurise.retained`): a micro-batch
+of a backlog spans hours of event time, and its chunks arrive one Kafka partition after another.
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ import io
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from rtml.features.featurise import featurise
+from rtml.features.featurise import EVENT_MS, featurise, longest_window_ms, retained
 from rtml.infra.config.spec import StreamSpec
 
 STATE_SCHEMA = "history binary"
+DUPLICATE = "duplicate_event"
 
 
 def pseudonymise(values: pd.Series, key: str) -> pd.Series:
@@ -34,6 +43,50 @@ def pseudonymise(values: pd.Series, key: str) -> pd.Series:
     hash_key = hashlib.sha256(key.encode()).hexdigest()[:16]
     hashed = pd.util.hash_pandas_object(values.astype("object"), index=False, hash_key=hash_key)
     return "p_" + hashed.astype("uint64").astype(str)
+
+
+def repeated(
+    frame: pd.DataFrame, history: pd.DataFrame | None, spec: StreamSpec, horizon_ms: int
+) -> np.ndarray:
+    """Which events of ``frame`` repeat an event id: seen in ``history`` within the horizon, or
+    earlier in ``frame`` itself (the first occurrence is kept). Vectorised (hash joins).
+
+    The horizon is event time per entity: ``history`` rows newer than their entity's newest event
+    time minus ``horizon_ms`` (older ids may be kept for the aggregates' window, they do not count).
+
+    >>> from rtml.infra.config.spec import load_spec
+    >>> spec = load_spec()
+    >>> seen = pd.DataFrame({"card_id": ["a", "a"], "_event_ms": [0, 90_000], "transaction_id": ["t0", "t1"]})
+    >>> new = pd.DataFrame({"transaction_id": ["t0", "t1", "t2", "t2"]})
+    >>> repeated(new, seen, spec, horizon_ms=60_000).tolist()
+    [False, True, False, True]
+    """
+    ids = frame[spec.event_id]
+    dup = ids.duplicated(keep="first").to_numpy()
+    if horizon_ms and history is not None and len(history) and spec.event_id in history:
+        recent = history[[spec.entity_key, EVENT_MS, spec.event_id]]
+        if horizon_ms < longest_window_ms(spec):  # else the kept history is the horizon already
+            recent = retained(recent, spec.entity_key, horizon_ms)
+        dup |= ids.isin(recent[spec.event_id].dropna()).to_numpy()
+    return dup & ids.notna().to_numpy()
+
+
+def evict_idle(history: pd.DataFrame, key: str, idle_ms: int) -> pd.DataFrame:
+    """``history`` without the entities idle for ``idle_ms`` of event time before the newest row.
+
+    The history kept per entity is trimmed against that entity's own newest event, so an entity
+    that never comes back would stay forever: state would grow with every entity ever seen. With
+    ``idle_ms`` at least the longest window, eviction changes no aggregate of an in-order event
+    (its window starts after everything evicted). 0 keeps everything.
+
+    >>> h = pd.DataFrame({"k": ["a", "b", "b"], "_event_ms": [0, 500, 1000]})
+    >>> evict_idle(h, "k", 600)["k"].tolist()
+    ['b', 'b']
+    """
+    if not idle_ms or not len(history):
+        return history
+    newest = history.groupby(key, sort=False, dropna=False)[EVENT_MS].transform("max")
+    return history[newest.to_numpy() > history[EVENT_MS].max() - idle_ms].reset_index(drop=True)
 
 
 def _to_bytes(frame: pd.DataFrame) -> bytes:
@@ -53,14 +106,23 @@ def _from_bytes(blob: bytes) -> pd.DataFrame:
 
 
 def make_state_fn(
-    spec: StreamSpec, pseudonym_key: str | None, finish: Callable[[pd.DataFrame], pd.DataFrame]
+    spec: StreamSpec,
+    pseudonym_key: str | None,
+    finish: Callable[[pd.DataFrame], pd.DataFrame],
+    dedup_horizon_s: int = 0,
+    idle_ttl_s: int = 0,
 ) -> Callable[[Any, Iterator[pd.DataFrame], Any], Iterator[pd.DataFrame]]:
     """The function for ``groupBy('_bucket').applyInPandasWithState``.
 
     ``finish`` turns the featurised frame into the stage's output (the scorer), so features and
-    scores take one Python hop per micro-batch.
+    scores take one Python hop per micro-batch. ``dedup_horizon_s`` > 0 drops repeated event ids
+    (:func:`repeated`); 0 keeps every event. ``idle_ttl_s`` > 0 evicts an entity whose newest event
+    is that much event time (at least the longest window) older than its bucket's newest (:func:`evict_idle`).
     """
     extra = [*(f"event_{t}" for t in spec.time_features), *spec.aggregate_names]
+    horizon_ms = dedup_horizon_s * 1000
+    carry = (spec.event_id,) if horizon_ms else ()
+    idle_ms = max(idle_ttl_s * 1000, longest_window_ms(spec), horizon_ms) if idle_ttl_s else 0
 
     def fn(key: tuple, frames: Iterator[pd.DataFrame], state: Any) -> Iterator[pd.DataFrame]:
         bucket = key[0]
@@ -71,12 +133,23 @@ def make_state_fn(
                 yield finish(frame)
             return
         history = _from_bytes(state.get[0]) if state.exists else None
+        if carry and history is not None and spec.event_id not in history:
+            history[spec.event_id] = None  # state written before de-duplication: no ids yet
         for frame in frames:
             if pseudonym_key:
                 frame[spec.entity_key] = pseudonymise(frame[spec.entity_key], pseudonym_key)
-            frame, history = featurise(frame, spec, history)
-            yield finish(frame)
+            dup = repeated(frame, history, spec, horizon_ms) if horizon_ms else None
+            if dup is not None and dup.any():
+                dups = frame[dup].copy()
+                dups["_reason"] = DUPLICATE
+                for c in extra:
+                    dups[c] = float("nan")
+                frame, history = featurise(frame[~dup].copy(), spec, history, carry, horizon_ms)
+                yield finish(pd.concat([frame, dups], ignore_index=True))
+            else:
+                frame, history = featurise(frame, spec, history, carry, horizon_ms)
+                yield finish(frame)
         if history is not None:
-            state.update((_to_bytes(history),))
+            state.update((_to_bytes(evict_idle(history, spec.entity_key, idle_ms)),))
 
     return fn

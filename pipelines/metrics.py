@@ -98,7 +98,7 @@ class ScoringMetrics:
             registry=r,
         )
         self.duplicates = Counter(
-            "rtml_events_duplicates", "Duplicate events dropped (0 until de-duplication exists).", registry=r
+            "rtml_events_duplicates", "Duplicate events dropped (repeated event ids).", registry=r
         )
         self.batch_seconds = Histogram(
             "rtml_batch_duration_seconds",

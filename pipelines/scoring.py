@@ -9,6 +9,8 @@ written by the driver: Parquet via pyarrow and Kafka via one long-lived producer
 ``<sink_root>/scores/batch_id=N`` (Parquet) and the scores topic; invalid events to
 ``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason, Kafka coordinates
 and payload (raw, pseudonymised, encrypted or dropped: :mod:`rtml.pipelines.quarantine`).
+Duplicate events (reason ``duplicate_event``: :mod:`rtml.pipelines.entity_state`) go there too but
+are counted apart: per batch, read = scored + quarantined + duplicates.
 A replayed batch keeps its id, so Parquet output is overwritten, not duplicated (exactly once);
 Kafka output is delivered from those Parquet batches by :mod:`rtml.pipelines.outbox`.
 """
@@ -24,6 +26,7 @@ from rtml.expectations.stream import StreamGate
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.champion_guard import ChampionGuard
+from rtml.pipelines.entity_state import DUPLICATE
 from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.quarantine import QuarantinePayloads
@@ -78,7 +81,8 @@ class BatchSink:
         name = f"batch_id={batch_id:09d}"
         invalid = pc.is_valid(table.column("_reason"))
         scored = table.filter(pc.invert(invalid)).drop_columns(["_reason", "value", "topic"])
-        quarantine = self.quarantine.table(table.filter(invalid))
+        quarantine = self.quarantine.table(table.filter(invalid))  # duplicates too, by their reason
+        duplicates = int(pc.sum(pc.equal(table.column("_reason"), DUPLICATE)).as_py() or 0)
         _write_parquet(scored, self.root / "scores" / name)
         if quarantine.num_rows:
             _write_parquet(quarantine, self.root / "quarantine" / name)
@@ -89,6 +93,7 @@ class BatchSink:
             {
                 str(r["values"]): int(r["counts"])
                 for r in pc.value_counts(quarantine.column("reason")).to_pylist()
+                if r["values"] != DUPLICATE
             }
             if quarantine.num_rows
             else {}
@@ -98,7 +103,8 @@ class BatchSink:
             "batch_id": batch_id,
             "read": table.num_rows,
             "scored": scored.num_rows,
-            "quarantined": quarantine.num_rows,
+            "quarantined": quarantine.num_rows - duplicates,  # invalid events only
+            "duplicates": duplicates,
             "by_reason": by_reason,
             "model_version": version,
             "explained": _explained(scored),
@@ -151,6 +157,7 @@ def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
         "read": sum(b["read"] for b in batches),
         "scored": sum(b["scored"] for b in batches),
         "quarantined": sum(b["quarantined"] for b in batches),
+        "duplicates": sum(b.get("duplicates", 0) for b in batches),
         "explained": sum(b.get("explained", 0) for b in batches),
         "quarantined_by_reason": dict(sorted(reasons.items())),
         "model_versions": versions,
@@ -197,7 +204,13 @@ def build_query(
             F.when(F.col("_reason").isNull(), F.pmod(F.hash(spec.entity_key), F.lit(buckets))).otherwise(-1),
         )
         scored = events.groupBy("_bucket").applyInPandasWithState(
-            make_state_fn(spec, key, make_frame_scorer(tracking_uri, model_name, spec, top_k)),
+            make_state_fn(
+                spec,
+                key,
+                make_frame_scorer(tracking_uri, model_name, spec, top_k),
+                settings.scoring.dedup_horizon_seconds,
+                settings.scoring.state_idle_ttl_seconds,
+            ),
             score_ddl(spec, top_k),
             STATE_SCHEMA,
             "append",

@@ -192,7 +192,15 @@ def score(
             ["", "value"],
             [
                 [k, r[k]]
-                for k in ("read", "scored", "quarantined", "batches", "model_versions", "events_per_s")
+                for k in (
+                    "read",
+                    "scored",
+                    "quarantined",
+                    "duplicates",
+                    "batches",
+                    "model_versions",
+                    "events_per_s",
+                )
             ],
         )
         if r["quarantined_by_reason"]:

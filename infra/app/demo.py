@@ -210,6 +210,7 @@ def _demo_body(
         "valid_events": valid,
         "events_scored": scoring["scored"],
         "events_quarantined": scoring["quarantined"],
+        "events_duplicates": scoring["duplicates"],
         "valid_events_lost": valid - scoring["scored"],
         "throughput_events_per_s": round(
             sum(b["read"] for b in steady) / max(sum(b["seconds"] for b in steady), 1e-9), 1

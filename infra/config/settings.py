@@ -190,6 +190,20 @@ class ScoringSettings(_Section):
         le=50,
         description="Top contributing features stored with every score (0 = no explanations).",
     )
+    dedup_horizon_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        description="An event whose id was seen on the same entity within this much event time (of that "
+        "entity's newest event) is a duplicate: not scored, not counted in aggregates, counted in the "
+        "batch's `duplicates`. 0 turns de-duplication off.",
+    )
+    state_idle_ttl_seconds: int = Field(
+        default=7 * 86_400,
+        ge=0,
+        description="An entity whose newest event is this much event time older than the newest event of "
+        "its state bucket is evicted from state (at least the longest aggregate window, so in-order "
+        "aggregates stay exact); keeps state bounded by the active entities. 0 keeps every entity forever.",
+    )
     quarantine_raw: Literal["encrypt", "drop", "keep"] | None = Field(
         default=None,
         description="Quarantined payloads rtml cannot pseudonymise (all of them when not pseudonymising). "

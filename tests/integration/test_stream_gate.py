@@ -21,8 +21,12 @@ UNIQUE_ID = "expect_column_values_to_be_unique(transaction_id)"
 
 
 def test_stream_gate_passes_clean_batches_and_flags_duplicated_ids(stack, tmp_path: Path) -> None:
-    s = scoped_settings(
-        stack, tmp_path, quality={"stream_every_batches": 1}, spark={"max_events_per_trigger": 1000}
+    s = scoped_settings(  # de-duplication off: the gate is what must see the repeated ids here
+        stack,
+        tmp_path,
+        quality={"stream_every_batches": 1},
+        spark={"max_events_per_trigger": 1000},
+        scoring={"dedup_horizon_seconds": 0},
     )
     spec = load_spec()
     bootstrap(s, spec, n=8000)
