@@ -19,13 +19,13 @@ def _f(x: Any, fmt: str = ".3f") -> str:
 def _render(r: dict[str, Any]) -> None:
     a, b = r["versions"]
     table(
-        f"model {r['model']}: v{a['version']} and v{b['version']} (metrics on each version's own holdout)",
+        f"{r['model']}: v{a['version']} and v{b['version']}",
         ["", f"v{a['version']}", f"v{b['version']}"],
         [
             ["aliases", ",".join(a["aliases"]), ",".join(b["aliases"])],
             ["trigger", a["trigger"], b["trigger"]],
             ["parent", a["parent"], b["parent"]],
-            *[[m, _f(a[m]), _f(b[m])] for m in ("precision", "recall", "f1")],
+            *[[f"{m} (own holdout)", _f(a[m]), _f(b[m])] for m in ("precision", "recall", "f1")],
             ["decision", a["decision"], b["decision"]],
         ],
     )
@@ -37,8 +37,7 @@ def _render(r: dict[str, Any]) -> None:
         )
         return
     table(
-        f"same holdout ({d.get('holdout')}): {d['outcome']} v{d['challenger']} against champion "
-        f"v{d['champion']}",
+        f"{d['outcome']}: v{d['challenger']} vs champion v{d['champion']}, same holdout ({d.get('holdout')})",
         ["metric", f"champion v{d['champion']}", f"challenger v{d['challenger']}", "delta", "P(better)"],
         [
             [
