@@ -92,12 +92,12 @@ class Decision:
         >>> print(d.markdown("1", "2"))
         **reject** v2 against champion v1 on the same holdout (900 rows, 30 positives): within noise
         <BLANKLINE>
-        | metric | champion v1 | challenger v2 | delta | P(better) | interval |
+        | metric | champion v1 | challenger v2 | delta | P(better), needs 0.95 | delta interval |
         |---|---|---|---|---|---|
-        | f1 | 0.5000 | 0.5500 | +0.0500 | 0.90 (needs 0.95) | -0.0100 .. +0.1000 |
+        | f1 | 0.500 | 0.550 | +0.050 | 0.90 | [-0.010, +0.100] |
         """
 
-        def f(x: object, fmt: str = ".4f") -> str:
+        def f(x: object, fmt: str = ".3f") -> str:
             return "n/a" if x is None else format(x, fmt)
 
         head = (
@@ -108,14 +108,13 @@ class Decision:
             head,
             "",
             f"| metric | champion v{champion_version} | challenger v{challenger_version} | delta "
-            "| P(better) | interval |",
+            f"| P(better), needs {self.confidence:.2f} | delta interval |",
             "|---|---|---|---|---|---|",
         ]
         for r in self.table():
-            p = "n/a" if r["p_better"] is None else f"{r['p_better']:.2f} (needs {self.confidence:.2f})"
             lines.append(
-                f"| {r['metric']} | {f(r['champion'])} | {f(r['challenger'])} | {f(r['delta'], '+.4f')} "
-                f"| {p} | {f(r['ci_low'], '+.4f')} .. {f(r['ci_high'], '+.4f')} |"
+                f"| {r['metric']} | {f(r['champion'])} | {f(r['challenger'])} | {f(r['delta'], '+.3f')} "
+                f"| {f(r['p_better'], '.2f')} | [{f(r['ci_low'], '+.3f')}, {f(r['ci_high'], '+.3f')}] |"
             )
         return "\n".join(lines)
 
