@@ -121,6 +121,15 @@ class SparkSettings(_Section):
     master: str = "local[2]"
     checkpoint_root: Path | None = Field(default=None, description="Default: <state_dir>/checkpoints")
     sink_root: Path | None = Field(default=None, description="Default: <state_dir>/sink")
+    table_root: str | None = Field(
+        default=None,
+        description="Delta tables (scores, quarantine, labelled): a local path or an object-store URI "
+        "(s3://bucket/prefix). Default: <sink_root>.",
+    )
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="delta-rs storage options for table_root (e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID).",
+    )
     shuffle_partitions: int = Field(
         default=1,
         ge=1,
