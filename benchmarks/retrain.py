@@ -30,7 +30,7 @@ from rtml.models.training.bootstrap import train_initial  # noqa: E402
 from rtml.models.training.challenger import select_window, train_challenger  # noqa: E402
 from rtml.models.training.retrain import evaluate, holdout_f1, policy_of  # noqa: E402
 from rtml.pipelines.generator import CardTransactionGenerator  # noqa: E402
-from rtml.pipelines.labels import read_labelled  # noqa: E402
+from rtml.pipelines.labelled import read_labelled  # noqa: E402
 
 
 def labelled_frame(n: int, seed: int, start_ms: int, drift_at: int | None = None) -> pd.DataFrame:

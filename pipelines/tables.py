@@ -23,7 +23,14 @@ from rtml.features.featurise import EVENT_MS
 
 DATE = "event_date"
 # the column each table's event_date is derived from
-DATE_SOURCE = {"scores": EVENT_MS, "quarantine": "quarantined_at_ms", "labelled": EVENT_MS}
+DATE_SOURCE = {
+    "scores": EVENT_MS,
+    "quarantine": "quarantined_at_ms",
+    "labels": "labelled_at_ms",
+    "labelled": EVENT_MS,
+}
+# the change data feed lets a reader take just the rows appended since a version (labels refresh)
+CREATE_CONFIG = {"delta.enableChangeDataFeed": "true"}
 
 
 def table_uri(settings: Any, name: str) -> str:
@@ -72,17 +79,27 @@ def commit_batch(settings: Any, name: str, table: Any, app_id: str, batch_id: in
     commit metadata (``rtml.batch_id``), so the outbox can find the newest batches without reading rows.
     """
     import pyarrow as pa
-    from deltalake import CommitProperties, Transaction, write_deltalake
 
     done = committed_version(settings, name, app_id)
     if done is not None and batch_id <= done:
         return False
     table = table.append_column("batch_id", pa.array([batch_id] * table.num_rows, pa.int64()))
+    append(settings, name, table, {app_id: batch_id}, {"rtml.batch_id": str(batch_id), "rtml.app_id": app_id})
+    return True
+
+
+def append(
+    settings: Any, name: str, table: Any, txns: dict[str, int], metadata: dict[str, str] | None = None
+) -> None:
+    """Append Arrow rows (``event_date`` added) in one commit carrying the application transactions."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
     table = with_event_date(table, DATE_SOURCE[name])
     props = CommitProperties(
-        app_transactions=[Transaction(app_id=app_id, version=batch_id)],
-        custom_metadata={"rtml.batch_id": str(batch_id), "rtml.app_id": app_id},
+        app_transactions=[Transaction(app_id=a, version=v) for a, v in txns.items()],
+        custom_metadata=metadata,
     )
+    new = open_table(settings, name) is None
     write_deltalake(
         table_uri(settings, name),
         table,
@@ -91,8 +108,26 @@ def commit_batch(settings: Any, name: str, table: Any, app_id: str, batch_id: in
         schema_mode="merge",  # explanation columns come and go with scoring.explain_top_k
         storage_options=storage_options(settings),
         commit_properties=props,
+        configuration=CREATE_CONFIG if new else None,
     )
-    return True
+
+
+def changes_since(settings: Any, name: str, version: int | None) -> tuple[pd.DataFrame, int | None]:
+    """Rows appended to ``name`` after table version ``version`` (None: all), and the version read."""
+    import pyarrow as pa
+
+    dt = open_table(settings, name)
+    if dt is None:
+        return pd.DataFrame(), version
+    latest = dt.version()
+    start = 0 if version is None else version + 1
+    if start > latest:
+        return pd.DataFrame(), latest
+    rows = pa.table(dt.load_cdf(starting_version=start, ending_version=latest).read_all())
+    frame = rows.to_pandas()
+    frame = frame[frame["_change_type"] == "insert"] if len(frame) else frame
+    frame = frame.sort_values("_commit_version", kind="stable")
+    return frame.drop(columns=["_change_type", "_commit_version", "_commit_timestamp"]), latest
 
 
 def recent_batch_ids(settings: Any, name: str, limit: int = 1000) -> list[int]:
@@ -131,3 +166,19 @@ def read_table(
     if "batch_id" in frame.columns:  # file order is not commit order: batches in the order written
         frame = frame.sort_values("batch_id", kind="stable").reset_index(drop=True)
     return frame
+
+
+def query(dt: Any, where: str | None = None, columns: list[str] | None = None) -> Any:
+    """Arrow rows of a table through delta-rs's SQL engine (partition and file-statistics pruning).
+
+    Used where files written by MERGE/UPDATE (string_view columns) meet files written by appends
+    (string): pyarrow's dataset filters cannot compare the two, DataFusion can.
+    """
+    import pyarrow as pa
+    from deltalake import QueryBuilder
+
+    cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    sql = f"SELECT {cols} FROM t" + (f" WHERE {where}" if where else "")
+    table = pa.table(QueryBuilder().register("t", dt).execute(sql).read_all())
+    fields = [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))

@@ -258,6 +258,9 @@ class RetrainSettings(_Section):
     sliding_window: str = Field(default="7d", description="Training window of a full retrain.")
     min_new_rows: int = Field(default=1000, ge=1, description="Skip a retrain with fewer new labelled rows.")
     schedule_cron: str = "*/15 * * * *"
+    labels_schedule_cron: str = Field(
+        default="*/5 * * * *", description="Schedule of rtml-labels, the labelled table's one writer."
+    )
 
 
 class Settings(BaseSettings):
