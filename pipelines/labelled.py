@@ -9,8 +9,9 @@ A refresh does work proportional to what is new:
 1. scored events appended to ``scores`` since the last refresh (the table's change data feed) are
    merged in, with any label that already arrived for them;
 2. labels appended to ``labels`` since then are merged by event id into the events of the open
-   window (the partitions of the last two label horizons); labels whose event is not scored yet
-   wait in the small ``labels_orphan`` table;
+   window (the partitions from the day of the last expiry cut on: a label that comes more than a
+   horizon after its event is not applied); labels whose event is not scored yet wait in the small
+   ``labels_orphan`` table;
 3. pending events whose horizon expired since the last refresh (event time: the newest scored
    event's time minus the horizon) are closed.
 
@@ -103,7 +104,8 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
     remaining = candidates[~candidates[eid].isin(consumed)]
     matched: set[str] = set()
     if dt is not None and len(remaining):
-        floor = _day((cut_prev if cut_prev is not None else _min_event(dt)) - horizon_ms)
+        # events whose horizon closed before the day of the last cut take no more labels
+        floor = _day(cut_prev if cut_prev is not None else _min_event(dt))
         found = _window_ids(dt, eid, remaining[eid].tolist(), floor)
         matched = set(found[eid])
         hits = remaining[remaining[eid].isin(matched)]
@@ -127,7 +129,8 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
     if vl is not None and dt is not None and (_txn(dt, APP_LABELS) or -1) < vl:
         dt = _mark(settings, dt, APP_LABELS, vl)
     waiting = remaining[~remaining[eid].isin(matched)]
-    if len(waiting) or len(orphans):
+    before = set(orphans[eid]) if len(orphans) else set()
+    if set(waiting[eid]) != before or len(new_labels):
         _write_orphans(settings, waiting)
     out["orphan_labels"] = int(len(waiting))
 
