@@ -103,3 +103,30 @@ def test_replayed_history_expires_by_event_time(tmp_path: Path) -> None:
     r = refresh_labelled(s, SPEC)
     assert r["expired"] == r["unlabelled_as_negative"] == 10 and r["pending"] == 10
     assert sorted(read_labelled(s)[ID]) == sorted(f"e{i}" for i in range(10))
+
+
+def test_a_label_ingest_replayed_after_a_crash_commits_nothing(tmp_path: Path) -> None:
+    from rtml.pipelines.labels import _append_labels
+
+    s = _settings(tmp_path)
+    frame = _labels([1, 2], 1, T0).to_pandas()
+    _append_labels(s, SPEC, frame, 1)
+    _append_labels(s, SPEC, frame, 1)  # the offsets were not saved: the same read again
+    assert len(open_table(s, "labels").to_pandas()) == 2
+    _append_labels(s, SPEC, frame.assign(**{LABEL: 0}), 2)
+    assert len(open_table(s, "labels").to_pandas()) == 4
+
+
+def test_pending_is_counted_under_drop_and_dropped_events_are_not_read(tmp_path: Path) -> None:
+    spec = SPEC.model_copy(
+        update={"label": SPEC.label.model_copy(update={"unlabelled_after_horizon": "drop"})}
+    )
+    s = _settings(tmp_path)
+    commit_batch(s, "scores", _scores(0, 10), "q-scores", 0)
+    append(s, "labels", _labels([2], 1, T0 + HOUR), {INGEST_APP: 1})
+    r = refresh_labelled(s, spec)
+    assert (r["pending"], r["labelled"]) == (9, 1)
+    commit_batch(s, "scores", _scores(490, 500), "q-scores", 1)
+    r = refresh_labelled(s, spec)
+    assert r["expired"] == 9 and r["unlabelled_as_negative"] == 0 and r["pending"] == 10
+    assert read_labelled(s)[ID].tolist() == ["e2"]
