@@ -108,6 +108,12 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
         floor = _day(cut_prev if cut_prev is not None else _min_event(dt))
         found = _window_ids(dt, eid, remaining[eid].tolist(), floor)
         matched = set(found[eid])
+    waiting = remaining[~remaining[eid].isin(matched)]
+    before = set(orphans[eid]) if len(orphans) else set()
+    if set(waiting[eid]) != before or len(new_labels):
+        _write_orphans(settings, waiting)  # before the labels version moves: a crash loses none
+    out["orphan_labels"] = int(len(waiting))
+    if dt is not None and matched:
         hits = remaining[remaining[eid].isin(matched)]
         if len(hits):
             src = hits.merge(found, on=eid)
@@ -128,11 +134,6 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
             out["labelled"] += int(len(hits))
     if vl is not None and dt is not None and (_txn(dt, APP_LABELS) or -1) < vl:
         dt = _mark(settings, dt, APP_LABELS, vl)
-    waiting = remaining[~remaining[eid].isin(matched)]
-    before = set(orphans[eid]) if len(orphans) else set()
-    if set(waiting[eid]) != before or len(new_labels):
-        _write_orphans(settings, waiting)
-    out["orphan_labels"] = int(len(waiting))
 
     # 3. the horizon, in event time
     expired = 0
