@@ -32,7 +32,7 @@ def refresh_labelled(settings: Settings, spec: StreamSpec) -> dict[str, Any]:
 def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> Any:
     from rtml.expectations.training import quarantined_ids
     from rtml.models.training.challenger import select_window as select
-    from rtml.pipelines.labelled import read_labelled
+    from rtml.pipelines.labelled import labelled_version, read_labelled
 
     since = watermark_ms
     if settings.retrain.mode == "full":
@@ -41,11 +41,15 @@ def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> An
         since = min(
             since, int(time.time() * 1000) - parse_duration_seconds(settings.retrain.sliding_window) * 1000
         )
-    labelled = read_labelled(settings, since)
+    version = labelled_version(settings)  # lineage: the window is re-readable at this version
+    labelled = read_labelled(settings, since, version)
     excluded = quarantined_ids(settings, spec.event_id)
     if excluded and len(labelled):
         labelled = labelled[~labelled[spec.event_id].astype(str).isin(excluded)]
-    return select(labelled, spec, settings, watermark_ms)
+    window = select(labelled, spec, settings, watermark_ms)
+    if version is not None:
+        window.info["labelled_table_version"] = version  # an MLflow param and the rtml.window tag
+    return window
 
 
 @task(cache_policy=NO_CACHE)

@@ -250,12 +250,25 @@ def _write_orphans(settings: Settings, frame: pd.DataFrame) -> None:
     )
 
 
-def read_labelled(settings: Settings, since_ms: int | None = None) -> pd.DataFrame:
+def labelled_version(settings: Settings) -> int | None:
+    """The labelled table's current version (None: not written yet): what a window was read at."""
+    dt = open_table(settings, TABLE)
+    return None if dt is None else int(dt.version())
+
+
+def read_labelled(
+    settings: Settings, since_ms: int | None = None, version: int | None = None
+) -> pd.DataFrame:
     """Events with an outcome, optionally only those newer than since_ms (partition + file pruning),
-    oldest first, with the columns the store always had (score columns, label, ``event_date``)."""
+    oldest first, with the columns the store always had (score columns, label, ``event_date``).
+
+    ``version``: read the table as it was at that version (time travel: a model's window again).
+    """
     dt = open_table(settings, TABLE)
     if dt is None:
         return pd.DataFrame()
+    if version is not None:
+        dt.load_as_version(version)
     where = f"{STATE} IN ('labelled', 'expired')"  # not pending, not dropped
     if since_ms is not None:
         where += f" AND {DATE} >= '{_day(since_ms)}' AND {EVENT_MS} > {int(since_ms)}"

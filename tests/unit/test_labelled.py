@@ -130,3 +130,19 @@ def test_pending_is_counted_under_drop_and_dropped_events_are_not_read(tmp_path:
     r = refresh_labelled(s, spec)
     assert r["expired"] == 9 and r["unlabelled_as_negative"] == 0 and r["pending"] == 10
     assert read_labelled(s)[ID].tolist() == ["e2"]
+
+
+def test_a_window_is_read_again_at_the_version_it_was_read_at(tmp_path: Path) -> None:
+    from rtml.pipelines.labelled import labelled_version
+
+    s = _settings(tmp_path)
+    commit_batch(s, "scores", _scores(0, 10), "q-scores", 0)
+    append(s, "labels", _labels([1, 2], 1, T0), {INGEST_APP: 1})
+    refresh_labelled(s, SPEC)
+    version = labelled_version(s)
+    first = read_labelled(s)
+    append(s, "labels", _labels([3, 4, 5], 1, T0 + 1), {INGEST_APP: 2})
+    refresh_labelled(s, SPEC)
+    assert len(read_labelled(s)) == 5
+    again = read_labelled(s, version=version)
+    assert again[ID].tolist() == first[ID].tolist() == ["e1", "e2"]
