@@ -234,7 +234,7 @@ def _count_pending(dt: Any, cut: int) -> int:
 
 def _read_orphans(settings: Settings) -> pd.DataFrame:
     dt = open_table(settings, ORPHANS)
-    return pd.DataFrame() if dt is None else dt.to_pandas()
+    return pd.DataFrame() if dt is None else query(dt).to_pandas()
 
 
 def _write_orphans(settings: Settings, frame: pd.DataFrame) -> None:

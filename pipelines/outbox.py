@@ -58,7 +58,6 @@ class KafkaOutbox:
         newest commits: the candidates come from the tables' logs, not from their rows.
         """
         import pyarrow as pa
-        import pyarrow.dataset as ds
 
         from rtml.pipelines.tables import DATE, read_table, recent_batch_ids
 
@@ -73,7 +72,7 @@ class KafkaOutbox:
                 continue
             parts = []
             for kind in ("scores", "quarantine"):
-                frame = read_table(self.settings, kind, filters=ds.field("batch_id") == batch_id)
+                frame = read_table(self.settings, kind, f"batch_id = {int(batch_id)}")
                 frame = frame.drop(columns=["batch_id", DATE], errors="ignore")
                 parts.append(pa.Table.from_pandas(frame, preserve_index=False) if len(frame) else None)
             self._deliver(name, *parts)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from rtml.pipelines.tables import DATE, open_table, read_table
+from rtml.pipelines.tables import DATE, open_table, query, read_table
 
 TIME_COLUMN = {"scores": "scored_at_ms", "quarantine": "quarantined_at_ms"}
 
@@ -25,20 +25,17 @@ def read_sink(
     Files are pruned by the per-file statistics in the Delta log, so a short recent window does not
     read the history.
     """
-    import pyarrow.dataset as ds
-
-    expr = ds.field(TIME_COLUMN[kind]) >= since_ms if since_ms is not None else None
-    return read_table(settings, kind, filters=expr, columns=columns)
+    where = f"{TIME_COLUMN[kind]} >= {int(since_ms)}" if since_ms is not None else None
+    return read_table(settings, kind, where, columns=columns)
 
 
 def read_scored_event(settings: Any, id_field: str, event_id: str) -> dict[str, Any] | None:
     """The score row of one event (its newest, should it have been scored twice), or None."""
-    import pyarrow.dataset as ds
-
     dt = open_table(settings, "scores")
     if dt is None:
         return None
-    rows = dt.to_pyarrow_dataset().to_table(filter=ds.field(id_field) == event_id).to_pylist()
+    quoted = event_id.replace("'", "''")
+    rows = query(dt, f"\"{id_field}\" = '{quoted}'").to_pylist()
     if not rows:
         return None
     row = max(rows, key=lambda r: r["batch_id"])
