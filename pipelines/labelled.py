@@ -120,7 +120,7 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
             (
                 dt.merge(
                     _arrow(src),
-                    predicate=f"t.{eid} = s.{eid} AND t.{DATE} = s.{DATE}",
+                    predicate=f"t.{eid} = s.{eid} AND t.{DATE} = s.{DATE} AND {_days_in(src[DATE])}",
                     source_alias="s",
                     target_alias="t",
                     commit_properties=_props(APP_LABELS, vl if vl is not None else 0),
@@ -164,7 +164,7 @@ def _insert(settings: Settings, dt: Any, rows: pd.DataFrame, vs: int | None, eid
     (
         dt.merge(
             table,
-            predicate=f"t.{eid} = s.{eid} AND t.{DATE} = s.{DATE}",
+            predicate=f"t.{eid} = s.{eid} AND t.{DATE} = s.{DATE} AND {_days_in(table.column(DATE))}",
             source_alias="s",
             target_alias="t",
             merge_schema=True,
@@ -174,6 +174,13 @@ def _insert(settings: Settings, dt: Any, rows: pd.DataFrame, vs: int | None, eid
         .execute()
     )
     return dt
+
+
+def _days_in(values: Any) -> str:
+    """A literal partition filter on the target (``t.event_date IN (...)``): only those days' files
+    are read by a MERGE, whatever the engine infers from the join condition."""
+    days = sorted({str(v) for v in (values.to_pylist() if hasattr(values, "to_pylist") else values)})
+    return f"t.{DATE} IN ({', '.join(repr(d) for d in days)})"
 
 
 def _mark(settings: Settings, dt: Any, app: str, version: int) -> Any:
