@@ -35,7 +35,7 @@ def scored_event(settings: Any, spec: Any, event_id: str) -> dict[str, Any]:
     row = read_scored_event(settings, spec.event_id, event_id)
     if row is None:
         raise CommandError(
-            f"event '{event_id}' is not in the score table ({table_uri(settings, 'scores')}): "
+            f"event '{event_id}' is not in the score sink ({table_uri(settings, 'scores')}): "
             "not scored yet, quarantined, or another table_root"
         )
     return {
