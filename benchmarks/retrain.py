@@ -30,7 +30,7 @@ from rtml.models.training.bootstrap import train_initial  # noqa: E402
 from rtml.models.training.challenger import select_window, train_challenger  # noqa: E402
 from rtml.models.training.retrain import evaluate, holdout_f1, policy_of  # noqa: E402
 from rtml.pipelines.generator import CardTransactionGenerator  # noqa: E402
-from rtml.pipelines.labels import read_labelled  # noqa: E402
+from rtml.pipelines.labelled import read_labelled  # noqa: E402
 
 
 def labelled_frame(n: int, seed: int, start_ms: int, drift_at: int | None = None) -> pd.DataFrame:
@@ -41,9 +41,15 @@ def labelled_frame(n: int, seed: int, start_ms: int, drift_at: int | None = None
 
 
 def write_store(root: Path, frames: list[pd.DataFrame]) -> None:
-    pd.concat(frames, ignore_index=True).to_parquet(
-        root / "sink" / "labelled", partition_cols=["event_date"], index=False
-    )
+    """The labelled Delta table as the labels flow leaves it (every row labelled)."""
+    import pyarrow as pa
+
+    from rtml.pipelines.labelled import STATE, TABLE
+    from rtml.pipelines.tables import append
+
+    settings = load_settings(overrides={"state_dir": str(root)}, use_default_file=False)
+    frame = pd.concat(frames, ignore_index=True).drop(columns=["event_date"]).assign(**{STATE: "labelled"})
+    append(settings, TABLE, pa.Table.from_pandas(frame, preserve_index=False), {})
 
 
 def timed_retrain(settings, spec, champion, watermark: int) -> dict:  # noqa: ANN001

@@ -43,6 +43,7 @@ from rtml.infra.config.spec import load_spec  # noqa: E402
 from rtml.models.lifecycle.registry import alias_version, load_model  # noqa: E402
 from rtml.pipelines.producer import generated_frames, stream_frames  # noqa: E402
 from rtml.pipelines.score_job import run_scoring  # noqa: E402
+from rtml.pipelines.tables import read_table  # noqa: E402
 
 
 def _free_port() -> int:
@@ -236,7 +237,7 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
     deadline = time.monotonic() + 60
     recent = pd.DataFrame()
     while time.monotonic() < deadline:
-        scores = pd.read_parquet(settings.sink_root / "scores", columns=["kafka_timestamp_ms", "latency_ms"])
+        scores = read_table(settings, "scores", columns=["kafka_timestamp_ms", "latency_ms"])
         recent = scores[scores["kafka_timestamp_ms"] >= t_start_ms]
         if len(recent) >= n:
             break

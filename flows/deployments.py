@@ -3,6 +3,7 @@
 | deployment | flow | schedule |
 |---|---|---|
 | ``rtml-score/<model>`` | scoring job supervisor (long-running) | started by ``rtml serve`` |
+| ``rtml-labels/<model>`` | labels + incremental labelled table | ``retrain.labels_schedule_cron`` (5 min) |
 | ``rtml-retrain/<model>`` | retrain + promotion decision | ``retrain.schedule_cron`` (every 15 min) |
 | ``rtml-quality/<model>`` | GE suites over the last window | ``quality.schedule_cron`` (every 10 min) |
 | ``rtml-drift/<model>`` | drift check + alerts | ``drift.schedule_cron`` (every 5 min) |
@@ -22,7 +23,7 @@ from typing import Any
 
 from rtml.infra.config.settings import Settings
 
-FLOWS = ("score", "retrain", "quality", "drift", "promote")
+FLOWS = ("score", "labels", "retrain", "quality", "drift", "promote")
 
 
 def build(
@@ -32,6 +33,7 @@ def build(
     from prefect.types.entrypoint import EntrypointType
 
     from rtml.flows.drift import drift_flow
+    from rtml.flows.labels import labels_flow
     from rtml.flows.promote import promote_flow
     from rtml.flows.quality import quality_flow
     from rtml.flows.retrain import retrain_flow
@@ -48,6 +50,14 @@ def build(
             parameters=params,
             concurrency_limit=1,
             description="Long-running: supervises the scoring job (restarts it from its checkpoint).",
+            **common,
+        ),
+        labels_flow.to_deployment(
+            name=name,
+            cron=settings.retrain.labels_schedule_cron,
+            parameters=params,
+            concurrency_limit=1,
+            description="The labelled table's one writer: new labels and expired horizons, incrementally.",
             **common,
         ),
         retrain_flow.to_deployment(

@@ -60,11 +60,10 @@ def recent_scores(settings: Settings, window: str) -> Any:
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def labelled_feedback(settings: Settings, spec: StreamSpec, version: str) -> Any:
-    """Labelled events the champion served in the performance window, oldest first."""
-    from rtml.pipelines.labels import build_labelled, ingest_labels, read_labelled
+    """Labelled events the champion served in the performance window, oldest first (read only: the
+    labels flow maintains the table)."""
+    from rtml.pipelines.labelled import read_labelled
 
-    ingest_labels(settings, spec)
-    build_labelled(settings, spec)
     since = int(time.time() * 1000) - parse_duration_seconds(settings.drift.performance_window) * 1000
     frame = read_labelled(settings, since)
     if frame.empty or spec.label is None:

@@ -1,7 +1,7 @@
 """Retrain flow: labels -> labelled window -> quality gate -> challenger -> same-holdout decision ->
 new MLflow version -> promotion by moving aliases. The flow only orchestrates; the work is in
-``rtml.pipelines.labels``, ``rtml.models.training.challenger``, ``rtml.models.training.retrain``
-and ``rtml.models.lifecycle.aliases``.
+``rtml.flows.labels`` (the labelled table's writer), ``rtml.models.training.challenger``,
+``rtml.models.training.retrain`` and ``rtml.models.lifecycle.aliases``.
 
     python -m rtml.flows.retrain            # one run against the configured services
 """
@@ -20,18 +20,19 @@ from rtml.infra.config.settings import Settings, load_settings
 from rtml.infra.config.spec import StreamSpec, load_spec
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def refresh_labelled(settings: Settings, spec: StreamSpec) -> dict[str, int]:
-    from rtml.pipelines.labels import build_labelled, ingest_labels
+def refresh_labelled(settings: Settings, spec: StreamSpec) -> dict[str, Any]:
+    """Bring the labelled table up to date through its one writer (the labels flow's body, under
+    its lock): a retrain trains on every label that has arrived."""
+    from rtml.flows.labels import run_labels
 
-    return {**ingest_labels(settings, spec), **build_labelled(settings, spec)}
+    return run_labels(settings, spec)
 
 
 @task(cache_policy=NO_CACHE)
 def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> Any:
     from rtml.expectations.training import quarantined_ids
     from rtml.models.training.challenger import select_window as select
-    from rtml.pipelines.labels import read_labelled
+    from rtml.pipelines.labelled import labelled_version, read_labelled
 
     since = watermark_ms
     if settings.retrain.mode == "full":
@@ -40,11 +41,15 @@ def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> An
         since = min(
             since, int(time.time() * 1000) - parse_duration_seconds(settings.retrain.sliding_window) * 1000
         )
-    labelled = read_labelled(settings, since)
+    version = labelled_version(settings)  # lineage: the window is re-readable at this version
+    labelled = read_labelled(settings, since, version)
     excluded = quarantined_ids(settings, spec.event_id)
     if excluded and len(labelled):
         labelled = labelled[~labelled[spec.event_id].astype(str).isin(excluded)]
-    return select(labelled, spec, settings, watermark_ms)
+    window = select(labelled, spec, settings, watermark_ms)
+    if version is not None:
+        window.info["labelled_table_version"] = version  # an MLflow param and the rtml.window tag
+    return window
 
 
 @task(cache_policy=NO_CACHE)

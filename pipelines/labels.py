@@ -1,9 +1,6 @@
-"""Late labels: ingest the labels topic into Parquet, join labels to scored events.
+"""Late labels: ingest the labels topic into the ``labels`` Delta table.
 
-The labelled store (``<sink_root>/labelled/event_date=YYYY-MM-DD/``) holds every scored event whose
-outcome is known: labelled by a label message, or -- once the spec's label horizon has passed
-without one -- treated as the spec says (``negative`` or dropped). Events still inside the horizon
-without a label are pending and not in the store yet.
+The join of labels to scored events is :mod:`rtml.pipelines.labelled` (incremental).
 """
 
 from __future__ import annotations
@@ -14,19 +11,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from rtml.features.featurise import EVENT_MS
 from rtml.infra.config.settings import Settings
-from rtml.infra.config.spec import StreamSpec, parse_duration_seconds
+from rtml.infra.config.spec import StreamSpec
+
+INGEST_APP = "rtml-labels-ingest"
 
 
 def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
-    """Append new label messages to ``<sink_root>/labels`` (offsets tracked beside the files).
+    """Append new label messages to the ``labels`` Delta table (offsets tracked in
+    ``<sink_root>/labels/_offsets.json``, with the ingest's sequence number).
 
-    Each file is named by its offset range, so a retried ingest rewrites the same file; duplicate
-    labels of one event are harmless (the newest wins in the join).
+    Each read is committed once (:func:`_append_labels`); duplicate labels of one event are harmless
+    (the newest wins in the join).
     """
     from kafka import TopicPartition
 
@@ -37,6 +35,7 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
     root.mkdir(parents=True, exist_ok=True)
     offsets_file = root / "_offsets.json"
     done: dict[str, int] = json.loads(offsets_file.read_text()) if offsets_file.exists() else {}
+    seq = int(done.pop("_seq", 0))
     topic = settings.kafka.topics.labels
     consumer = make_consumer(connection_options(settings))
     new = 0
@@ -44,7 +43,7 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         positions, ends, entry = _checked_positions(settings, consumer, tps, done, root)
         done = {str(p): o for (_, p), o in positions.items()}  # a reset's position is kept, read or not
-        offsets_file.write_text(json.dumps(done))
+        offsets_file.write_text(json.dumps({**done, "_seq": seq}))
         consumer.assign(tps)
         for tp in tps:
             start = done[str(tp.partition)]
@@ -59,16 +58,37 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
             frame = pd.read_json(io.BytesIO(b"\n".join(values)), lines=True, dtype={spec.event_id: str})
             keep = [spec.event_id, spec.label.field, "labelled_at_ms"]
             frame = frame[[c for c in keep if c in frame.columns]]
-            frame.to_parquet(root / f"p{tp.partition}-{start:012d}-{end:012d}.parquet", index=False)
+            seq += 1
+            _append_labels(settings, spec, frame, seq)
             done[str(tp.partition)] = end
             new += len(frame)
-            offsets_file.write_text(json.dumps(done))
+            offsets_file.write_text(json.dumps({**done, "_seq": seq}))
     finally:
         consumer.close()
     out = {"new_labels": new}
     if entry is not None:
         out |= {"offset_resets": len(entry["resets"]), "offsets_skipped": entry["offsets_skipped"]}
     return out
+
+
+def _append_labels(settings: Settings, spec: StreamSpec, frame: pd.DataFrame, seq: int) -> None:
+    """Append one read of label messages to the ``labels`` table, exactly once.
+
+    The commit carries the ingest's sequence number (kept beside the offsets) as an application
+    transaction: a crash after the commit and before the offsets were saved re-reads the same range
+    and commits nothing.
+    """
+    import pyarrow as pa
+
+    from rtml.pipelines.tables import append, committed_version
+
+    if (committed_version(settings, "labels", INGEST_APP) or 0) >= seq:
+        return
+    frame = frame.assign(**{spec.event_id: frame[spec.event_id].astype(str)})
+    if "labelled_at_ms" not in frame:
+        frame["labelled_at_ms"] = int(time.time() * 1000)
+    frame["labelled_at_ms"] = frame["labelled_at_ms"].fillna(int(time.time() * 1000)).astype("int64")
+    append(settings, "labels", pa.Table.from_pandas(frame, preserve_index=False), {INGEST_APP: seq})
 
 
 def _checked_positions(
@@ -100,66 +120,3 @@ def _checked_positions(
     if entry is not None:
         log_entry(entry)
     return positions, hi, entry
-
-
-def _read_dir(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    if not path.exists() or not any(path.rglob("*.parquet")):
-        return pd.DataFrame(columns=columns or [])
-    return pd.read_parquet(path, columns=columns)
-
-
-def build_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = None) -> dict[str, int]:
-    """Join scored events (with the features they were scored on) to labels; rewrite the store."""
-    assert spec.label is not None
-    now_ms = now_ms or int(time.time() * 1000)
-    scores = _read_dir(settings.sink_root / "scores")
-    labels = _read_dir(settings.sink_root / "labels")
-    out_root = settings.sink_root / "labelled"
-    if scores.empty:
-        return {"labelled": 0, "pending": 0, "unlabelled_as_negative": 0}
-    scores = scores.drop(columns=["batch_id"], errors="ignore").drop_duplicates(spec.event_id, keep="last")
-    if not labels.empty:
-        labels = labels.sort_values("labelled_at_ms").drop_duplicates(spec.event_id, keep="last")
-        joined = scores.merge(labels[[spec.event_id, spec.label.field]], on=spec.event_id, how="left")
-    else:
-        joined = scores.assign(**{spec.label.field: np.nan})
-    horizon_ms = parse_duration_seconds(spec.label.horizon) * 1000
-    missing = joined[spec.label.field].isna()
-    expired = missing & (joined[EVENT_MS] < now_ms - horizon_ms)
-    if spec.label.unlabelled_after_horizon == "negative":
-        negative = 0 if isinstance(spec.label.positive, int | float) else f"not-{spec.label.positive}"
-        joined.loc[expired, spec.label.field] = negative
-        ready = ~missing | expired
-    else:
-        ready = ~missing
-    store = joined[ready].copy()
-    store["event_date"] = pd.to_datetime(store[EVENT_MS], unit="ms", utc=True).dt.strftime("%Y-%m-%d")
-    tmp = out_root.with_name("labelled.tmp")
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
-    store.to_parquet(tmp, partition_cols=["event_date"], index=False)
-    shutil.rmtree(out_root, ignore_errors=True)
-    tmp.rename(out_root)
-    return {
-        "labelled": int(len(store)),
-        "pending": int((missing & ~expired).sum()),
-        "unlabelled_as_negative": int(expired.sum())
-        if spec.label.unlabelled_after_horizon == "negative"
-        else 0,
-    }
-
-
-def read_labelled(settings: Settings, since_ms: int | None = None) -> pd.DataFrame:
-    """The labelled store, optionally only events newer than since_ms (partition + row-group pruning)."""
-    root = settings.sink_root / "labelled"
-    if not root.exists() or not any(root.rglob("*.parquet")):
-        return pd.DataFrame()
-    filters = None
-    if since_ms is not None:
-        day = pd.to_datetime(since_ms, unit="ms", utc=True).strftime("%Y-%m-%d")
-        filters = [("event_date", ">=", day), (EVENT_MS, ">", int(since_ms))]
-    frame = pd.read_parquet(root, filters=filters)
-    if "event_date" in frame:
-        frame["event_date"] = frame["event_date"].astype(str)
-    return frame.sort_values(EVENT_MS, kind="stable").reset_index(drop=True) if len(frame) else frame

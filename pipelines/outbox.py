@@ -1,10 +1,10 @@
-"""Kafka delivery of the scoring job's output, from the durable Parquet batches (outbox pattern).
+"""Kafka delivery of the scoring job's output, from the committed Delta batches (outbox pattern).
 
-Batch N is handed over after its Parquet files are written and is sent in a background thread
-while Spark works on batch N+1; a marker file records delivery. On start-up every Parquet batch
-without a marker is sent again, so a crash anywhere loses no Kafka output (a crash between the
-send and the marker can repeat one batch on the topics: at least once there, exactly once in
-Parquet).
+Batch N is handed over after it is committed to the tables and is sent in a background thread
+while Spark works on batch N+1; a marker file records delivery. On start-up every committed batch
+among the newest commits without a marker is sent again (read back by its ``batch_id``), so a crash
+anywhere loses no Kafka output (a crash between the send and the marker can repeat one batch on the
+topics: at least once there, exactly once in the tables).
 """
 
 from __future__ import annotations
@@ -52,20 +52,31 @@ class KafkaOutbox:
             self._pending = self._pool.submit(self._deliver, name, scored, quarantine)
 
     def recover(self) -> list[str]:
-        """Send every Parquet batch that has no delivery marker; return their names."""
-        import pyarrow.parquet as pq
+        """Send every recently committed batch that has no delivery marker; return their names.
 
+        Delivery is serial and a failed one stops the job, so undelivered batches are among the
+        newest commits: the candidates come from the tables' logs, not from their rows.
+        """
+        import pyarrow as pa
+
+        from rtml.pipelines.tables import DATE, read_table, recent_batch_ids
+
+        ids = sorted(
+            set(recent_batch_ids(self.settings, "scores"))
+            | set(recent_batch_ids(self.settings, "quarantine"))
+        )
         sent = []
-        for kind in ("scores", "quarantine"):
-            base = self.root / kind
-            for d in sorted(base.glob("batch_id=*")) if base.exists() else []:
-                if self._marker(d.name).exists() or d.name in sent:
-                    continue
-                scores_dir, q_dir = self.root / "scores" / d.name, self.root / "quarantine" / d.name
-                scored = pq.read_table(scores_dir) if scores_dir.exists() else None
-                quarantine = pq.read_table(q_dir) if q_dir.exists() else None
-                self._deliver(d.name, scored, quarantine)
-                sent.append(d.name)
+        for batch_id in ids:
+            name = f"batch_id={batch_id:09d}"
+            if self._marker(name).exists():
+                continue
+            parts = []
+            for kind in ("scores", "quarantine"):
+                frame = read_table(self.settings, kind, f"batch_id = {int(batch_id)}")
+                frame = frame.drop(columns=["batch_id", DATE], errors="ignore")
+                parts.append(pa.Table.from_pandas(frame, preserve_index=False) if len(frame) else None)
+            self._deliver(name, *parts)
+            sent.append(name)
         return sent
 
     def _deliver(self, name: str, scored: Any, quarantine: Any) -> None:

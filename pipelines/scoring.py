@@ -5,21 +5,21 @@ the batch's tasks as a job property; a moved alias swaps the model without a res
 score row carries the version that produced it. Only audited moves are followed
 (:mod:`rtml.pipelines.champion_guard`). Each micro-batch is one Spark job (read, validate,
 then features and scores in one Python stage: :mod:`rtml.pipelines.scorer`) whose Arrow result is
-written by the driver: Parquet via pyarrow and Kafka via one long-lived producer. Scores go to
-``<sink_root>/scores/batch_id=N`` (Parquet) and the scores topic; invalid events to
-``<sink_root>/quarantine/batch_id=N`` and the quarantine topic with their reason, Kafka coordinates
+written by the driver: Delta tables via delta-rs and Kafka via one long-lived producer. Scores go to
+the ``scores`` Delta table (:mod:`rtml.pipelines.tables`) and the scores topic; invalid events to
+the ``quarantine`` table and the quarantine topic with their reason, Kafka coordinates
 and payload (raw, pseudonymised, encrypted or dropped: :mod:`rtml.pipelines.quarantine`).
 Duplicate events (reason ``duplicate_event``: :mod:`rtml.pipelines.entity_state`) go there too but
 are counted apart: per batch, read = scored + quarantined + duplicates.
-A replayed batch keeps its id, so Parquet output is overwritten, not duplicated (exactly once);
-Kafka output is delivered from those Parquet batches by :mod:`rtml.pipelines.outbox`.
+Each batch is committed with the application transaction (query id, batch id): a replayed batch
+keeps its id and commits nothing (exactly once); Kafka output is delivered from the committed
+batches by :mod:`rtml.pipelines.outbox`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from rtml.expectations.stream import StreamGate
@@ -31,18 +31,15 @@ from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.quarantine import QuarantinePayloads
 from rtml.pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
+from rtml.pipelines.tables import commit_batch
 
 
-def _write_parquet(table: Any, directory: Path) -> None:
-    """One file per micro-batch, replaced atomically: a replayed batch overwrites, never duplicates."""
-    import os
-
-    import pyarrow.parquet as pq
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / ".part-00000.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, directory / "part-00000.parquet")
+def query_app_id(settings: Settings, kind: str) -> str:
+    """The Delta application id of one sink: the streaming query's id (stable across restarts from
+    its checkpoint, new after a checkpoint reset, whose batch ids start again at 0) and the sink."""
+    meta = settings.checkpoint_root / "scoring" / "metadata"
+    qid = json.loads(meta.read_text().splitlines()[0])["id"] if meta.exists() else "no-checkpoint"
+    return f"rtml-scoring-{qid}-{kind}"
 
 
 class BatchSink:
@@ -83,9 +80,10 @@ class BatchSink:
         scored = table.filter(pc.invert(invalid)).drop_columns(["_reason", "value", "topic"])
         quarantine = self.quarantine.table(table.filter(invalid))  # duplicates too, by their reason
         duplicates = int(pc.sum(pc.equal(table.column("_reason"), DUPLICATE)).as_py() or 0)
-        _write_parquet(scored, self.root / "scores" / name)
+        commit_batch(self.settings, "scores", scored, query_app_id(self.settings, "scores"), batch_id)
         if quarantine.num_rows:
-            _write_parquet(quarantine, self.root / "quarantine" / name)
+            app_id = query_app_id(self.settings, "quarantine")
+            commit_batch(self.settings, "quarantine", quarantine, app_id, batch_id)
         t_parquet = time.monotonic() - t0 - t_spark
         self.outbox.submit(name, scored, quarantine)  # sent while Spark works on the next batch
         self.gate.submit(batch_id, scored, version)  # every K-th batch, checked off the scoring path

@@ -1,4 +1,4 @@
-"""Read back what the scoring job wrote: the Parquet score and quarantine sinks.
+"""Read back what the scoring job wrote: the score and quarantine Delta tables.
 
 >>> from rtml.infra.config.settings import load_settings
 >>> s = load_settings(overrides={"state_dir": "/nonexistent"}, use_default_file=False)
@@ -12,39 +12,32 @@ from typing import Any
 
 import pandas as pd
 
+from rtml.pipelines.tables import DATE, open_table, query, read_table
+
 TIME_COLUMN = {"scores": "scored_at_ms", "quarantine": "quarantined_at_ms"}
 
 
 def read_sink(
     settings: Any, kind: str = "scores", since_ms: int | None = None, columns: list[str] | None = None
 ) -> pd.DataFrame:
-    """Rows of one sink, optionally only those written at or after ``since_ms`` (processing time).
+    """Rows of one sink table, optionally only those written at or after ``since_ms`` (processing time).
 
-    Row groups are pruned by their statistics, so a short recent window does not read the history.
+    Files are pruned by the per-file statistics in the Delta log, so a short recent window does not
+    read the history.
     """
-    import pyarrow.dataset as ds
-
-    root = settings.sink_root / kind
-    if not root.exists() or not any(root.rglob("*.parquet")):
-        return pd.DataFrame(columns=columns or [])
-    dataset = ds.dataset(root, format="parquet", partitioning="hive")
-    expr = ds.field(TIME_COLUMN[kind]) >= since_ms if since_ms is not None else None
-    return dataset.to_table(columns=columns, filter=expr).to_pandas()
+    where = f"{TIME_COLUMN[kind]} >= {int(since_ms)}" if since_ms is not None else None
+    return read_table(settings, kind, where, columns=columns)
 
 
 def read_scored_event(settings: Any, id_field: str, event_id: str) -> dict[str, Any] | None:
-    """The score row of one event (its newest, should it have been scored twice), or None.
-
-    Each micro-batch's file is read with its own schema (explanation columns come and go with
-    ``scoring.explain_top_k``), filtered on the event id, so row groups that cannot hold it are skipped.
-    """
-    import pyarrow.dataset as ds
-
-    root = settings.sink_root / "scores"
-    files = sorted(root.glob("batch_id=*/*.parquet"), reverse=True) if root.exists() else []
-    for path in files:
-        table = ds.dataset(path, format="parquet").to_table(filter=ds.field(id_field) == event_id)
-        if table.num_rows:
-            row = table.slice(table.num_rows - 1).to_pylist()[0]
-            return {**row, "batch": path.parent.name}
-    return None
+    """The score row of one event (its newest, should it have been scored twice), or None."""
+    dt = open_table(settings, "scores")
+    if dt is None:
+        return None
+    quoted = event_id.replace("'", "''")
+    rows = query(dt, f"\"{id_field}\" = '{quoted}'").to_pylist()
+    if not rows:
+        return None
+    row = max(rows, key=lambda r: r["batch_id"])
+    row.pop(DATE, None)
+    return {**row, "batch": f"batch_id={int(row['batch_id']):09d}"}

@@ -181,12 +181,10 @@ def valid_and_malformed(settings) -> tuple[dict[str, tuple[int, int]], dict[tupl
 
 
 def sink_frame(settings, kind: str = "scores"):  # noqa: ANN001, ANN201
-    import pandas as pd
+    """A whole sink table (Delta), in batch order; empty if it has not been written."""
+    from rtml.pipelines.tables import read_table
 
-    root = settings.sink_root / kind
-    if not root.exists():
-        return pd.DataFrame()
-    return pd.read_parquet(root)
+    return read_table(settings, kind)
 
 
 def overrides_of(settings) -> dict:  # noqa: ANN001

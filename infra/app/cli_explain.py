@@ -30,12 +30,13 @@ def scored_event(settings: Any, spec: Any, event_id: str) -> dict[str, Any]:
     explanation (None if it was scored without one). CommandError if the sink does not hold it."""
     from rtml.pipelines.explanations import explanation_of
     from rtml.pipelines.sinks import read_scored_event
+    from rtml.pipelines.tables import table_uri
 
     row = read_scored_event(settings, spec.event_id, event_id)
     if row is None:
         raise CommandError(
-            f"event '{event_id}' is not in the score sink ({settings.sink_root / 'scores'}): "
-            "not scored yet, quarantined, or another sink_root"
+            f"event '{event_id}' is not in the score sink ({table_uri(settings, 'scores')}): "
+            "not scored yet, quarantined, or another table_root"
         )
     return {
         "ok": True,

@@ -51,7 +51,7 @@ def _window_frame(settings: Any, spec: Any, suite: str, duration: str) -> Any:
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if suite == "training_batch":
-        from rtml.pipelines.labels import read_labelled
+        from rtml.pipelines.labelled import read_labelled
 
         return read_labelled(settings, since)
     frame = read_sink(settings, "scores", since)

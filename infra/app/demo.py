@@ -93,6 +93,7 @@ def _demo_body(
     from rtml.flows.bootstrap import bootstrap
     from rtml.flows.deployments import apply_all
     from rtml.flows.drift import drift_flow
+    from rtml.flows.labels import labels_flow
     from rtml.flows.quality import quality_flow
     from rtml.flows.retrain import retrain_flow
     from rtml.flows.score import score_flow
@@ -165,11 +166,12 @@ def _demo_body(
                 start_ms += n * 500
                 _wait_scored(s, sum(p["events"] for p in produced), runner, view)
                 with prefect_api(s):
-                    view.say(f"round {i}: quality check, drift check, retrain (Prefect flows)")
+                    view.say(f"round {i}: quality check, labels, drift check, retrain (Prefect flows)")
                     q = quality_flow(overrides=overrides, return_state=True)
                     qualities.append(
                         q.result() if q.is_completed() else {"verdict": "failed", "message": str(q.message)}
                     )
+                    labels_flow(overrides=overrides)  # the labelled table's writer, read by the drift check
                     drifts.append(drift_flow(overrides=overrides))
                     for f in drifts[-1]["findings"]:
                         view.say(

@@ -161,6 +161,15 @@ class SparkSettings(_Section):
     )
     checkpoint_root: Path | None = Field(default=None, description="Default: <state_dir>/checkpoints")
     sink_root: Path | None = Field(default=None, description="Default: <state_dir>/sink")
+    table_root: str | None = Field(
+        default=None,
+        description="Delta tables (scores, quarantine, labelled): a local path or an object-store URI "
+        "(s3://bucket/prefix). Default: <sink_root>.",
+    )
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="delta-rs storage options for table_root (e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID).",
+    )
     shuffle_partitions: int = Field(
         default=1,
         ge=1,
@@ -303,6 +312,9 @@ class RetrainSettings(_Section):
     sliding_window: str = Field(default="7d", description="Training window of a full retrain.")
     min_new_rows: int = Field(default=1000, ge=1, description="Skip a retrain with fewer new labelled rows.")
     schedule_cron: str = "*/15 * * * *"
+    labels_schedule_cron: str = Field(
+        default="*/5 * * * *", description="Schedule of rtml-labels, the labelled table's one writer."
+    )
 
 
 class Settings(BaseSettings):

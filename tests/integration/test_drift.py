@@ -12,6 +12,7 @@ import pytest
 from rtml.flows.alerting import ensure_alerting
 from rtml.flows.bootstrap import bootstrap
 from rtml.flows.drift import drift_flow
+from rtml.flows.labels import labels_flow
 from rtml.infra.app.oncall import WebhookReceiver
 from rtml.infra.config.clients import prefect_api
 from rtml.infra.config.spec import load_spec
@@ -54,7 +55,9 @@ def _stream(s, n: int, seed: int, drift_at: int | None = None, amount_x: float =
 
 
 def _check(s) -> dict:  # noqa: ANN001
+    """The labels flow (the labelled table's writer, scheduled before each check), then the check."""
     with prefect_api(s):
+        labels_flow(overrides=overrides_of(s))
         return drift_flow(overrides=overrides_of(s))
 
 

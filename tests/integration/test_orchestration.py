@@ -39,7 +39,7 @@ def test_deploy_registers_every_deployment_with_its_schedule(stack, tmp_path: Pa
     code, again, err = rtml("deploy", "--json", env=env)
     assert code == 0, err
     model = s.mlflow.model_name
-    names = {f"rtml-{f}/{model}" for f in ("score", "retrain", "quality", "drift", "promote")}
+    names = {f"rtml-{f}/{model}" for f in ("score", "labels", "retrain", "quality", "drift", "promote")}
     assert {d["deployment"] for d in first["deployments"]} == names
     assert first["alerting"]["action"] == "skipped"  # no block named rtml-oncall, no webhook: said, not fatal
 

@@ -15,7 +15,7 @@ from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.producer import generated_frames, stream_frames
 from rtml.pipelines.quarantine import decrypt_payload
 from rtml.pipelines.score_job import run_scoring
-from rtml.pipelines.scoring import _write_parquet
+from rtml.pipelines.tables import commit_batch
 from tests.helpers import read_topic, scoped_settings, sink_frame
 
 pytestmark = pytest.mark.integration
@@ -32,11 +32,11 @@ def test_outbox_resends_batches_left_undelivered(stack, tmp_path: Path) -> None:
             "decision": [0, 0, 1],
             "model_version": ["4"] * 3,
             "scored_at_ms": [1, 2, 3],
+            "_event_ms": [1, 2, 3],
         }
     )
-    _write_parquet(scored, s.sink_root / "scores" / "batch_id=000000007")  # a crash before delivery
-    delivered = s.sink_root / "scores" / "batch_id=000000008"
-    _write_parquet(scored, delivered)
+    commit_batch(s, "scores", scored, "q", 7)  # a crash before delivery
+    commit_batch(s, "scores", scored, "q", 8)
     (s.sink_root / "_kafka_delivered").mkdir(parents=True)
     (s.sink_root / "_kafka_delivered" / "batch_id=000000008").touch()
     outbox = KafkaOutbox(s, spec)
