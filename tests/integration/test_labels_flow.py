@@ -3,6 +3,7 @@ Prefect global concurrency limit, and the table matches a from-scratch join afte
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def test_labels_runs_started_together_ten_times_leave_a_consistent_table(stack, 
                 _labels(list(range(r * 60, r * 60 + 20, 2)), 1, T0 + r),
                 {INGEST_APP: r + 1},
             )
-            threads = [threading.Thread(target=run) for _ in range(3)]
+            # each thread in a copy of this context: Prefect's temporary API setting is a context var
+            threads = [threading.Thread(target=contextvars.copy_context().run, args=(run,)) for _ in range(3)]
             for t in threads:
                 t.start()
             for t in threads:

@@ -199,12 +199,13 @@ def _flow_runs(s, deployment_id: str) -> list[dict]:  # noqa: ANN001
 
 
 def test_serve_sigterm_keeps_schedules_and_stops_the_job(stack, tmp_path: Path) -> None:
-    s = scoped_settings(stack, tmp_path, quality={"window": "1h"})
+    # every id twice, with de-duplication off so both copies are scored: the quality flow fails
+    s = scoped_settings(stack, tmp_path, quality={"window": "1h"}, scoring={"dedup_horizon_seconds": 0})
     spec = load_spec()
     bootstrap(s, spec, n=6000)
-    once = next(generated_frames(spec, 400, 81, None, 400))  # every id twice: the quality flow fails
+    once = next(generated_frames(spec, 400, 81, None, 400))
     stream_frames(s, spec, iter([pd.concat([once, once], ignore_index=True)]), seed=81)
-    env = settings_env(s) | {"RTML_QUALITY__WINDOW": "1h"}
+    env = settings_env(s) | {"RTML_QUALITY__WINDOW": "1h", "RTML_SCORING__DEDUP_HORIZON_SECONDS": "0"}
     serve = subprocess.Popen(
         [RTML, "serve", "--json"],
         env=env,

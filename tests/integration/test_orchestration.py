@@ -48,7 +48,7 @@ def test_deploy_registers_every_deployment_with_its_schedule(stack, tmp_path: Pa
         json={"deployments": {"tags": {"all_": [model]}}},
         timeout=10,
     ).json()
-    assert len(found) == 5  # idempotent: the second deploy updated, not duplicated
+    assert len(found) == 6  # idempotent: the second deploy updated, not duplicated
     flows = {
         f["id"]: f["name"]
         for f in requests.post(f"{s.prefect_api_url}/flows/filter", json={}, timeout=10).json()
@@ -56,6 +56,7 @@ def test_deploy_registers_every_deployment_with_its_schedule(stack, tmp_path: Pa
     crons = {flows[d["flow_id"]]: [sc["schedule"].get("cron") for sc in d["schedules"]] for d in found}
     assert crons == {
         "rtml-score": [],
+        "rtml-labels": ["*/5 * * * *"],
         "rtml-retrain": ["*/15 * * * *"],
         "rtml-quality": ["*/10 * * * *"],
         "rtml-drift": ["*/7 * * * *"],
