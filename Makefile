@@ -4,11 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rtml-installed
 PYTEST_ARGS ?=
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast lint layers venv clean-state
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# the cluster test tier runs PostgreSQL: Debian's package, installed only if initdb is missing
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| ! command -v apt-get >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,postgres]"
 	@touch $(STAMP)
@@ -18,7 +22,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rtml demo
 
-# The whole suite: the layer contract, then every tier (unit, data, model, integration).
+# The whole suite: the layer contract, then every tier (unit, data, model, integration, cluster).
 test: layers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

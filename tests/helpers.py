@@ -98,7 +98,13 @@ def scoped_settings(stack, tmp_path: Path, **extra):  # noqa: ANN001, ANN201
         "kafka": {
             "topics": {n: f"t{uid}.{n}" for n in ("events", "labels", "scores", "quarantine", "alerts")}
         },
-        "mlflow": {"model_name": f"fraud-{uid}", "experiment": f"exp-{uid}"},
+        # an external tracking server / Prefect API of the stack (the cluster tier's) carries over
+        "mlflow": {
+            "model_name": f"fraud-{uid}",
+            "experiment": f"exp-{uid}",
+            "tracking_uri": stack.mlflow.tracking_uri,
+        },
+        "prefect": {"api_url": stack.prefect.api_url},
         "metrics": {"port": free_port()},  # the scoring job's /metrics, never another test's
         **extra,
     }
@@ -120,6 +126,10 @@ def settings_env(settings) -> dict[str, str]:  # noqa: ANN001
     env["RTML_MLFLOW__MODEL_NAME"] = settings.mlflow.model_name
     env["RTML_METRICS__PORT"] = str(settings.metrics.port)
     env["RTML_MLFLOW__EXPERIMENT"] = settings.mlflow.experiment
+    if settings.mlflow.tracking_uri:
+        env["RTML_MLFLOW__TRACKING_URI"] = settings.mlflow.tracking_uri
+    if settings.prefect.api_url:
+        env["RTML_PREFECT__API_URL"] = settings.prefect.api_url
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     return env
 
