@@ -149,6 +149,7 @@ def register(
     parent: str,
     trigger: str,
     watermark_ms: int,
+    champion_model: Any,
 ) -> str:
     from rtml.models.training.retrain import max_event_ms, register_challenger
 
@@ -161,6 +162,7 @@ def register(
         parent,
         trigger,
         max(watermark_ms, max_event_ms(window.train)),
+        champion_model,
     )
     return reg.version
 
@@ -242,7 +244,9 @@ def retrain_flow(
     summary["quality_gate"] = gate
     learner = train(settings, spec, champ_model, window)
     decision = evaluate(settings, spec, champ_model, learner, window)
-    version = register(settings, spec, learner, window, decision, champ_version, trigger, max(watermark, 0))
+    version = register(
+        settings, spec, learner, window, decision, champ_version, trigger, max(watermark, 0), champ_model
+    )
     applied = apply_decision(settings, champ_version, version, decision, trigger)
     summary.update(
         outcome=decision.outcome,

@@ -94,28 +94,17 @@ def evaluate(
     return judge(policy, spec, labels_of(window.holdout, spec), champ, challenger, window.holdout)
 
 
-def _figures(y: np.ndarray, scores: np.ndarray, threshold: float, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _decision_png(y: np.ndarray, champion: Any, challenger: Any, out: Path) -> Path:
+    """Both models (:class:`~rtml.models.evaluation.decision_figure.Scored`) on the same holdout."""
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
 
-    paths = []
-    if y.sum() > 0:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        PrecisionRecallDisplay.from_predictions(y, scores, ax=ax, name="challenger")
-        ax.set_title("Precision-recall on holdout")
-        paths.append(out / "pr_curve.png")
-        fig.savefig(paths[-1], dpi=80)
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ConfusionMatrixDisplay.from_predictions(y, (scores >= threshold).astype(int), ax=ax, labels=[0, 1])
-    ax.set_title("Confusion matrix on holdout")
-    paths.append(out / "confusion_matrix.png")
-    fig.savefig(paths[-1], dpi=80)
+    from rtml.models.evaluation.decision_figure import decision_figure
+
+    fig = decision_figure(y, champion, challenger)
+    path = out / "decision.png"
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return paths
+    return path
 
 
 def register_challenger(
@@ -127,8 +116,11 @@ def register_challenger(
     parent: str,
     trigger: str,
     watermark_ms: int,
+    champion_model: Any,
 ) -> Registered:
-    """Log the challenger as a new run + registered version with lineage, metrics and plots."""
+    """Log the challenger as a new run + registered version with lineage, metrics and the decision
+    figure (``evaluation/decision.png``: both models' PR curves and confusion matrices on the holdout,
+    ``champion_model`` being the version ``parent`` the challenger was judged against)."""
     import mlflow
 
     y = labels_of(window.holdout, spec)
@@ -172,10 +164,17 @@ def register_challenger(
     )
     tag_version(settings, reg.version, tags)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=reg.run_id):
-        for path in (
-            _figures(y, scores, learner.threshold, Path(tmp)) if len(y) and not is_regression(spec) else []
-        ):
-            mlflow.log_artifact(str(path), artifact_path="evaluation")
+        if len(y) and not is_regression(spec):  # both models, same holdout, one figure
+            from rtml.models.evaluation.decision_figure import Scored
+
+            champ_scores = champion_model.learner.score(window.holdout[champion_model.columns])
+            figure = _decision_png(
+                y,
+                Scored(f"champion v{parent}", champ_scores, float(champion_model.learner.threshold)),
+                Scored(f"challenger v{reg.version}", scores, float(learner.threshold)),
+                Path(tmp),
+            )
+            mlflow.log_artifact(str(figure), artifact_path="evaluation")
         mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")
     log_importance(reg.run_id, *global_importance(learner, window.holdout[spec.model_inputs]), reg.version)
     return reg
