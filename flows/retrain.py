@@ -118,17 +118,24 @@ def quality_gate(
 
 
 @task(retries=1, cache_policy=NO_CACHE)
-def train(settings: Settings, spec: StreamSpec, champion_model: Any, window: Any) -> Any:
+def train(
+    settings: Settings, spec: StreamSpec, champion_model: Any, window: Any, candidate: Any
+) -> tuple[Any, dict[str, Any]]:
+    """One candidate trained on the window: (learner, how its threshold was chosen)."""
     from rtml.models.training.challenger import train_challenger
 
-    return train_challenger(
+    fresh = candidate.start == "fresh"
+    own_family = candidate.family in (None, settings.model.family)
+    learner = train_challenger(
         champion_model,
         window,
         spec,
-        settings.retrain.mode,
-        family=settings.model.family,
-        params=settings.model.params,
+        "full" if fresh else "incremental",
+        family=candidate.family or settings.model.family,
+        params=settings.model.params if own_family else None,
     )
+    choice = {k: window.info.pop(k) for k in [k for k in window.info if k.startswith("threshold_")]}
+    return learner, choice
 
 
 @task(cache_policy=NO_CACHE)
@@ -143,16 +150,18 @@ def evaluate(settings: Settings, spec: StreamSpec, champion_model: Any, learner:
 def register(
     settings: Settings,
     spec: StreamSpec,
-    learner: Any,
+    trained: tuple[Any, dict[str, Any]],
     window: Any,
     decision: Any,
     parent: str,
     trigger: str,
     watermark_ms: int,
     champion_model: Any,
+    candidate: str,
 ) -> str:
     from rtml.models.training.retrain import max_event_ms, register_challenger
 
+    learner, choice = trained
     reg = register_challenger(
         settings,
         spec,
@@ -163,17 +172,28 @@ def register(
         trigger,
         max(watermark_ms, max_event_ms(window.train)),
         champion_model,
+        candidate=candidate,
+        threshold_choice=choice,
     )
     return reg.version
 
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def apply_decision(
-    settings: Settings, champion_version: str, challenger_version: str, decision: Any, trigger: str
+    settings: Settings,
+    champion_version: str,
+    challenger_version: str,
+    decision: Any,
+    trigger: str,
+    others: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Record the verdicts (``others``: the round's other candidates, version -> decision) and move
+    @champion when the one put up is promoted."""
     from rtml.models.lifecycle.aliases import move_champion
     from rtml.models.training.retrain import record_decision
 
+    for version, other in (others or {}).items():
+        record_decision(settings, champion_version, version, other, chosen_version=challenger_version)
     record_decision(settings, champion_version, challenger_version, decision)
     create_table_artifact(
         key="rtml-promotion-decision",
@@ -242,12 +262,20 @@ def retrain_flow(
         frame = window.labelled  # train, validation and holdout: every row is gated
         gate = quality_gate(settings, spec, frame, champ_version, trigger, None, champ_model)
     summary["quality_gate"] = gate
-    learner = train(settings, spec, champ_model, window)
-    decision = evaluate(settings, spec, champ_model, learner, window)
-    version = register(
-        settings, spec, learner, window, decision, champ_version, trigger, max(watermark, 0), champ_model
-    )
-    applied = apply_decision(settings, champ_version, version, decision, trigger)
+    from rtml.models.training.candidates import choose, parse_candidates
+
+    names = settings.retrain.candidates or ["continue" if settings.retrain.mode == "incremental" else "fresh"]
+    candidates = parse_candidates(names)
+    trained = [train(settings, spec, champ_model, window, c) for c in candidates]
+    decisions = [evaluate(settings, spec, champ_model, t[0], window) for t in trained]
+    chosen = choose(spec, decisions)
+    versions = [
+        register(settings, spec, t, window, d, champ_version, trigger, max(watermark, 0), champ_model, c.name)
+        for c, t, d in zip(candidates, trained, decisions, strict=True)
+    ]
+    version, decision = versions[chosen], decisions[chosen]
+    others = {v: d for i, (v, d) in enumerate(zip(versions, decisions, strict=True)) if i != chosen}
+    applied = apply_decision(settings, champ_version, version, decision, trigger, others)
     summary.update(
         outcome=decision.outcome,
         reason=decision.reason,
@@ -256,6 +284,11 @@ def retrain_flow(
         decision=decision.table(),
         holdout={"n": decision.holdout_n, "positives": decision.holdout_positives},
     )
+    if len(candidates) > 1:
+        summary["candidates"] = [
+            {"candidate": c.name, "version": v, "outcome": d.outcome, "put_up": i == chosen, **d.challenger}
+            for i, (c, v, d) in enumerate(zip(candidates, versions, decisions, strict=True))
+        ]
     logger.info(f"challenger v{version}: {decision.outcome} ({decision.reason})")
     return summary
 

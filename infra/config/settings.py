@@ -15,6 +15,7 @@ is the embedded local one that ``rtml up`` runs on 127.0.0.1; set it and rtml us
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -314,6 +315,30 @@ class RetrainSettings(_Section):
     schedule_cron: str = "*/15 * * * *"
     labels_schedule_cron: str = Field(
         default="*/5 * * * *", description="Schedule of rtml-labels, the labelled table's one writer."
+    )
+    candidates: list[str] | None = Field(
+        default=None,
+        description="Challengers per retrain, all trained on the same window and judged on the same "
+        "holdout: continue (the champion trained further), fresh (a new model.family learner on the "
+        "window only: adapts after a drift), fresh:<family>. The best that beats the champion is "
+        "promoted; the others are registered and tagged as candidates of that decision. Default: "
+        "[continue] in incremental mode, [fresh] in full mode.",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if not re.fullmatch(r"continue|fresh(:[A-Za-z_]\w*)?", entry):
+                raise ValueError(f"unknown candidate '{entry}' (use continue, fresh or fresh:<family>)")
+        if value is not None and not value:
+            raise ValueError("name at least one candidate")
+        return value
+
+    window_limit: str = Field(
+        default="7d",
+        description="An incremental window starts at most this much event time before the newest "
+        "labelled event, also after rejected rounds (which leave the champion's watermark behind).",
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rtml.features.featurise import EVENT_MS, featurise_history, model_frame
+from rtml.features.featurise import EVENT_MS, event_ms_from_field, featurise_history, model_frame
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.models.evaluation.tasks import calibrate, holdout_metrics, targets
@@ -18,10 +18,22 @@ from rtml.models.lifecycle.aliases import ANY, ChampionMoved, LifecycleError, mo
 from rtml.models.lifecycle.registry import CHAMPION, alias_version, log_and_register
 from rtml.models.monitoring.importance import global_importance, log_importance
 from rtml.models.monitoring.profile import build_profile
+from rtml.models.training.retrain import WATERMARK_TAG
 
 
 class BootstrapError(Exception):
     """One-line reason bootstrap cannot run."""
+
+
+def history_end_ms(history: pd.DataFrame, spec: StreamSpec) -> int | None:
+    """Event time (ms) of the newest history row: the first champion's training watermark."""
+    if EVENT_MS in history:
+        times = pd.to_numeric(history[EVENT_MS], errors="coerce")
+    elif spec.event_time in history:
+        times = event_ms_from_field(history[spec.event_time], spec)
+    else:
+        return None
+    return int(times.max()) if times.notna().any() else None
 
 
 def train_initial(
@@ -89,6 +101,9 @@ def bootstrap(
         "threshold": round(learner.threshold, 6),
     }
     tags = {"rtml.trigger": "bootstrap", "rtml.spec": spec.name, "rtml.parent_version": existing or "none"}
+    seen_to = history_end_ms(history, spec)
+    if seen_to is not None:  # the first retrain learns only from events after the history
+        tags[WATERMARK_TAG] = str(seen_to)
     profile = build_profile(X, spec, scores=learner.score(X), labels=y)
     reg = log_and_register(
         settings, learner, X, params=params, metrics=metrics, tags=tags, run_name="bootstrap", profile=profile

@@ -1,7 +1,8 @@
 """Challenger training: window selection, incremental (warm start) or full retrain, evaluation data.
 
-The window is every labelled event newer than the champion's training watermark (incremental),
-or newer than now - sliding_window (full). Its newest ``holdout_fraction`` by event time is the
+The window is every labelled event newer than the champion's training watermark (incremental), at
+most ``retrain.window_limit`` of event time before the newest one, or newer than now - sliding_window
+(full). Its newest ``holdout_fraction`` by event time is the
 holdout: neither model has trained on it, and both are judged on it. For a thresholded task, the
 newest ``validation_fraction`` of the rest is the validation split: the challenger does not learn
 from it this round (the training watermark stops before it, so the next window starts with it) and
@@ -56,7 +57,11 @@ def select_window(
     now_ms = now_ms or int(time.time() * 1000)
     if EVENT_MS not in labelled:  # nothing labelled yet: an empty window, not a KeyError
         labelled = pd.DataFrame({EVENT_MS: pd.Series(dtype="int64")})
-    new = labelled[labelled[EVENT_MS] > watermark_ms].sort_values(EVENT_MS, kind="stable")
+    start_ms = watermark_ms
+    if len(labelled):  # bounded in event time: rejected rounds do not grow the next window forever
+        limit_ms = parse_duration_seconds(settings.retrain.window_limit) * 1000
+        start_ms = max(watermark_ms, int(labelled[EVENT_MS].max()) - limit_ms)
+    new = labelled[labelled[EVENT_MS] > start_ms].sort_values(EVENT_MS, kind="stable")
     if settings.retrain.mode == "full":
         start = now_ms - parse_duration_seconds(settings.retrain.sliding_window) * 1000
         base = labelled[labelled[EVENT_MS] > start].sort_values(EVENT_MS, kind="stable")
@@ -71,6 +76,7 @@ def select_window(
     info = {
         "mode": settings.retrain.mode,
         "watermark_ms": int(watermark_ms),
+        "start_ms": int(start_ms),
         "new_rows": int(len(new)),
         **_describe(train, spec, "train"),
         **_describe(validation, spec, "validation"),

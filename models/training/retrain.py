@@ -48,6 +48,8 @@ def check_trigger(trigger: str) -> str:
 
 
 WATERMARK_TAG = "rtml.train_watermark_ms"
+CANDIDATE_TAG = "rtml.candidate"  # continue | fresh | fresh:<family>
+CANDIDATE_OF_TAG = "rtml.candidate_of"  # on a candidate not put up: the version that was
 
 
 def policy_of(settings: Settings) -> PromotionPolicy:
@@ -117,10 +119,14 @@ def register_challenger(
     trigger: str,
     watermark_ms: int,
     champion_model: Any,
+    candidate: str = "continue",
+    threshold_choice: dict[str, Any] | None = None,
 ) -> Registered:
     """Log the challenger as a new run + registered version with lineage, metrics and the decision
     figure (``evaluation/decision.png``: both models' PR curves and confusion matrices on the holdout,
-    ``champion_model`` being the version ``parent`` the challenger was judged against)."""
+    ``champion_model`` being the version ``parent`` the challenger was judged against). ``candidate``
+    names how it started (:mod:`rtml.models.training.candidates`); ``threshold_choice`` is how its
+    threshold was chosen on the validation split."""
     import mlflow
 
     y = labels_of(window.holdout, spec)
@@ -136,7 +142,8 @@ def register_challenger(
         "parent_version": parent,
         "trigger": trigger,
         "threshold": round(float(learner.threshold), 6),
-        **{f"window_{k}": v for k, v in window.info.items()},
+        "candidate": candidate,
+        **{f"window_{k}": v for k, v in {**window.info, **(threshold_choice or {})}.items()},
     }
     tags = {
         "rtml.trigger": trigger,
@@ -144,6 +151,7 @@ def register_challenger(
         "rtml.spec": spec.name,
         WATERMARK_TAG: str(watermark_ms),
         "rtml.window": json.dumps(window.info, sort_keys=True),
+        CANDIDATE_TAG: candidate,
     }
     seen = window.labelled
     profile = build_profile(
@@ -181,10 +189,15 @@ def register_challenger(
 
 
 def record_decision(
-    settings: Settings, champion_version: str, challenger_version: str, decision: Decision
+    settings: Settings,
+    champion_version: str,
+    challenger_version: str,
+    decision: Decision,
+    chosen_version: str | None = None,
 ) -> None:
     """Write the decision (both models' metrics on the same holdout, deltas, probabilities, intervals,
-    reason) as tags on both versions."""
+    reason) as tags on both versions. ``chosen_version``: another candidate of the same round was put
+    up instead of this one (its own verdict is kept, and says what it would have been)."""
     table = json.dumps(decision.table())
     common = {
         "rtml.decision": decision.outcome,
@@ -194,9 +207,13 @@ def record_decision(
         "rtml.decision_holdout": f"n={decision.holdout_n} positives={decision.holdout_positives}",
         "rtml.decision_confidence": str(decision.confidence),
     }
+    text = decision.markdown(champion_version, challenger_version)
+    if chosen_version not in (None, challenger_version):
+        common[CANDIDATE_OF_TAG] = chosen_version
+        text = f"Candidate of the round that put up v{chosen_version} (not this one).\n\n{text}"
     tag_version(settings, challenger_version, {**common, "rtml.compared_with": champion_version})
     tag_version(settings, champion_version, {f"rtml.challenged_by.{challenger_version}": decision.outcome})
-    describe_version(settings, challenger_version, decision.markdown(champion_version, challenger_version))
+    describe_version(settings, challenger_version, text)
 
 
 def holdout_f1(model: Any, frame: Any, spec: StreamSpec) -> float:

@@ -185,3 +185,43 @@ def test_racing_promotions_leave_one_valid_champion_and_both_recorded(world: dic
     for v in ("1", "2"):
         assert any(r["reason"] == f"race {v}" for r in audit_trail(s, v))
         assert len(audit_trail(s, v)) > n_before[v]
+
+
+def test_two_candidates_are_judged_on_the_same_holdout_and_one_is_put_up(world: dict) -> None:
+    s = world["settings"]
+    before = alias_version(s, CHAMPION)
+    overrides = overrides_of(s)
+    overrides["retrain"] = {**overrides.get("retrain", {}), "candidates": ["continue", "fresh"]}
+    overrides["promotion"] = {**overrides.get("promotion", {}), "min_positives": 1, "min_holdout": 100}
+    with prefect_api(s):
+        out = retrain_flow(overrides=overrides, trigger="manual")
+    cands = out["candidates"]
+    assert [c["candidate"] for c in cands] == ["continue", "fresh"]
+    assert len({c["version"] for c in cands}) == 2 and sum(c["put_up"] for c in cands) == 1
+    chosen = next(c for c in cands if c["put_up"])
+    other = next(c for c in cands if not c["put_up"])
+    assert out["challenger"] == chosen["version"] and out["outcome"] == chosen["outcome"]
+    if any(c["outcome"] == "promote" for c in cands):  # the best promotable one is put up
+        assert chosen["outcome"] == "promote"
+        assert chosen["f1"] >= max(c["f1"] for c in cands if c["outcome"] == "promote")
+        assert alias_version(s, CHAMPION) == chosen["version"]
+    else:
+        assert chosen["f1"] >= other["f1"] and alias_version(s, CHAMPION) == before
+    c = client(s)
+    mv_chosen = c.get_model_version(s.mlflow.model_name, chosen["version"])
+    mv_other = c.get_model_version(s.mlflow.model_name, other["version"])
+    assert mv_chosen.tags["rtml.candidate"] == chosen["candidate"]
+    assert mv_other.tags["rtml.candidate"] == other["candidate"]
+    assert (
+        mv_other.tags["rtml.candidate_of"] == chosen["version"] and "rtml.candidate_of" not in mv_chosen.tags
+    )
+    # both judged against the same champion on the same holdout rows
+    assert mv_other.tags["rtml.compared_with"] == mv_chosen.tags["rtml.compared_with"] == before
+    assert mv_other.tags["rtml.decision_holdout"] == mv_chosen.tags["rtml.decision_holdout"]
+    assert mv_other.description.startswith(f"Candidate of the round that put up v{chosen['version']}")
+    fresh = c.get_run(
+        c.get_model_version(
+            s.mlflow.model_name, next(x["version"] for x in cands if x["candidate"] == "fresh")
+        ).run_id
+    )
+    assert fresh.data.params["candidate"] == "fresh" and fresh.data.params["parent_version"] == before

@@ -17,6 +17,7 @@ from rtml.models.evaluation.metrics import best_f1_threshold
 from rtml.models.evaluation.promotion import decide
 from rtml.models.lifecycle.registry import _pyfunc_class
 from rtml.models.training.bootstrap import train_initial
+from rtml.models.training.candidates import choose, parse_candidates
 from rtml.models.training.challenger import labels_of, select_window, train_challenger
 from rtml.models.training.retrain import evaluate, policy_of
 from rtml.pipelines.generator import CardTransactionGenerator, to_event_frame
@@ -41,10 +42,16 @@ def stream(seed: int, n: int, drift_at: int | None = None) -> pd.DataFrame:
 
 
 def replay(
-    seed: int, retrains: int, chunk: int = 4_000, drift_at: int | None = None, boot: int = BOOT
+    seed: int,
+    retrains: int,
+    chunk: int = 4_000,
+    drift_at: int | None = None,
+    boot: int = BOOT,
+    candidates: tuple[str, ...] = ("continue",),
 ) -> list:
-    """What the retrain flow decides, retrain after retrain: incremental challengers, the watermark
-    moves only on promotion (as ``rtml.train_watermark_ms`` of the champion)."""
+    """What the retrain flow decides, retrain after retrain: the candidates of each round trained on
+    the same window, the one put up as :func:`choose` picks it; the watermark moves only on promotion
+    (as ``rtml.train_watermark_ms`` of the champion)."""
     settings = Settings(promotion={"min_holdout": 500, "min_positives": 20})
     data = stream(seed, boot + chunk * retrains, drift_at)
     learner, _, X, _ = train_initial(SPEC, data.iloc[:boot], seed=seed)
@@ -55,26 +62,34 @@ def replay(
     for i in range(retrains):
         labelled = data.iloc[: boot + chunk * (i + 1)]
         window = select_window(labelled, SPEC, settings, watermark, now_ms=int(labelled[EVENT_MS].max()))
-        challenger = train_challenger(champion, window, SPEC, "incremental", seed=i)
-        decision = evaluate(policy_of(settings), SPEC, champion, challenger, window)
+        round_ = []
+        for cand in parse_candidates(list(candidates)):
+            mode = "incremental" if cand.start == "continue" else "full"
+            learner_i = train_challenger(champion, window, SPEC, mode, seed=i)
+            round_.append((learner_i, evaluate(policy_of(settings), SPEC, champion, learner_i, window)))
+        challenger, decision = round_[choose(SPEC, [d for _, d in round_])]
         decisions.append(decision)
         if decision.promote:
             champion, watermark = model(challenger, champion.columns), int(window.train[EVENT_MS].max())
     return decisions
 
 
-@pytest.mark.parametrize("seed", [2, 3])
-def test_twenty_retrains_on_a_stationary_stream_promote_at_most_one(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "candidates"), [(2, ("continue",)), (3, ("continue",)), (2, ("continue", "fresh"))]
+)
+def test_twenty_retrains_on_a_stationary_stream_promote_at_most_one(seed: int, candidates: tuple) -> None:
     # a champion bootstrapped on enough history (40k events) to have converged: what is left is noise
-    decisions = replay(seed, retrains=20, boot=40_000)
+    # (with two candidates a round puts up the better one: more chances, still not a promotion)
+    decisions = replay(seed, retrains=20, boot=40_000, candidates=candidates)
     promoted = [d for d in decisions if d.promote]
     assert len(promoted) <= 1, [d.reason for d in promoted]
     assert sum(d.outcome == "reject" for d in decisions) >= 15  # most retrains were decided, and rejected
     assert any("within noise" in d.reason or "ties" in d.reason for d in decisions)
 
 
-def test_a_better_challenger_is_promoted_within_two_retrains_after_a_drift() -> None:
-    decisions = replay(1, retrains=2, chunk=12_000, drift_at=BOOT)
+@pytest.mark.parametrize("candidates", [("continue",), ("continue", "fresh")])
+def test_a_better_challenger_is_promoted_within_two_retrains_after_a_drift(candidates: tuple) -> None:
+    decisions = replay(1, retrains=2, chunk=12_000, drift_at=BOOT, candidates=candidates)
     promoted = [d for d in decisions if d.promote]
     assert promoted, [d.reason for d in decisions]
     d = promoted[0]

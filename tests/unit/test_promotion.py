@@ -154,3 +154,23 @@ def test_window_keeps_a_validation_split_before_the_holdout() -> None:
     assert (len(w.train), len(w.validation), len(w.holdout)) == (600, 150, 250)
     assert w.train[EVENT_MS].max() < w.validation[EVENT_MS].min() < w.holdout[EVENT_MS].min()
     assert len(w.labelled) == 1000 and w.info["validation_rows"] == 150
+
+
+def test_window_after_rejected_rounds_is_bounded_in_event_time() -> None:
+    import pandas as pd
+
+    from rtml.features.featurise import EVENT_MS
+    from rtml.infra.config.settings import Settings
+    from rtml.infra.config.spec import load_spec
+    from rtml.models.training.challenger import select_window
+
+    hour = 3_600_000  # ten hours of labelled events, one a minute; the champion's watermark at 0
+    frame = pd.DataFrame(
+        {EVENT_MS: np.arange(600) * 60_000, "is_fraud": (np.arange(600) % 20 == 0).astype(int)}
+    )
+    s = Settings(retrain={"window_limit": "2h"})
+    w = select_window(frame, load_spec(), s, watermark_ms=0)
+    assert w.info["new_rows"] == 120 and w.info["start_ms"] == 599 * 60_000 - 2 * hour
+    assert w.labelled[EVENT_MS].min() > 599 * 60_000 - 2 * hour
+    wide = select_window(frame, load_spec(), Settings(), watermark_ms=0)  # 7 days: the watermark rules
+    assert wide.info["new_rows"] == 599 and wide.info["start_ms"] == 0
