@@ -119,6 +119,8 @@ def prepare(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
     raw = out[spec.event_time]
     if spec.event_time_format == "epoch_ms":
         ms = pd.to_numeric(raw, errors="coerce")
+    elif spec.event_time_format == "epoch_s":
+        ms = (pd.to_numeric(raw, errors="coerce") * 1000).round()
     else:
         ts = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
         ms = pd.Series(ts.astype("int64") // 1_000_000, index=out.index).where(ts.notna())

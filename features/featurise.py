@@ -124,6 +124,8 @@ def model_frame(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
 def event_ms_from_field(values: pd.Series, spec: StreamSpec) -> pd.Series:
     if spec.event_time_format == "epoch_ms":
         return values.astype("int64")
+    if spec.event_time_format == "epoch_s":
+        return (values.astype("float64") * 1000).round().astype("int64")
     return (pd.to_datetime(values, utc=True, format="ISO8601").astype("int64") // 1_000_000).astype("int64")
 
 

@@ -140,6 +140,8 @@ def to_event_frame(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
             out[spec.event_time] = pd.to_datetime(out[spec.event_time], unit="ms", utc=True).dt.strftime(
                 "%Y-%m-%dT%H:%M:%S.%fZ"
             )
+        elif spec.event_time_format == "epoch_s":
+            out[spec.event_time] = out[spec.event_time] / 1000
     return out[spec.event_fields]
 
 

@@ -38,7 +38,7 @@ def task_model_version() -> str:
 
 def score_columns(spec: StreamSpec, explain_top_k: int = 0) -> list[tuple[str, str]]:
     """(name, Spark type) of a score row, in order (the explanation columns last, when k > 0)."""
-    time_type = "bigint" if spec.event_time_format == "epoch_ms" else "string"
+    time_type = spec.event_time_type
     return [
         (spec.event_id, "string"),
         (spec.event_time, time_type),

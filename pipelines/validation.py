@@ -44,7 +44,7 @@ _NESTED_TOKEN = r'[\[:,]"[-+]?(NaN|Infinity|INF)"[\],}]'
 
 def _fields(spec: StreamSpec) -> list[tuple[str, str, bool]]:
     """(name, spark type, required) of every event field."""
-    time_type = "bigint" if spec.event_time_format == "epoch_ms" else "string"
+    time_type = spec.event_time_type
     out = [
         (spec.event_id, "string", True),
         (spec.event_time, time_type, True),
@@ -142,6 +142,8 @@ def validate(raw: Any, spec: StreamSpec, max_bytes: int) -> Any:
 
     if spec.event_time_format == "epoch_ms":
         event_ms = val[spec.event_time]
+    elif spec.event_time_format == "epoch_s":
+        event_ms = F.round(val[spec.event_time] * 1000).cast("bigint")
     else:
         event_ms = F.unix_millis(F.try_to_timestamp(val[spec.event_time]))
     df = df.withColumn(EVENT_MS, event_ms)

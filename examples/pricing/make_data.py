@@ -39,7 +39,7 @@ def quotes(n: int, seed: int, end_ms: int, drift_at: int | None = None, prefix: 
     return pd.DataFrame(
         {
             "quote_id": [f"{prefix}-{seed}-{i}" for i in range(n)],
-            "event_time": pd.to_datetime(times, unit="ms", utc=True).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "event_time": times / 1000,  # epoch seconds (the spec's event_time_format: epoch_s)
             "product_id": [f"p{p}" for p in products],
             "base_price": base.round(2),
             "demand_index": demand.round(3),

@@ -63,6 +63,13 @@ def produce(
     label_delay: Annotated[
         float, typer.Option(min=0, help="Seconds before labels (chargebacks) follow.")
     ] = 0.0,
+    label_delay_events: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Events that must follow an event before its label is sent (as with late chargebacks).",
+        ),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate synthetic card transactions onto the events topic; labels follow on the labels topic."""
@@ -77,6 +84,7 @@ def produce(
         rate=rate,
         malformed_rate=malformed_rate,
         label_delay_s=label_delay,
+        label_delay_events=label_delay_events,
         seed=seed,
     )
 
@@ -103,13 +111,26 @@ def replay(
     label_delay: Annotated[
         float, typer.Option(min=0, help="Seconds before labels follow (if a label column).")
     ] = 0.0,
+    label_delay_events: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Events that must follow an event before its label is sent (as with late chargebacks).",
+        ),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Stream a CSV/Parquet file of events (and labels, when it has the label column) onto Kafka."""
     from rtml.pipelines.producer import file_frames
 
     _send_frames(
-        ctx, lambda spec: file_frames(file, spec, 5000), None, as_json, rate=rate, label_delay_s=label_delay
+        ctx,
+        lambda spec: file_frames(file, spec, 5000),
+        None,
+        as_json,
+        rate=rate,
+        label_delay_s=label_delay,
+        label_delay_events=label_delay_events,
     )
 
 

@@ -83,7 +83,11 @@ class StreamSpec(_Strict):
     task: Literal["classification", "regression", "anomaly"] = "classification"
     event_id: str
     event_time: str
-    event_time_format: Literal["iso8601", "epoch_ms"] = "iso8601"
+    event_time_format: Literal["iso8601", "epoch_ms", "epoch_s"] = Field(
+        default="iso8601",
+        description="iso8601 string, or a JSON number: epoch_ms (integer milliseconds) or epoch_s "
+        "(seconds, fractions allowed).",
+    )
     entity_key: str
     features: list[FeatureSpec]
     label: LabelSpec | None = None
@@ -92,6 +96,11 @@ class StreamSpec(_Strict):
     extra_fields: Literal["reject", "ignore"] = "reject"
     max_future_seconds: int = Field(default=300, ge=0)
     decision_threshold: float = Field(default=0.5, ge=0, le=1)
+
+    @property
+    def event_time_type(self) -> str:
+        """Spark type of the event-time field as it arrives: string (ISO 8601), bigint (ms), double (s)."""
+        return {"epoch_ms": "bigint", "epoch_s": "double"}.get(self.event_time_format, "string")
 
     @model_validator(mode="after")
     def _names(self) -> StreamSpec:

@@ -11,6 +11,92 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+SCORE_BANDS = (0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+
+
+def axis_kind(name: str, reference: np.ndarray, current: np.ndarray) -> str:
+    """How a numeric panel is drawn: ``bands`` (the score), ``boolean`` (only 0/1: two bars),
+    ``discrete`` (at most 30 whole values, e.g. counts: a bar per value), ``log`` (non-negative with
+    a heavy right tail: log-spaced bins on a log axis) or ``linear``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> axis_kind("amount", rng.lognormal(3, 1.5, 500), rng.lognormal(3, 1.5, 500))
+    'log'
+    >>> axis_kind("is_foreign", np.array([0.0, 1.0, 0.0]), np.array([1.0, 1.0]))
+    'boolean'
+    >>> axis_kind("count_24h", np.array([1.0, 2, 2, 7]), np.array([1.0, 3]))
+    'discrete'
+    >>> axis_kind("hour", rng.uniform(0, 23, 500), rng.uniform(0, 23, 500))
+    'linear'
+    """
+    if name == "score":
+        return "bands"
+    both = np.concatenate([reference, current])
+    if not len(both):
+        return "linear"
+    if np.isin(both, (0.0, 1.0)).all():
+        return "boolean"
+    if (both == np.round(both)).all() and len(np.unique(both)) <= 30:
+        return "discrete"
+    positive = both[both > 0]
+    if both.min() >= 0 and len(positive) > 1:
+        q50, q95, q99 = np.quantile(positive, [0.5, 0.95, 0.99])
+        if q99 > 5 * q50 or positive.max() > 20 * q95:
+            return "log"
+    return "linear"
+
+
+def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    counts = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
+    return counts / max(1, len(values))
+
+
+def _numeric_panel(ax: Any, name: str, ref: np.ndarray, cur: np.ndarray) -> str:
+    """Draw one numeric panel; returns what the title should add about the axis."""
+    kind = axis_kind(name, ref, cur)
+    grey, red = {"color": "grey", "label": "reference"}, {"color": "tab:red", "label": "current"}
+    if kind in ("bands", "boolean"):
+        edges = np.asarray(SCORE_BANDS) if kind == "bands" else np.array([-0.5, 0.5, 1.5])
+        labels = (
+            [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+            if kind == "bands"
+            else ["0 / false", "1 / true"]
+        )
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, _shares(ref, edges), 0.4, **grey)
+        ax.bar(x + 0.2, _shares(cur, edges), 0.4, **red)
+        ax.set_xticks(
+            x,
+            labels,
+            rotation=45 if kind == "bands" else 0,
+            ha="right" if kind == "bands" else "center",
+            fontsize=7,
+        )
+        ax.set_ylabel("share of events", fontsize=7)
+        return "score bands" if kind == "bands" else ""
+    both = np.concatenate([ref, cur])
+    if kind == "discrete":
+        values = np.unique(both)
+        x = np.arange(len(values))
+        share = lambda v: np.array([(v == u).mean() if len(v) else 0.0 for u in values])  # noqa: E731
+        ax.bar(x - 0.2, share(ref), 0.4, **grey)
+        ax.bar(x + 0.2, share(cur), 0.4, **red)
+        ax.set_xticks(x, [f"{u:g}" for u in values], fontsize=7)
+        ax.set_ylabel("share of events", fontsize=7)
+        return ""
+    if kind == "log":
+        positive = both[both > 0]
+        edges = np.geomspace(positive.min(), positive.max(), 31)
+        ref, cur = np.clip(ref, edges[0], None), np.clip(cur, edges[0], None)
+        ax.set_xscale("log")
+    else:
+        edges = np.histogram_bin_edges(both, bins=30)
+    for values, style in ((ref, grey), (cur, red)):  # shares per bin: comparable on any axis
+        weights = np.full(len(values), 1 / max(1, len(values)))
+        ax.hist(values, bins=edges, weights=weights, alpha=0.5, **style)
+    ax.set_ylabel("share of events", fontsize=7)
+    return "log x" if kind == "log" else ""
+
 
 def figure(
     reference: dict[str, Any],
@@ -19,7 +105,9 @@ def figure(
     importance: dict[str, float] | None = None,
 ) -> Any:
     """One panel per checked feature (and the score): reference in grey, current window in colour;
-    with ``importance``, a last panel with the version's global importance (mean |contribution|)."""
+    heavy-tailed features on a log axis, 0/1 features and the score as bars of shares (the score over
+    :data:`SCORE_BANDS`, where a spike at 0 would hide everything); with ``importance``, a last panel
+    with the version's global importance (mean |contribution|)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,12 +121,9 @@ def figure(
         st = stats[name]
         ref = reference["score"] if name == "score" else reference.get("numeric", {}).get(name)
         if ref is not None and "sample" in ref:
-            cur = pd.to_numeric(scores[name], errors="coerce").dropna().to_numpy()
-            both = np.concatenate([np.asarray(ref["sample"]), cur])
-            bins = np.histogram_bin_edges(both, bins=30)
-            ax.hist(ref["sample"], bins=bins, density=True, alpha=0.5, color="grey", label="reference")
-            ax.hist(cur, bins=bins, density=True, alpha=0.5, color="tab:red", label="current")
-            title = f"{name}  PSI {st['psi']:.3f}  KS {st['ks']:.3f}"
+            cur = pd.to_numeric(scores[name], errors="coerce").dropna().to_numpy(dtype=float)
+            note = _numeric_panel(ax, name, np.asarray(ref["sample"], dtype=float), cur)
+            title = f"{name}  PSI {st['psi']:.3f}  KS {st['ks']:.3f}" + (f"  ({note})" if note else "")
         else:
             freq = reference["categorical"][name]
             cats = sorted(set(freq) | set(st.get("current", {})))

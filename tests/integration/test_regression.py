@@ -55,12 +55,18 @@ def test_pricing_regression_scores_and_retrains_on_rmse_mae_r2(stack, tmp_path: 
     assert boot["champion"] == "1" and boot["metrics"]["holdout_r2"] > 0.9
     assert {"holdout_rmse", "holdout_mae"} <= set(boot["metrics"])
 
-    produced = stream_frames(s, spec, file_frames(data / "stream.parquet", spec, 500))
+    assert spec.event_time_format == "epoch_s"  # event time as a JSON number of seconds
+    # each realised price follows its quote 300 quotes later (the last 300 at the end of the stream)
+    produced = stream_frames(s, spec, file_frames(data / "stream.parquet", spec, 500), label_delay_events=300)
     assert produced["events"] == produced["labels"] == 2000
     summary = run_scoring(s, spec, available_now=True)
     assert summary["scored"] == 2000 and summary["quarantined"] == 0
     scores = sink_frame(s, "scores").merge(pd.read_parquet(data / "stream.parquet"), on="quote_id")
     assert len(scores) == 2000  # predicted prices track the realised ones (before any retrain)
+    sent_s = pd.read_parquet(data / "stream.parquet").set_index("quote_id")["event_time"]
+    assert (
+        scores["_event_ms"].to_numpy() == (sent_s.loc[scores["quote_id"]].to_numpy() * 1000).round()
+    ).all()
     assert np.corrcoef(scores["score"], scores["price_paid"])[0, 1] > 0.95
 
     with prefect_api(s):

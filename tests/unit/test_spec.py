@@ -72,3 +72,18 @@ def test_durations() -> None:
     assert parse_duration_seconds("2d") == 172800
     with pytest.raises(ValueError):
         parse_duration_seconds("soon")
+
+
+def test_epoch_seconds_event_time(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from rtml.expectations.gate import prepare
+    from rtml.features.featurise import event_ms_from_field
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "pricing" / "spec.yaml")
+    assert spec.event_time_format == "epoch_s" and spec.event_time_type == "double"
+    secs = pd.Series([1764547200.0, 1764547200.25, 1764547201.5])
+    assert event_ms_from_field(secs, spec).tolist() == [1764547200000, 1764547200250, 1764547201500]
+    frame = pd.DataFrame({"event_time": [1764547200.25, "soon"]})
+    assert prepare(frame, spec)["_event_ms"].tolist()[0] == 1764547200250
+    assert pd.isna(prepare(frame, spec)["_event_ms"].tolist()[1])  # not a number: flagged, not guessed
