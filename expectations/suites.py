@@ -201,6 +201,28 @@ def write_suites(spec: StreamSpec, suites_dir: Path | None = None) -> list[Path]
     return written
 
 
+def positive_rate_bounds(quality: Any, reference: dict[str, Any] | None) -> dict[str, float]:
+    """A training window's positive-rate bounds: the settings when given, else relative to the
+    champion's reference rate (the data it was built on), not a fraud constant; without a reference,
+    no bound.
+
+    >>> from rtml.infra.config.settings import Settings
+    >>> positive_rate_bounds(Settings().quality, {"positive_rate": 0.015})
+    {'positive_rate_min': 0.0015, 'positive_rate_max': 0.15}
+    >>> positive_rate_bounds(Settings().quality, {"positive_rate": 0.5})
+    {'positive_rate_min': 0.05, 'positive_rate_max': 1.0}
+    """
+    rate = (reference or {}).get("positive_rate")
+    ratio = quality.positive_rate_ratio
+    lo = quality.positive_rate_min
+    hi = quality.positive_rate_max
+    if lo is None:
+        lo = rate / ratio if rate else 0.0
+    if hi is None:
+        hi = min(1.0, rate * ratio) if rate else 1.0
+    return {"positive_rate_min": round(float(lo), 10), "positive_rate_max": round(float(hi), 10)}
+
+
 def parameters(
     spec: StreamSpec, settings: Any, reference: dict[str, Any] | None = None, now_ms: int | None = None
 ) -> dict[str, Any]:
@@ -212,8 +234,7 @@ def parameters(
     out: dict[str, Any] = {
         "not_null": 1.0 - q.null_tolerance,
         "min_rows": q.min_training_rows,
-        "positive_rate_min": q.positive_rate_min,
-        "positive_rate_max": q.positive_rate_max,
+        **positive_rate_bounds(q, reference),
         "max_event_ms": now_ms + spec.max_future_seconds * 1000,
         "min_event_ms": now_ms - parse_duration_seconds(q.max_event_age) * 1000,
     }

@@ -27,8 +27,23 @@ class QualitySettings(_Section):
         default=10, ge=0, description="Stream gate: validate every K-th micro-batch (0 = off)."
     )
     min_training_rows: int = Field(default=500, ge=1)
-    positive_rate_min: float = Field(default=0.0005, ge=0, le=1)
-    positive_rate_max: float = Field(default=0.2, ge=0, le=1)
+    positive_rate_min: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest positive rate of a training window. Default: the champion's reference rate "
+        "(its bootstrap/training data) divided by positive_rate_ratio.",
+    )
+    positive_rate_max: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Highest positive rate of a training window. Default: the reference rate times "
+        "positive_rate_ratio (at most 1).",
+    )
+    positive_rate_ratio: float = Field(
+        default=10.0, gt=1, description="How far a window's positive rate may stray from the reference's."
+    )
     max_event_age: str = Field(default="14d", description="Training events older than this are stale.")
     null_tolerance: float = Field(default=0.01, ge=0, le=1, description="Fraction of nulls allowed.")
     median_band: tuple[float, float] = Field(
@@ -78,7 +93,8 @@ class QualitySettings(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> QualitySettings:
-        if self.positive_rate_min > self.positive_rate_max:
+        lo_rate, hi_rate = self.positive_rate_min, self.positive_rate_max
+        if lo_rate is not None and hi_rate is not None and lo_rate > hi_rate:
             raise ValueError("positive_rate_min > positive_rate_max")
         lo, hi = self.median_band
         if not 0 <= lo < hi <= 1:

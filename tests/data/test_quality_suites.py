@@ -22,8 +22,8 @@ SETTINGS = load_settings(use_default_file=False)
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    history = labelled_batch(20_000, seed=3, start_ms=0)
-    return build_profile(featurise_history(history, SPEC), SPEC)
+    history = labelled_batch(20_000, seed=3, start_ms=0)  # labelled, as bootstrap's reference is:
+    return build_profile(featurise_history(history, SPEC), SPEC, labels=history["is_fraud"].to_numpy())
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,17 @@ def test_clean_batch_passes_every_expectation(clean, reference: dict) -> None:
     assert "<html" in result.html.lower()
     events = clean.drop(columns=["is_fraud"])
     assert validate(events, "raw_events", SPEC, SETTINGS, render=False).passed
+
+
+def test_positive_rate_bounds_follow_the_reference_rate(clean, reference: dict) -> None:
+    result = validate(clean, "training_batch", SPEC, SETTINGS, reference, render=False)
+    rate = reference["positive_rate"]
+    assert 0.005 < rate < 0.05  # the generator's fraud rate, not a constant in settings
+    assert result.parameters["positive_rate_min"] == pytest.approx(rate / 10)
+    assert result.parameters["positive_rate_max"] == pytest.approx(rate * 10)
+    flipped = poison(clean, "label_flips")  # half the labels flipped: a 50% rate is far outside
+    failed = validate(flipped, "training_batch", SPEC, SETTINGS, reference, render=False).failed_names()
+    assert "expect_column_mean_to_be_between(is_fraud)" in failed
 
 
 @pytest.mark.parametrize("kind", sorted(POISONS))
