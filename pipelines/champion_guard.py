@@ -16,7 +16,7 @@ from typing import Any
 
 from rtml.infra.config.settings import Settings
 from rtml.models.lifecycle.audit import ChampionState, Resolution, has_record, read_state, resolve
-from rtml.models.lifecycle.registry import CHAMPION
+from rtml.models.lifecycle.registry import CHAMPION, SHADOW
 
 log = logging.getLogger(__name__)
 UNAUDITED_EVENT = "rtml.champion.unaudited"
@@ -41,6 +41,7 @@ class ChampionGuard:
         self.last: Resolution | None = None
         self._verified: set[tuple[str, str]] = set()
         self._alerted: tuple[str | None, str | None] | None = None
+        self.shadow: str | None = None  # @shadow as read with the champion (same registry call)
 
     def _registry_tags(self, version: str) -> dict[str, str]:
         from rtml.models.lifecycle.registry import client
@@ -61,8 +62,10 @@ class ChampionGuard:
 
         name = self.settings.mlflow.model_name
         try:
+            state = self._read()
+            self.shadow = state.aliases.get(SHADOW)
             res = resolve(
-                self._read(),
+                state,
                 self.settings.promotion.allow_unaudited_moves,
                 int(time.time() * 1000),
                 self._verify,
@@ -132,6 +135,11 @@ class ChampionGuard:
                 },
                 severity="critical",
             )
+
+    def shadow_version(self) -> str | None:
+        """The version to score beside the champion this micro-batch (None: no shadow, or it is the
+        champion itself)."""
+        return self.shadow if self.shadow and self.shadow != self.version else None
 
     def batch_fields(self) -> dict[str, Any]:
         """What the batch record says about the champion (where @champion pointed, and its status)."""

@@ -22,6 +22,8 @@ from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines import explanations
 
 VERSION_PROPERTY = "rtml.model.version"
+SHADOW_PROPERTY = "rtml.model.shadow_version"  # "" when no @shadow
+SHADOW_COLUMNS = ("shadow_version", "shadow_score", "shadow_decision")
 KAFKA_MS = "kafka_timestamp_ms"
 
 
@@ -34,6 +36,14 @@ def task_model_version() -> str:
     if not version:
         raise RuntimeError(f"no model version for this task: job property '{VERSION_PROPERTY}' is not set")
     return version
+
+
+def task_shadow_version() -> str | None:
+    """The @shadow version the driver handed to the running task (None: none)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return (ctx.getLocalProperty(SHADOW_PROPERTY) if ctx is not None else None) or None
 
 
 def score_columns(spec: StreamSpec, explain_top_k: int = 0) -> list[tuple[str, str]]:
@@ -55,6 +65,9 @@ def score_columns(spec: StreamSpec, explain_top_k: int = 0) -> list[tuple[str, s
         ("scored_at_ms", "bigint"),
         ("latency_ms", "bigint"),
         (KAFKA_MS, "bigint"),
+        ("shadow_version", "string"),
+        ("shadow_score", "double"),
+        ("shadow_decision", "bigint"),
         *[(n, "double") for n in spec.model_numeric_inputs],
         *[(n, "string") for n in spec.categorical_names],
         *(explanations.explain_columns(explain_top_k) if explain_top_k else []),
@@ -79,13 +92,19 @@ def score_arrow_schema(spec: StreamSpec, explain_top_k: int = 0) -> Any:
 
 
 def score_frame(
-    frame: pd.DataFrame, spec: StreamSpec, model: Any, version: str, explain_top_k: int = 0
+    frame: pd.DataFrame,
+    spec: StreamSpec,
+    model: Any,
+    version: str,
+    explain_top_k: int = 0,
+    shadow: tuple[Any, str] | None = None,
 ) -> pd.DataFrame:
     """Score the valid rows (``_reason`` null) of a featurised frame; invalid rows pass with NaN.
 
     With ``explain_top_k`` > 0 the rows also carry their top-k contributions
     (:mod:`rtml.pipelines.explanations`), computed in the same vectorised pass as the scores; null
-    if the model's family does not explain.
+    if the model's family does not explain. ``shadow`` (model, version) scores the same valid rows in
+    the same pass into the ``shadow_*`` columns (null without a shadow); nothing acts on them.
     """
     valid = frame["_reason"].isna().to_numpy()
     X_all = model_frame(frame, spec)  # invalid rows pass through with their parsed inputs
@@ -107,6 +126,15 @@ def score_frame(
     out["scored_at_ms"] = now
     out["latency_ms"] = (now - kafka_ms).astype("int64")
     out[KAFKA_MS] = kafka_ms
+    s_version = pd.Series(None, index=out.index, dtype="object")
+    s_score = np.full(len(frame), np.nan)
+    s_decision = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    if shadow is not None and valid.any():
+        s_model, s_name = shadow
+        s_score[valid] = s_model.learner.score(X_all.loc[valid, s_model.columns])
+        s_decision[valid] = (s_score[valid] >= s_model.learner.threshold).astype("int64")
+        s_version[valid] = s_name
+    out["shadow_version"], out["shadow_score"], out["shadow_decision"] = s_version, s_score, s_decision
     for c in X_all.columns:
         out[c] = X_all[c]
     if explain_top_k:
@@ -124,7 +152,9 @@ def make_frame_scorer(
 
         version = task_model_version()
         model = load_model(tracking_uri, model_name, version)
-        return score_frame(frame, spec, model, version, explain_top_k)
+        s_version = task_shadow_version()
+        shadow = (load_model(tracking_uri, model_name, s_version), s_version) if s_version else None
+        return score_frame(frame, spec, model, version, explain_top_k, shadow)
 
     return fn
 

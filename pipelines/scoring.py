@@ -30,7 +30,8 @@ from rtml.pipelines.entity_state import DUPLICATE
 from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.quarantine import QuarantinePayloads
-from rtml.pipelines.scorer import KAFKA_MS, VERSION_PROPERTY
+from rtml.pipelines.scorer import KAFKA_MS, SHADOW_COLUMNS, SHADOW_PROPERTY, VERSION_PROPERTY
+from rtml.pipelines.shadow import shadow_rows
 from rtml.pipelines.tables import commit_batch
 
 
@@ -72,15 +73,22 @@ class BatchSink:
 
         t0 = time.monotonic()
         version = self.resolve_champion()
-        df.sparkSession.sparkContext.setLocalProperty(VERSION_PROPERTY, version)  # read by the tasks
+        sc = df.sparkSession.sparkContext
+        sc.setLocalProperty(VERSION_PROPERTY, version)  # read by the tasks
+        shadow = self.guard.shadow_version()
+        sc.setLocalProperty(SHADOW_PROPERTY, shadow or "")
         table = df.toArrow()
         t_spark = time.monotonic() - t0
         name = f"batch_id={batch_id:09d}"
         invalid = pc.is_valid(table.column("_reason"))
         scored = table.filter(pc.invert(invalid)).drop_columns(["_reason", "value", "topic"])
+        shadowed = shadow_rows(scored, self.spec)
+        scored = scored.drop_columns(list(SHADOW_COLUMNS))
         quarantine = self.quarantine.table(table.filter(invalid))  # duplicates too, by their reason
         duplicates = int(pc.sum(pc.equal(table.column("_reason"), DUPLICATE)).as_py() or 0)
         commit_batch(self.settings, "scores", scored, query_app_id(self.settings, "scores"), batch_id)
+        if shadowed.num_rows:  # beside the champion's scores, never acted on
+            commit_batch(self.settings, "shadow", shadowed, query_app_id(self.settings, "shadow"), batch_id)
         if quarantine.num_rows:
             app_id = query_app_id(self.settings, "quarantine")
             commit_batch(self.settings, "quarantine", quarantine, app_id, batch_id)
@@ -105,6 +113,8 @@ class BatchSink:
             "duplicates": duplicates,
             "by_reason": by_reason,
             "model_version": version,
+            "shadow_version": shadow,
+            "shadowed": shadowed.num_rows,
             "explained": _explained(scored),
             **self.guard.batch_fields(),
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat is not None else None,

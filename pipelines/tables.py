@@ -28,6 +28,7 @@ DATE_SOURCE = {
     "quarantine": "quarantined_at_ms",
     "labels": "labelled_at_ms",
     "labelled": EVENT_MS,
+    "shadow": EVENT_MS,
 }
 # the change data feed lets a reader take just the rows appended since a version (labels refresh)
 CREATE_CONFIG = {"delta.enableChangeDataFeed": "true"}

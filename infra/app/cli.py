@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from rtml.infra.app import cli_compare, cli_explain, cli_jobs, cli_labels, cli_quality, output
+from rtml.infra.app import cli_compare, cli_explain, cli_jobs, cli_labels, cli_quality, cli_shadow, output
 from rtml.infra.app.cli_support import GlobalOptions, JsonOpt, console, emit, run_app, settings_of, table
 from rtml.infra.app.progress import Display
 from rtml.infra.config.settings import ConfigError
@@ -256,6 +256,7 @@ for _command in (
     cli_explain.explain,
     cli_jobs.promote,
     cli_jobs.rollback,
+    cli_shadow.shadow,
     cli_labels.labels,
     cli_jobs.retrain,
     cli_jobs.deploy,

@@ -318,7 +318,15 @@ def models(
             ],
         )
 
-    emit({"ok": True, "versions": rows, "champion": audit}, as_json, render)
+    from rtml.infra.app.cli_shadow import live_rows, render_live
+
+    live = live_rows(s, rows) if rows else None
+
+    def render_all(r: dict) -> None:
+        render(r)
+        render_live(r.get("shadow"))
+
+    emit({"ok": True, "versions": rows, "champion": audit, "shadow": live}, as_json, render_all)
 
 
 def _render_comparisons(versions: list[dict]) -> None:

@@ -17,6 +17,7 @@ from rtml.infra.config.settings import Settings
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
+SHADOW = "shadow"  # scored beside the champion, never acted on (rtml shadow)
 PROFILE_ARTIFACT = "reference/profile.json"  # the version's reference profile (models.monitoring.profile)
 
 

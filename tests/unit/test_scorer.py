@@ -131,3 +131,36 @@ def test_a_family_that_does_not_explain_scores_with_empty_explanations() -> None
     out = score_frame(frame, spec, model, "7", explain_top_k=2)
     assert out["score"].notna().all() and out["explain_1_feature"].isna().all()
     assert out["explain_base"].isna().all() and explanation_of(out.iloc[0].to_dict()) is None
+
+
+class _StricterLearner(_AmountLearner):
+    """A shadow: flags above 300 only."""
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        return (X["amount"].to_numpy() > 300).astype(float) * 0.8
+
+
+def test_a_shadow_is_scored_in_the_same_pass_and_changes_no_champion_column() -> None:
+    import pyarrow as pa
+
+    from rtml.pipelines.shadow import shadow_rows
+
+    spec = load_spec()
+    frame = _frame(200)
+    frame.loc[[3, 7], "_reason"] = "out_of_range:amount"
+    champion = SimpleNamespace(learner=_AmountLearner(), columns=spec.model_inputs)
+    shadow = SimpleNamespace(learner=_StricterLearner(), columns=spec.model_inputs)
+    alone = score_frame(frame.copy(), spec, champion, "7")
+    both = score_frame(frame.copy(), spec, champion, "7", shadow=(shadow, "9"))
+    champion_cols = ["score", "decision", "model_version", EVENT_MS, spec.event_id]
+    pd.testing.assert_frame_equal(alone[champion_cols], both[champion_cols])  # decisions unchanged
+    assert alone["shadow_version"].isna().all() and alone["shadow_decision"].isna().all()
+    valid = frame["_reason"].isna().to_numpy()
+    amount = frame["amount"].to_numpy()
+    assert (both["shadow_version"][valid] == "9").all() and both["shadow_version"][~valid].isna().all()
+    assert np.allclose(both["shadow_score"].to_numpy()[valid], (amount[valid] > 300) * 0.8)
+    assert (both["shadow_decision"][valid].to_numpy() == (amount[valid] > 300)).all()
+    table = pa.Table.from_pandas(both, schema=score_arrow_schema(spec), preserve_index=False)
+    rows = shadow_rows(table.filter(pa.array(valid)), spec)
+    assert rows.num_rows == int(valid.sum()) and set(rows.column("role").to_pylist()) == {"shadow"}
+    assert rows.column("champion_decision").to_pylist() == both["decision"][valid].tolist()

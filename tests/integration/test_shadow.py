@@ -1,0 +1,80 @@
+"""Shadow scoring on live traffic: real broker, Spark, MLflow, Prefect and Delta tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rtml.flows.bootstrap import bootstrap
+from rtml.flows.labels import labels_flow
+from rtml.infra.config.clients import prefect_api
+from rtml.infra.config.spec import load_spec
+from rtml.models.lifecycle.registry import CHAMPION, SHADOW, alias_version, client, log_and_register
+from rtml.models.training.bootstrap import train_initial
+from rtml.pipelines.history import history_frame
+from rtml.pipelines.producer import generated_frames, stream_frames
+from rtml.pipelines.score_job import run_scoring
+from rtml.pipelines.tables import open_table
+from tests.helpers import overrides_of, rtml, scoped_settings, settings_env, sink_frame
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_shadow_scores_live_traffic_beside_the_champion_and_is_compared_on_labels(
+    stack, tmp_path: Path
+) -> None:
+    s = scoped_settings(stack, tmp_path)
+    spec = load_spec()
+    env = settings_env(s)
+    bootstrap(s, spec, n=8_000)
+    learner, metrics, X, _ = train_initial(spec, history_frame(spec, 6_000, 11, None), seed=11)
+    other = log_and_register(s, learner, X, params={}, metrics=metrics, tags={}, run_name="other")
+    assert other.version == "2" and alias_version(s, CHAMPION) == "1"
+
+    code, out, err = rtml("shadow", "1", "--reason", "x", "--json", env=env)
+    assert code == 1 and "is the champion" in err  # one line, nothing moved
+    code, out, err = rtml("shadow", "2", "--reason", "try v2 on live traffic", "--json", env=env)
+    assert code == 0, err
+    assert out["shadow"] == "2" and out["previous_shadow"] is None and alias_version(s, SHADOW) == "2"
+    tags = client(s).get_model_version(s.mlflow.model_name, "2").tags
+    assert any(k.startswith("rtml.shadow.") and "try v2" in v for k, v in tags.items())  # audited
+
+    stream_frames(s, spec, generated_frames(spec, 3_000, 51, None, 1_000), seed=51)
+    summary = run_scoring(s, spec, available_now=True)
+    assert summary["scored"] == 3_000
+    scores = sink_frame(s, "scores")
+    assert set(scores["model_version"]) == {"1"} and "shadow_score" not in scores.columns
+    shadow = open_table(s, "shadow").to_pandas()
+    assert len(shadow) == 3_000 and set(shadow["role"]) == {"shadow"}
+    assert set(shadow["model_version"]) == {"2"} and set(shadow["champion_version"]) == {"1"}
+    both = scores.merge(shadow, on=spec.event_id, suffixes=("", "_shadow"))
+    assert len(both) == 3_000
+    assert (both["decision"] == both["champion_decision"]).all()  # the champion's decisions, as served
+    assert (both["score"] == both["champion_score"]).all()
+    # v2 scored the same events with its own model: the same score as scoring them with v2 directly
+    from rtml.models.lifecycle.registry import load_model
+
+    v2 = load_model(s.mlflow.tracking_uri, s.mlflow.model_name, "2")
+    direct = v2.learner.score(both[v2.columns])
+    assert (abs(direct - both["score_shadow"].to_numpy()) < 1e-9).all()
+
+    with prefect_api(s):
+        labels_flow(overrides=overrides_of(s))
+    code, out, err = rtml("models", "--json", env=env)
+    assert code == 0, err
+    live = out["shadow"]
+    assert live["version"] == "2" and live["shadowed"] == 3_000 and live["labelled"] == 3_000
+    assert live["champion_versions"] == ["1"]
+    assert live["shadow"]["n"] == live["champion"]["n"] == 3_000  # the same labelled events
+    assert live["shadow"]["positives"] == live["champion"]["positives"] > 0
+    assert set(live["deltas"]) <= {"precision", "recall", "f1"}
+
+    code, out, err = rtml("shadow", "--off", "--reason", "enough", "--json", env=env)
+    assert code == 0 and out["previous_shadow"] == "2" and alias_version(s, SHADOW) is None
+    stream_frames(s, spec, generated_frames(spec, 1_000, 52, None, 1_000), seed=52)
+    after = run_scoring(s, spec, available_now=True)
+    assert after["scored"] == 1_000
+    assert len(open_table(s, "shadow").to_pandas()) == 3_000  # nothing shadowed once it is off
+    assert pd.notna(sink_frame(s, "scores")["score"]).sum() == 4_000
