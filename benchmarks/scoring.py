@@ -11,10 +11,11 @@
     state after a warm-up of traffic; the warm-up's own figures are printed too
 (x) the cost of explanations: (c) four times over the same backlog, each with its own checkpoint and
     sink, with scoring.explain_top_k 0, k, k, 0 (--explain-top-k, default 3); means off and on
+(s) the cost of one shadow model: (c) four times the same way, without, with, with, without @shadow
 
     python benchmarks/scoring.py [--events 400000] [--naive-events 3000] [--rate 2000] [--seconds 60]
                                  [--warmup 30] [--batch <spark.max_events_per_trigger>] [--warmup-batches 2]
-                                 [--phases a,b,c,d] [--explain-top-k 3]
+                                 [--phases a,b,c,d,x,s] [--explain-top-k 3]
 """
 
 from __future__ import annotations
@@ -182,31 +183,61 @@ def rtml_throughput(settings: Settings, n: int, warmup_batches: int) -> dict:
     }
 
 
-def explain_ab(overrides: dict, args: argparse.Namespace) -> dict:
-    """(x) (c) with explanations off and on, alternating over the same backlog (fresh state each run)."""
-    k, runs = args.explain_top_k, []
-    for i, top_k in enumerate((0, k, k, 0)):
-        root = Path(overrides["state_dir"]) / f"explain-ab-{i}"
-        spark = {
-            **overrides.get("spark", {}),
-            "checkpoint_root": str(root / "cp"),
-            "sink_root": str(root / "sink"),
-        }
-        s = load_settings(
-            use_default_file=False,
-            overrides={**overrides, "spark": spark, "scoring": {"explain_top_k": top_k}},
-        )
-        c = rtml_throughput(s, args.events, args.warmup_batches)
-        runs.append({"explain_top_k": top_k, **{key: c[key] for key in ("steady_events_per_s", "batches")}})
-        runs[-1]["mean_steady_foreach_batch_seconds"] = c["mean_steady_foreach_batch_seconds"]
-    off = float(np.mean([r["steady_events_per_s"] for r in runs if r["explain_top_k"] == 0]))
-    on = float(np.mean([r["steady_events_per_s"] for r in runs if r["explain_top_k"] == k]))
+def _fresh(overrides: dict, name: str, **extra: dict) -> Settings:
+    """Settings with their own checkpoint and sink (the same backlog read again from offset 0)."""
+    root = Path(overrides["state_dir"]) / name
+    spark = {
+        **overrides.get("spark", {}),
+        "checkpoint_root": str(root / "cp"),
+        "sink_root": str(root / "sink"),
+    }
+    return load_settings(use_default_file=False, overrides={**overrides, "spark": spark, **extra})
+
+
+def _ab(runs: list[dict], key: str, on_value: object) -> dict:
+    off = float(np.mean([r["steady_events_per_s"] for r in runs if r[key] != on_value]))
+    on = float(np.mean([r["steady_events_per_s"] for r in runs if r[key] == on_value]))
     return {
         "runs": runs,
         "off_steady_events_per_s": round(off, 1),
         "on_steady_events_per_s": round(on, 1),
         "cost": round(1 - on / off, 4),
     }
+
+
+def explain_ab(overrides: dict, args: argparse.Namespace) -> dict:
+    """(x) (c) with explanations off and on, alternating over the same backlog (fresh state each run)."""
+    k, runs = args.explain_top_k, []
+    for i, top_k in enumerate((0, k, k, 0)):
+        s = _fresh(overrides, f"explain-ab-{i}", scoring={"explain_top_k": top_k})
+        c = rtml_throughput(s, args.events, args.warmup_batches)
+        runs.append({"explain_top_k": top_k, **{key: c[key] for key in ("steady_events_per_s", "batches")}})
+        runs[-1]["mean_steady_foreach_batch_seconds"] = c["mean_steady_foreach_batch_seconds"]
+    return _ab(runs, "explain_top_k", k)
+
+
+def shadow_ab(settings: Settings, overrides: dict, args: argparse.Namespace) -> dict:
+    """(s) (c) without and with a shadow model (@shadow: a second version scored in the same pass),
+    alternating over the same backlog (fresh state each run)."""
+    from rtml.models.lifecycle.registry import log_and_register
+    from rtml.models.lifecycle.shadow import clear_shadow, set_shadow
+    from rtml.models.training.bootstrap import train_initial
+    from rtml.pipelines.history import history_frame
+
+    spec = load_spec()
+    learner, metrics, X, _ = train_initial(spec, history_frame(spec, 10_000, 17, None), seed=17)
+    other = log_and_register(settings, learner, X, params={}, metrics=metrics, tags={}, run_name="shadow")
+    runs = []
+    for i, on in enumerate((False, True, True, False)):
+        if on:
+            set_shadow(settings, spec, other.version, "benchmark")
+        else:
+            clear_shadow(settings, "benchmark")
+        c = rtml_throughput(_fresh(overrides, f"shadow-ab-{i}"), args.events, args.warmup_batches)
+        runs.append({"shadow": on, **{key: c[key] for key in ("steady_events_per_s", "batches")}})
+        runs[-1]["mean_steady_foreach_batch_seconds"] = c["mean_steady_foreach_batch_seconds"]
+    clear_shadow(settings, "benchmark")
+    return _ab(runs, "shadow", True)
 
 
 def _produce_at_rate(overrides: dict, n: int, rate: float, seed: int) -> None:
@@ -310,6 +341,8 @@ def _run(settings: Settings, overrides: dict, args: argparse.Namespace, phases: 
         result["c_rtml"] = rtml_throughput(settings, args.events, args.warmup_batches)
     if "x" in phases:
         result["x_explanations"] = explain_ab(overrides, args)
+    if "s" in phases:
+        result["s_shadow"] = shadow_ab(settings, overrides, args)
     if "d" in phases:
         result["d_latency"] = latency_at_rate(settings, overrides, args.rate, args.seconds, args.warmup)
     if {"a", "b", "c"} <= phases:
