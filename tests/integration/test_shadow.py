@@ -56,7 +56,7 @@ def test_a_shadow_scores_live_traffic_beside_the_champion_and_is_compared_on_lab
     # v2 scored the same events with its own model: the same score as scoring them with v2 directly
     from rtml.models.lifecycle.registry import load_model
 
-    v2 = load_model(s.mlflow.tracking_uri, s.mlflow.model_name, "2")
+    v2 = load_model(s.tracking_uri, s.mlflow.model_name, "2")
     direct = v2.learner.score(both[v2.columns])
     assert (abs(direct - both["score_shadow"].to_numpy()) < 1e-9).all()
 
