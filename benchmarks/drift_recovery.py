@@ -45,7 +45,8 @@ def _free_port() -> int:
 
 
 def river_stream(name: str, n: int, drift_at: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
-    """``n`` events of a River generator whose concept switches abruptly at ``drift_at``."""
+    """``n`` events of a River generator whose concept switches abruptly at ``drift_at`` (the same
+    generator family with another classification function / variant after it)."""
     from river.datasets import synth
 
     if name == "sea":
@@ -58,10 +59,9 @@ def river_stream(name: str, n: int, drift_at: int, seed: int) -> tuple[pd.DataFr
         after = synth.Agrawal(classification_function=2, seed=seed + 1, balance_classes=True)
     else:
         raise SystemExit(f"unknown stream {name!r} (sea, agrawal)")
-    stream = synth.ConceptDriftStream(
-        stream=before, drift_stream=after, position=drift_at, width=1, seed=seed
-    )
-    rows = [{**{str(k): float(v) for k, v in x.items()}, "y": int(y)} for x, y in stream.take(n)]
+    # abrupt drift at an exact position: the first concept's events, then the second's
+    pairs = [*before.take(drift_at), *after.take(n - drift_at)]
+    rows = [{**{str(k): float(v) for k, v in x.items()}, "y": int(y)} for x, y in pairs]
     frame = pd.DataFrame(rows)
     features = [c for c in frame.columns if c != "y"]
     frame.columns = [f"f_{c}" if c != "y" else c for c in frame.columns]
