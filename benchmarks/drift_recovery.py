@@ -20,6 +20,7 @@ stream on 2 cores).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
@@ -219,7 +220,7 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
     missing = int(served["decision"].isna().sum())
     served_pred = served["decision"].fillna(0).astype(int).to_numpy()
     y = stream["y"].to_numpy()
-    v1 = load_model(s.mlflow.tracking_uri, s.mlflow.model_name, "1")
+    v1 = load_model(s.tracking_uri, s.mlflow.model_name, "1")
     never = (v1.learner.score(stream[v1.columns]) >= v1.learner.threshold).astype(int)
     hat = river_hat(history, stream, features, args.label_delay, args.seed)
     seg = lambda pred: segments(y, pred, args.drift_at, args.retrain_every)  # noqa: E731
@@ -266,7 +267,8 @@ def main() -> None:
         stack_mod.up(stack, timeout_s=120)
         t0 = time.monotonic()
         try:
-            results = [run_stream(name, args, root, stack) for name in args.streams.split(",")]
+            with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links: stdout is the JSON only
+                results = [run_stream(name, args, root, stack) for name in args.streams.split(",")]
         finally:
             stack_mod.down(stack)
     print(
