@@ -20,6 +20,7 @@ stream on 2 cores).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
@@ -45,7 +46,8 @@ def _free_port() -> int:
 
 
 def river_stream(name: str, n: int, drift_at: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
-    """``n`` events of a River generator whose concept switches abruptly at ``drift_at``."""
+    """``n`` events of a River generator whose concept switches abruptly at ``drift_at`` (the same
+    generator family with another classification function / variant after it)."""
     from river.datasets import synth
 
     if name == "sea":
@@ -58,10 +60,9 @@ def river_stream(name: str, n: int, drift_at: int, seed: int) -> tuple[pd.DataFr
         after = synth.Agrawal(classification_function=2, seed=seed + 1, balance_classes=True)
     else:
         raise SystemExit(f"unknown stream {name!r} (sea, agrawal)")
-    stream = synth.ConceptDriftStream(
-        stream=before, drift_stream=after, position=drift_at, width=1, seed=seed
-    )
-    rows = [{**{str(k): float(v) for k, v in x.items()}, "y": int(y)} for x, y in stream.take(n)]
+    # abrupt drift at an exact position: the first concept's events, then the second's
+    pairs = [*before.take(drift_at), *after.take(n - drift_at)]
+    rows = [{**{str(k): float(v) for k, v in x.items()}, "y": int(y)} for x, y in pairs]
     frame = pd.DataFrame(rows)
     features = [c for c in frame.columns if c != "y"]
     frame.columns = [f"f_{c}" if c != "y" else c for c in frame.columns]
@@ -219,7 +220,7 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
     missing = int(served["decision"].isna().sum())
     served_pred = served["decision"].fillna(0).astype(int).to_numpy()
     y = stream["y"].to_numpy()
-    v1 = load_model(s.mlflow.tracking_uri, s.mlflow.model_name, "1")
+    v1 = load_model(s.tracking_uri, s.mlflow.model_name, "1")
     never = (v1.learner.score(stream[v1.columns]) >= v1.learner.threshold).astype(int)
     hat = river_hat(history, stream, features, args.label_delay, args.seed)
     seg = lambda pred: segments(y, pred, args.drift_at, args.retrain_every)  # noqa: E731
@@ -266,7 +267,8 @@ def main() -> None:
         stack_mod.up(stack, timeout_s=120)
         t0 = time.monotonic()
         try:
-            results = [run_stream(name, args, root, stack) for name in args.streams.split(",")]
+            with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links: stdout is the JSON only
+                results = [run_stream(name, args, root, stack) for name in args.streams.split(",")]
         finally:
             stack_mod.down(stack)
     print(
