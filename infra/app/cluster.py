@@ -1,17 +1,20 @@
 """The cluster profile: one machine as a small cluster (``rtml up --profile cluster``).
 
 A Spark standalone master and ``cluster.workers`` workers (from the pyspark wheel's ``spark-class``),
-a private PostgreSQL, MLflow and Prefect servers on it, and the embedded broker (``stack.up``), all
-on 127.0.0.1 with free ports. Each server runs in its own session with no inherited descriptors;
-its pid and kernel start time are recorded under ``<state_dir>/run/cluster`` so ``down`` signals
-only processes that are still ours. The endpoints go to ``<state_dir>/run/profile.json``, which
-later commands with the same state dir read as settings (see ``rtml.infra.config.profile``).
+a private PostgreSQL, MLflow and Prefect servers on it, an S3-compatible object store (SeaweedFS)
+holding the Delta tables (``spark.table_root = s3://rtml/tables``), and the embedded broker
+(``stack.up``), all on 127.0.0.1 with free ports. Each server runs in its own session with no
+inherited descriptors; its pid and kernel start time are recorded under ``<state_dir>/run/cluster``
+so ``down`` signals only processes that are still ours. The endpoints go to
+``<state_dir>/run/profile.json`` (mode 0600: it holds the object store's keys), which later commands
+with the same state dir read as settings (see ``rtml.infra.config.profile``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from pathlib import Path
 import requests
 
 from rtml.infra.app import stack
+from rtml.infra.app.objectstore import ObjectStoreError, start_object_store
 from rtml.infra.app.postgres import PostgresError, start_postgres, stop_postgres
 from rtml.infra.app.stack import StackError, _alive, _proc_start, _stop_group
 from rtml.infra.config.profile import read_profile, remove_profile, write_profile
@@ -110,7 +114,7 @@ def health(settings: Settings) -> dict[str, dict]:
             ok = state is not None
         elif name.startswith("spark-worker"):
             ok = json.loads(f.read_text()).get("webui") in alive_ui
-        elif name == "postgres":
+        elif name in ("postgres", "objectstore"):
             ok = stack._tcp_ok("127.0.0.1", int(url.rsplit(":", 1)[1]))
         else:
             ok = _http_ok(url.rstrip("/") + "/health")
@@ -195,6 +199,13 @@ def _start(settings: Settings, timeout: float) -> dict:
         }
         _daemon(settings, "prefect", cmd, prefect_env, url=prefect_api)
         values |= {"mlflow": {"tracking_uri": mlflow_url}, "prefect": {"api_url": prefect_api}}
+        keys = {"access_key": secrets.token_hex(8), "secret_key": secrets.token_hex(20)}
+        try:  # Delta tables (scores, quarantine, labelled) on S3 while the servers start
+            store = start_object_store(root / "objectstore", bucket="rtml", **keys, timeout_s=timeout)
+        except ObjectStoreError as exc:
+            raise StackError(f"objectstore: {exc}") from None
+        _record(settings, "objectstore", store.pid, url=store.endpoint, log=str(store.log_path))
+        values["spark"] |= {"table_root": "s3://rtml/tables", "storage_options": store.storage_options()}
         write_profile(
             settings.state_dir,
             {"profile": PROFILE, "settings": values, "master_json": master_json, "workers": c.workers},
@@ -237,7 +248,7 @@ def down(settings: Settings) -> dict:
     alone), PostgreSQL after the servers on it, the master last; forget the profile."""
     stopped, not_ours = {}, {}
     files = sorted(_dir(settings).glob("*.json"))
-    rank = {"mlflow": 0, "prefect": 0, "postgres": 1, "spark-master": 3}
+    rank = {"mlflow": 0, "prefect": 0, "objectstore": 0, "postgres": 1, "spark-master": 3}
     for f in sorted(files, key=lambda f: rank.get(f.stem, 2)):
         name, rec = f.stem, _ours(settings, f.stem)
         try:

@@ -14,11 +14,13 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
+from rtml.infra.app.objectstore import signed_request
 from tests.helpers import group_members, pids_alive, rtml, wait_for
 
 pytestmark = pytest.mark.cluster
 
-SERVERS = {"kafka", "mlflow", "prefect", "postgres", "spark-master", "spark-worker1", "spark-worker2"}
+SERVERS = {"kafka", "mlflow", "prefect", "postgres", "objectstore", "spark-master", "spark-worker1"}
+SERVERS |= {"spark-worker2"}
 
 
 def _port(url: str) -> int:
@@ -62,6 +64,18 @@ def test_up_starts_healthy_servers_on_postgres_that_later_commands_find(cluster)
     # their metadata is in PostgreSQL: MLflow's default experiment, Prefect's migrated schema
     assert int(_psql(cluster, "mlflow", "select count(*) from experiments")) >= 1
     assert _psql(cluster, "prefect", "select count(*) from alembic_version") == "1"
+    # the object store holds the profile's Delta tables: signed requests only
+    opts = {k: v.get_secret_value() for k, v in s.spark.storage_options.items()}
+    assert (
+        s.spark.table_root == "s3://rtml/tables"
+        and opts["AWS_ENDPOINT_URL"] == up["services"]["objectstore"]["url"]
+    )
+    assert requests.put(opts["AWS_ENDPOINT_URL"] + "/rtml/anon", data=b"x", timeout=5).status_code == 403
+    keys = {"access_key": opts["AWS_ACCESS_KEY_ID"], "secret_key": opts["AWS_SECRET_ACCESS_KEY"]}
+    assert (
+        signed_request("PUT", opts["AWS_ENDPOINT_URL"], "/rtml/probe", body=b"ok", **keys).status_code == 200
+    )
+    assert signed_request("GET", opts["AWS_ENDPOINT_URL"], "/rtml/probe", **keys).content == b"ok"
     # a later command with the same state dir sees the profile's endpoints and servers
     code, out, err = rtml("status", "--json", env=cluster.env)
     assert code == 0 and out["profile"] == "cluster", (out, err[-2000:])
@@ -69,6 +83,8 @@ def test_up_starts_healthy_servers_on_postgres_that_later_commands_find(cluster)
     code, out, err = rtml("config", "--json", env=cluster.env)
     assert code == 0, err[-2000:]
     assert out["settings"]["spark"]["master"] == cluster.master_url
+    assert out["settings"]["spark"]["table_root"] == "s3://rtml/tables"
+    assert set(out["settings"]["spark"]["storage_options"].values()) == {"**********"}  # masked
     assert out["endpoints"]["mlflow"] == up["services"]["mlflow"]["url"]
     assert out["endpoints"]["prefect"] == up["services"]["prefect"]["url"]
     assert out["endpoints"]["kafka"] == up["services"]["kafka"]["url"]
