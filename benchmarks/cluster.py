@@ -70,14 +70,18 @@ def _run_env(env: dict[str, str], root: Path, name: str, cores_max: int | None) 
 
 def _score_once(env: dict[str, str], root: Path, name: str, workers: int, events: int) -> dict:
     run_env = _run_env(env, root, name, 1 if workers == 1 else None)
+    executors = root / "state" / "cluster"  # worker<i>/<app id>/<executor id>: one per executor
+    before = set(executors.glob("worker*/app-*/*"))
     t0 = time.monotonic()
     summary = _cli("score", "--available-now", env=run_env)
     wall = time.monotonic() - t0
+    ran = set(executors.glob("worker*/app-*/*")) - before
     batches = _batches(Path(run_env["RTML_SPARK__SINK_ROOT"]))
     rate, n = _rate(batches)
     assert sum(b["read"] for b in batches) == events == summary["read"], (summary, events)
     return {
         "workers": workers,
+        "executors_on_workers": sorted(p.parts[-3] for p in ran),
         "events_per_s": rate,
         "batches": n,
         "first_batch_s": sorted(batches, key=lambda r: r["ended_at_ms"])[0]["seconds"],
