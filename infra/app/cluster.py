@@ -12,9 +12,11 @@ with the same state dir read as settings (see ``rtml.infra.config.profile``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -247,10 +249,18 @@ def down(settings: Settings) -> dict:
     """Stop the servers the profile recorded (a pid that now belongs to another process is left
     alone), PostgreSQL after the servers on it, the master last; forget the profile."""
     stopped, not_ours = {}, {}
-    files = sorted(_dir(settings).glob("*.json"))
     rank = {"mlflow": 0, "prefect": 0, "objectstore": 0, "postgres": 1, "spark-master": 3}
-    for f in sorted(files, key=lambda f: rank.get(f.stem, 2)):
-        name, rec = f.stem, _ours(settings, f.stem)
+    files = sorted(_dir(settings).glob("*.json"), key=lambda f: (rank.get(f.stem, 2), f.stem))
+    recs = {f.stem: _ours(settings, f.stem) for f in files}  # before any signal
+    signalled: set[int] = set()
+    for f in files:
+        name, rec = f.stem, recs[f.stem]
+        if rec is not None and name != "postgres" and rank.get(name, 2) not in signalled:
+            for other, r in recs.items():  # the servers of one rank stop in parallel
+                if r is not None and other != "postgres" and rank.get(other, 2) == rank.get(name, 2):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(r["pid"], signal.SIGTERM)
+            signalled.add(rank.get(name, 2))
         try:
             raw = json.loads(f.read_text())
         except ValueError:

@@ -4,6 +4,7 @@ refuses endpoints it would shadow; its `down` signals only processes that are st
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -73,3 +74,16 @@ def test_cluster_down_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
         for proc in (ours, stranger):
             proc.kill()
             proc.wait()
+
+
+def test_unknown_profile_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from tests.helpers import RTML
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTML_")} | {
+        "RTML_STATE_DIR": str(tmp_path)
+    }
+    out = subprocess.run(
+        [RTML, "up", "--profile", "bogus"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "--profile" in out.stderr, out.stderr
+    assert not (tmp_path / "run").exists()
