@@ -15,6 +15,7 @@ import typer
 from rtml.infra.app import cli_compare, cli_explain, cli_jobs, cli_labels, cli_quality, cli_shadow, output
 from rtml.infra.app.cli_support import GlobalOptions, JsonOpt, console, emit, run_app, settings_of, table
 from rtml.infra.app.progress import Display
+from rtml.infra.config.profile import PROFILES, read_profile
 from rtml.infra.config.settings import ConfigError
 
 app = typer.Typer(
@@ -99,26 +100,48 @@ def _render_services(result: dict) -> None:
 def up(
     ctx: typer.Context,
     as_json: JsonOpt = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 90.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait for health (default 90; cluster: cluster.start_timeout_s)."),
+    ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="local: broker, MLflow, Prefect. cluster: also a Spark standalone master + "
+            "cluster.workers workers, PostgreSQL, MLflow and Prefect on it, all on free ports."
+        ),
+    ] = "local",
 ) -> None:
     """Start (or reuse) the local stack: broker, MLflow, Prefect; create topics; print URLs."""
     from rtml.infra.app import stack
 
-    if not timeout > 0:  # before anything starts (also refuses nan)
+    if timeout is not None and not timeout > 0:  # before anything starts (also refuses nan)
         raise typer.BadParameter(
             f"must be a positive number of seconds, got {timeout:g}", param_hint="--timeout"
         )
-    with Display(as_json).busy("starting the local stack (broker, MLflow, Prefect)"):
-        result = stack.up(settings_of(ctx), timeout_s=timeout)
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"one of {', '.join(PROFILES)}, got {profile!r}", param_hint="--profile")
+    if profile == "cluster":
+        from rtml.infra.app import cluster
+
+        what = "Spark master + workers, PostgreSQL, MLflow, Prefect, broker"
+        with Display(as_json).busy(f"starting the cluster profile ({what})"):
+            result = cluster.up(settings_of(ctx), timeout_s=timeout)
+    else:
+        with Display(as_json).busy("starting the local stack (broker, MLflow, Prefect)"):
+            result = stack.up(settings_of(ctx), timeout_s=timeout or 90.0)
     emit({"ok": True, **result}, as_json, _render_services)
 
 
 @app.command()
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Show each service with its URL and health."""
-    from rtml.infra.app import stack
+    """Show each service with its URL and health (and a running profile's servers)."""
+    from rtml.infra.app import cluster, stack
 
-    result = stack.status(settings_of(ctx))
+    settings = settings_of(ctx)
+    result = stack.status(settings)
+    result["services"] |= cluster.health(settings)
+    result["profile"] = (read_profile(settings.state_dir) or {}).get("profile", "local")
     result["ok"] = all(s["healthy"] for s in result["services"].values())
     emit(result, as_json, _render_services)
     if not result["ok"]:
@@ -128,10 +151,13 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @app.command()
 def down(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Stop the processes that `rtml up` started (and nothing else)."""
-    from rtml.infra.app import stack
+    from rtml.infra.app import cluster, stack
 
+    settings = settings_of(ctx)
     with Display(as_json).busy("stopping the local stack"):
-        result = stack.down(settings_of(ctx))
+        result = stack.down(settings)
+        more = cluster.down(settings)  # a profile's servers, PostgreSQL after the servers on it
+    result = {k: {**result[k], **more[k]} for k in ("stopped", "not_ours")}
     emit(
         {"ok": True, **result},
         as_json,

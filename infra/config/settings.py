@@ -2,7 +2,8 @@
 
 Precedence, highest first: CLI flags (passed as ``overrides``) > environment ``RTML_*``
 (nested keys joined by ``__``, e.g. ``RTML_KAFKA__BOOTSTRAP_SERVERS``) > YAML file
-(``--config``, default ``rtml.yaml`` when present) > defaults.
+(``--config``, default ``rtml.yaml`` when present) > the endpoints of a profile started by
+``rtml up --profile`` in the same state dir (``<state_dir>/run/profile.json``) > defaults.
 
 A service left unset (``kafka.bootstrap_servers``, ``mlflow.tracking_uri``, ``prefect.api_url``)
 is the embedded local one that ``rtml up`` runs on 127.0.0.1; set it and rtml uses yours.
@@ -33,6 +34,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from rtml.infra.config.profile import ClusterSettings, merged_under, read_profile
 from rtml.infra.config.settings_ops import AlertSettings, DriftSettings, MetricsSettings, QualitySettings
 
 DEFAULT_CONFIG_FILE = Path("rtml.yaml")
@@ -365,6 +367,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -462,7 +465,13 @@ def load_settings(
         raise ConfigError(f"config error: {bad_env[0]}: unknown setting (environment)")
     token = _YAML_DATA.set(data)
     try:
-        return Settings(**_drop_none(dict(overrides or {})))
+        settings = Settings(**_drop_none(dict(overrides or {})))
+        profile = read_profile(settings.state_dir)
+        if profile and isinstance(profile.get("settings"), dict):
+            # a running profile's endpoints (rtml up --profile): below the file, env and flags
+            _YAML_DATA.set(merged_under(profile["settings"], data))
+            settings = Settings(**_drop_none(dict(overrides or {})))
+        return settings
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path) if path else "")) from None
     finally:
