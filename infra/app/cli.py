@@ -12,7 +12,15 @@ from typing import Annotated
 
 import typer
 
-from rtml.infra.app import cli_compare, cli_explain, cli_jobs, cli_labels, cli_quality, output
+from rtml.infra.app import (
+    cli_compare,
+    cli_explain,
+    cli_jobs,
+    cli_labels,
+    cli_maintain,
+    cli_quality,
+    output,
+)
 from rtml.infra.app.cli_support import GlobalOptions, JsonOpt, console, emit, run_app, settings_of, table
 from rtml.infra.app.progress import Display
 from rtml.infra.config.settings import ConfigError
@@ -257,6 +265,7 @@ for _command in (
     cli_jobs.promote,
     cli_jobs.rollback,
     cli_labels.labels,
+    cli_maintain.maintain,
     cli_jobs.retrain,
     cli_jobs.deploy,
     cli_jobs.serve,
