@@ -171,3 +171,44 @@ def test_appends_while_a_compaction_or_a_delete_is_in_flight_are_kept(tmp_path: 
     rows = open_table(s, "scores").to_pandas()
     assert sorted(rows["batch_id"].unique()) == [1, 3, 5, 6, 7] and len(rows) == 50
     assert rows[ID].is_unique
+
+
+def test_maintain_and_labels_runs_started_together_leave_a_consistent_table(stack, tmp_path: Path) -> None:
+    """The labelled table's maintenance and its refresh share the labels flow's concurrency limit:
+    started at the same moment, five times, no run fails and the table equals a from-scratch join."""
+    import contextvars
+    import threading
+
+    from rtml.flows.labels import labels_flow
+    from tests.unit.test_labelled import T0, _from_scratch, _labelled, _labels, _scores
+
+    s = scoped_settings(stack, tmp_path, maintenance={"vacuum_retain_hours": 0})
+    errors: list[BaseException] = []
+
+    def run(flow) -> None:  # noqa: ANN001
+        try:
+            flow(overrides=overrides_of(s))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with prefect_api(s):
+        for r in range(5):
+            for b in range(4):  # small commits for the compaction to find
+                lo = r * 80 + b * 20
+                commit_batch(s, "scores", _scores(lo, lo + 20), "q-scores", r * 4 + b)
+                append(s, "labels", _labels([lo, lo + 2], 1, T0 + lo), {INGEST_APP: r * 4 + b + 1})
+            ctx = contextvars.copy_context
+            threads = [
+                threading.Thread(target=ctx().run, args=(run, f))
+                for f in (maintain_flow, labels_flow, maintain_flow)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=300)
+            assert not errors, errors
+            labels_flow(overrides=overrides_of(s))  # caught up after the round
+            got, expected = _labelled(s), _from_scratch(s, T0 + ((r + 1) * 80 - 1) * 360_000)
+            assert len(got) == len(expected) > 0
+            pd.testing.assert_series_equal(got, expected, check_names=False)
+    assert (_files(s, "scores") == 1).all()  # compacted by the last round's runs
