@@ -7,6 +7,7 @@
 | ``rtml-retrain/<model>`` | retrain + promotion decision | ``retrain.schedule_cron`` (every 15 min) |
 | ``rtml-quality/<model>`` | GE suites over the last window | ``quality.schedule_cron`` (every 10 min) |
 | ``rtml-drift/<model>`` | drift check + alerts | ``drift.schedule_cron`` (every 5 min) |
+| ``rtml-maintain/<model>`` | compaction, retention, vacuum | ``maintenance.schedule_cron`` (daily) |
 | ``rtml-promote/<model>`` | manual promotion (parameters ``version``, ``reason``) | by hand |
 
 ``rtml deploy`` registers them (idempotent: same names, updated in place) and the alert automation;
@@ -23,7 +24,7 @@ from typing import Any
 
 from rtml.infra.config.settings import Settings
 
-FLOWS = ("score", "labels", "retrain", "quality", "drift", "promote")
+FLOWS = ("score", "labels", "retrain", "quality", "drift", "maintain", "promote")
 
 
 def build(
@@ -34,6 +35,7 @@ def build(
 
     from rtml.flows.drift import drift_flow
     from rtml.flows.labels import labels_flow
+    from rtml.flows.maintain import maintain_flow
     from rtml.flows.promote import promote_flow
     from rtml.flows.quality import quality_flow
     from rtml.flows.retrain import retrain_flow
@@ -81,6 +83,15 @@ def build(
             parameters=params,
             concurrency_limit=1,
             description="Drift check against the champion's reference; pages on-call once per problem.",
+            **common,
+        ),
+        maintain_flow.to_deployment(
+            name=name,
+            cron=settings.maintenance.schedule_cron,
+            parameters=params,
+            concurrency_limit=1,
+            description="Compacts small files, applies retention (never inside the label horizon or a "
+            "retrain/drift window), vacuums unreferenced files.",
             **common,
         ),
         promote_flow.to_deployment(

@@ -97,6 +97,10 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
         consumed = set(rows.loc[rows[field].notna(), eid])
         out["new_scored"], out["labelled"] = int(len(rows)), len(consumed)
         dt = _insert(settings, dt, rows, vs, eid)
+    elif vs is not None and dt is not None and (_txn(dt, APP_SCORES) or -1) < vs:
+        # only non-inserts were read (a retention delete, a compaction): record the progress, so
+        # they are not read again and maintenance may vacuum the files they removed
+        dt = _mark(settings, dt, APP_SCORES, vs)
 
     # 2. labels for events scored before: merged into the open window; the rest wait as orphans
     horizon_ms = parse_duration_seconds(spec.label.horizon) * 1000

@@ -12,7 +12,16 @@ from typing import Annotated
 
 import typer
 
-from rtml.infra.app import cli_compare, cli_explain, cli_jobs, cli_labels, cli_quality, cli_shadow, output
+from rtml.infra.app import (
+    cli_compare,
+    cli_explain,
+    cli_jobs,
+    cli_labels,
+    cli_maintain,
+    cli_quality,
+    cli_shadow,
+    output,
+)
 from rtml.infra.app.cli_support import GlobalOptions, JsonOpt, console, emit, run_app, settings_of, table
 from rtml.infra.app.progress import Display
 from rtml.infra.config.profile import PROFILES, read_profile
@@ -284,6 +293,7 @@ for _command in (
     cli_jobs.rollback,
     cli_shadow.shadow,
     cli_labels.labels,
+    cli_maintain.maintain,
     cli_jobs.retrain,
     cli_jobs.deploy,
     cli_jobs.serve,

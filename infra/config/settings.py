@@ -35,7 +35,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rtml.infra.config.profile import ClusterSettings, merged_under, read_profile
-from rtml.infra.config.settings_ops import AlertSettings, DriftSettings, MetricsSettings, QualitySettings
+from rtml.infra.config.settings_ops import (
+    AlertSettings,
+    DriftSettings,
+    MaintenanceSettings,
+    MetricsSettings,
+    QualitySettings,
+)
 
 DEFAULT_CONFIG_FILE = Path("rtml.yaml")
 _YAML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("rtml_yaml_data", default=None)
@@ -368,6 +374,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
     cluster: ClusterSettings = ClusterSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -168,3 +168,33 @@ class MetricsSettings(_Section):
     lag_interval_s: float = Field(
         default=10.0, gt=0, description="Seconds between two reads of the events topic's end offsets."
     )
+
+
+class RetentionDays(_Section):
+    """Days of event time each table keeps (None = keep everything). A value can only shorten a
+    table down to what the label horizon, the retrain and drift windows and pending labels still
+    need: a shorter one is clamped to that guard and reported (``rtml maintain``)."""
+
+    scores: int | None = Field(default=None, ge=1, description="Scored events (by event day).")
+    quarantine: int | None = Field(default=None, ge=1, description="Quarantined events (by quarantine day).")
+    labels: int | None = Field(default=None, ge=1, description="Label messages (by the day they arrived).")
+    labelled: int | None = Field(default=None, ge=1, description="The labelled table (by event day).")
+
+
+class MaintenanceSettings(_Section):
+    """Table maintenance (flow rtml-maintain, `rtml maintain`): compaction, retention, vacuum."""
+
+    schedule_cron: str = Field(default="17 3 * * *", description="Schedule of rtml-maintain (daily).")
+    retention_days: RetentionDays = Field(
+        default_factory=RetentionDays, description="Per-table retention in days; default keep all."
+    )
+    small_file_mb: float = Field(
+        default=16.0, gt=0, description="Files under this size are compacted when a partition has 2+ of them."
+    )
+    target_file_mb: float = Field(default=128.0, gt=0, description="Target size of compacted files.")
+    vacuum_retain_hours: int = Field(
+        default=168,
+        ge=0,
+        description="Files a table stopped referencing are deleted this long after (readers of older "
+        "versions, time travel of a model's training window, need them until then).",
+    )

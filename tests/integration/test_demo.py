@@ -57,9 +57,10 @@ def test_demo_closes_the_loop(tmp_path: Path) -> None:
         prefect = out["urls"]["prefect"] + "/api"
         found = requests.post(f"{prefect}/deployments/filter", json={}, timeout=10).json()
         schedules = {d["name"]: d for d in found}
-        assert len(found) == 6 and set(schedules) == {"rtml-fraud"}
+        assert len(found) == 7 and set(schedules) == {"rtml-fraud"}
         crons = sorted(sc["schedule"]["cron"] for d in found for sc in d["schedules"])
-        assert crons == ["*/10 * * * *", "*/15 * * * *", "*/5 * * * *", "*/5 * * * *"]  # + rtml-labels
+        # drift, labels, retrain, quality, maintain
+        assert crons == ["*/10 * * * *", "*/15 * * * *", "*/5 * * * *", "*/5 * * * *", "17 3 * * *"]
 
         from mlflow import MlflowClient
 

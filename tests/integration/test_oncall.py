@@ -221,7 +221,7 @@ def test_serve_sigterm_keeps_schedules_and_stops_the_job(stack, tmp_path: Path) 
         assert serve.poll() is None
         job_pid = json.loads(pid_file.read_text())["pid"]
         deployments = _deployments(s)
-        assert len(deployments) == 6 and not any(d["paused"] for d in deployments.values())
+        assert len(deployments) == 7 and not any(d["paused"] for d in deployments.values())
         quality = deployments["rtml-quality"]
         run = requests.post(
             f"{s.prefect_api_url}/deployments/{quality['id']}/create_flow_run", json={}, timeout=10
@@ -243,9 +243,9 @@ def test_serve_sigterm_keeps_schedules_and_stops_the_job(stack, tmp_path: Path) 
     assert [e["event"] for e in events] == ["serving", "stopped"]
 
     after = _deployments(s)
-    assert len(after) == 6 and not any(d["paused"] for d in after.values()), after
+    assert len(after) == 7 and not any(d["paused"] for d in after.values()), after
     scheduled = {name for name, d in after.items() if d["schedules"]}
-    assert scheduled == {"rtml-labels", "rtml-retrain", "rtml-quality", "rtml-drift"}
+    assert scheduled == {"rtml-labels", "rtml-retrain", "rtml-quality", "rtml-drift", "rtml-maintain"}
     assert all(sc["active"] for d in after.values() for sc in d["schedules"])
 
     # the supervised job was stopped cleanly too, not left behind

@@ -39,7 +39,9 @@ def test_deploy_registers_every_deployment_with_its_schedule(stack, tmp_path: Pa
     code, again, err = rtml("deploy", "--json", env=env)
     assert code == 0, err
     model = s.mlflow.model_name
-    names = {f"rtml-{f}/{model}" for f in ("score", "labels", "retrain", "quality", "drift", "promote")}
+    names = {
+        f"rtml-{f}/{model}" for f in ("score", "labels", "retrain", "quality", "drift", "maintain", "promote")
+    }
     assert {d["deployment"] for d in first["deployments"]} == names
     assert first["alerting"]["action"] == "skipped"  # no block named rtml-oncall, no webhook: said, not fatal
 
@@ -48,7 +50,7 @@ def test_deploy_registers_every_deployment_with_its_schedule(stack, tmp_path: Pa
         json={"deployments": {"tags": {"all_": [model]}}},
         timeout=10,
     ).json()
-    assert len(found) == 6  # idempotent: the second deploy updated, not duplicated
+    assert len(found) == 7  # idempotent: the second deploy updated, not duplicated
     flows = {
         f["id"]: f["name"]
         for f in requests.post(f"{s.prefect_api_url}/flows/filter", json={}, timeout=10).json()
@@ -60,6 +62,7 @@ def test_deploy_registers_every_deployment_with_its_schedule(stack, tmp_path: Pa
         "rtml-retrain": ["*/15 * * * *"],
         "rtml-quality": ["*/10 * * * *"],
         "rtml-drift": ["*/7 * * * *"],
+        "rtml-maintain": ["17 3 * * *"],
         "rtml-promote": [],
     }
     assert all(
