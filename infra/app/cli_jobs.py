@@ -23,6 +23,13 @@ from rtml.infra.app.cli_support import (
 )
 from rtml.infra.app.progress import Display
 
+LabelDelayEventsOpt = Annotated[
+    int,
+    typer.Option(
+        min=0, help="Events that must follow an event before its label is sent (as with late chargebacks)."
+    ),
+]
+
 
 def _spec(ctx: typer.Context):  # noqa: ANN202
     from rtml.infra.config.spec import load_spec
@@ -63,13 +70,7 @@ def produce(
     label_delay: Annotated[
         float, typer.Option(min=0, help="Seconds before labels (chargebacks) follow.")
     ] = 0.0,
-    label_delay_events: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Events that must follow an event before its label is sent (as with late chargebacks).",
-        ),
-    ] = 0,
+    label_delay_events: LabelDelayEventsOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate synthetic card transactions onto the events topic; labels follow on the labels topic."""
@@ -111,13 +112,7 @@ def replay(
     label_delay: Annotated[
         float, typer.Option(min=0, help="Seconds before labels follow (if a label column).")
     ] = 0.0,
-    label_delay_events: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Events that must follow an event before its label is sent (as with late chargebacks).",
-        ),
-    ] = 0,
+    label_delay_events: LabelDelayEventsOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Stream a CSV/Parquet file of events (and labels, when it has the label column) onto Kafka."""
