@@ -104,7 +104,11 @@ def _resume_point(settings: Settings, offsets_file: Path) -> tuple[dict[str, int
 
 
 def _append_labels(
-    settings: Settings, spec: StreamSpec, frame: pd.DataFrame, seq: int, offsets: dict[str, int]
+    settings: Settings,
+    spec: StreamSpec,
+    frame: pd.DataFrame,
+    seq: int,
+    offsets: dict[str, int] | None = None,
 ) -> None:
     """Append one read of label messages to the ``labels`` table, exactly once.
 
@@ -123,7 +127,8 @@ def _append_labels(
         frame["labelled_at_ms"] = int(time.time() * 1000)
     frame["labelled_at_ms"] = frame["labelled_at_ms"].fillna(int(time.time() * 1000)).astype("int64")
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    append(settings, "labels", table, {INGEST_APP: seq}, {OFFSETS_KEY: json.dumps(offsets, sort_keys=True)})
+    meta = {OFFSETS_KEY: json.dumps(offsets, sort_keys=True)} if offsets is not None else None
+    append(settings, "labels", table, {INGEST_APP: seq}, meta)
 
 
 def _checked_positions(
