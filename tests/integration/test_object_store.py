@@ -13,6 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from rtml.flows.bootstrap import bootstrap
+from rtml.flows.drift import drift_flow
 from rtml.flows.labels import labels_flow
 from rtml.flows.retrain import retrain_flow
 from rtml.infra.app.objectstore import ObjectStore, start_object_store
@@ -22,7 +23,7 @@ from rtml.infra.config.spec import load_spec
 from rtml.models.lifecycle.registry import client
 from rtml.pipelines.producer import generated_frames, stream_frames
 from rtml.pipelines.score_job import run_scoring
-from tests.helpers import scoped_settings, valid_and_malformed
+from tests.helpers import rtml, scoped_settings, settings_env, valid_and_malformed
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +99,16 @@ def test_learning_loop_on_the_object_store(stack, tmp_path: Path, store: ObjectS
     assert int(run.data.params["window_labelled_table_version"]) == version
     assert len(_table(store, "labelled", version).to_pandas()) == len(valid)
     assert json.loads(run.data.tags["rtml.window"])["labelled_table_version"] == version
+
+    # the drift check and the CLI (credentials from the environment only) read the same tables
+    with prefect_api(s):
+        drift = drift_flow(overrides=overrides)
+    assert drift["events"] == len(valid) and drift["labelled"] > 0, drift
+    env = {**settings_env(s), "RTML_SPARK__STORAGE_OPTIONS": json.dumps(store.storage_options())}
+    event_id = scores[spec.event_id].iloc[0]
+    code, shown, err = rtml("explain", event_id, "--json", env=env, timeout=120)
+    assert code == 0 and shown["event"]["event_id"] == event_id, err[-2000:]
+    assert store.secret_key not in err
 
     # the labels flow on another machine (no local offsets file) resumes where the labels table is
     (s.sink_root / "labels" / "_offsets.json").unlink()
