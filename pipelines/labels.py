@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,15 @@ from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 
 INGEST_APP = "rtml-labels-ingest"
+OFFSETS_KEY = "rtml.label_offsets"  # commit metadata: the topic offsets after that read (+ "_seq")
+HISTORY_SCAN = 200  # newest commits searched for the offsets (label reads, refresh marks, compactions)
+_log = logging.getLogger(__name__)
 
 
 def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
     """Append new label messages to the ``labels`` Delta table (offsets tracked in
-    ``<sink_root>/labels/_offsets.json``, with the ingest's sequence number).
+    ``<sink_root>/labels/_offsets.json``, with the ingest's sequence number, and in the commit of each
+    read, so a run on another machine, or after the local file was lost, resumes where the table is).
 
     Each read is committed once (:func:`_append_labels`); duplicate labels of one event are harmless
     (the newest wins in the join).
@@ -34,8 +39,7 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
     root = settings.sink_root / "labels"
     root.mkdir(parents=True, exist_ok=True)
     offsets_file = root / "_offsets.json"
-    done: dict[str, int] = json.loads(offsets_file.read_text()) if offsets_file.exists() else {}
-    seq = int(done.pop("_seq", 0))
+    done, seq = _resume_point(settings, offsets_file)
     topic = settings.kafka.topics.labels
     consumer = make_consumer(connection_options(settings))
     new = 0
@@ -59,8 +63,8 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
             keep = [spec.event_id, spec.label.field, "labelled_at_ms"]
             frame = frame[[c for c in keep if c in frame.columns]]
             seq += 1
-            _append_labels(settings, spec, frame, seq)
             done[str(tp.partition)] = end
+            _append_labels(settings, spec, frame, seq, {**done, "_seq": seq})
             new += len(frame)
             offsets_file.write_text(json.dumps({**done, "_seq": seq}))
     finally:
@@ -71,12 +75,46 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
     return out
 
 
-def _append_labels(settings: Settings, spec: StreamSpec, frame: pd.DataFrame, seq: int) -> None:
+def _resume_point(settings: Settings, offsets_file: Path) -> tuple[dict[str, int], int]:
+    """Offsets and sequence number to continue from: the local file, unless the labels table has
+    committed a later read (another machine ran the ingest, or the file was lost): then the offsets
+    stored in that commit. Tables on an object store are shared; this file is not."""
+    from rtml.pipelines.tables import committed_version, open_table
+
+    done: dict[str, int] = json.loads(offsets_file.read_text()) if offsets_file.exists() else {}
+    seq = int(done.pop("_seq", 0))
+    committed = committed_version(settings, "labels", INGEST_APP) or 0
+    if committed <= seq:
+        return done, seq
+    dt = open_table(settings, "labels")
+    for commit in dt.history(HISTORY_SCAN) if dt is not None else []:
+        stored = commit.get(OFFSETS_KEY)
+        if stored:
+            offsets = json.loads(stored)
+            if int(offsets.get("_seq", -1)) == committed:
+                offsets.pop("_seq")
+                return {str(p): int(o) for p, o in offsets.items()}, committed
+    _log.warning(
+        "labels table committed ingest read %d, the local offsets only %d, and its commits carry no "
+        "offsets: reading on from the local offsets",
+        committed,
+        seq,
+    )
+    return done, seq
+
+
+def _append_labels(
+    settings: Settings,
+    spec: StreamSpec,
+    frame: pd.DataFrame,
+    seq: int,
+    offsets: dict[str, int] | None = None,
+) -> None:
     """Append one read of label messages to the ``labels`` table, exactly once.
 
     The commit carries the ingest's sequence number (kept beside the offsets) as an application
-    transaction: a crash after the commit and before the offsets were saved re-reads the same range
-    and commits nothing.
+    transaction, and the offsets after this read in its metadata: a crash after the commit and before
+    the offsets were saved re-reads the same range and commits nothing.
     """
     import pyarrow as pa
 
@@ -88,7 +126,9 @@ def _append_labels(settings: Settings, spec: StreamSpec, frame: pd.DataFrame, se
     if "labelled_at_ms" not in frame:
         frame["labelled_at_ms"] = int(time.time() * 1000)
     frame["labelled_at_ms"] = frame["labelled_at_ms"].fillna(int(time.time() * 1000)).astype("int64")
-    append(settings, "labels", pa.Table.from_pandas(frame, preserve_index=False), {INGEST_APP: seq})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = {OFFSETS_KEY: json.dumps(offsets, sort_keys=True)} if offsets is not None else None
+    append(settings, "labels", table, {INGEST_APP: seq}, meta)
 
 
 def _checked_positions(

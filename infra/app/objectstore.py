@@ -34,6 +34,7 @@ from urllib.parse import quote
 import requests
 
 REGION = "us-east-1"
+SOCKET_DIR = "/tmp"  # where weed puts its Unix sockets, named after the TCP port
 
 
 class ObjectStoreError(Exception):
@@ -124,6 +125,7 @@ class ObjectStore:
     data_dir: Path
     log_path: Path
     secret_key: str = field(repr=False)
+    ports: list[int] = field(default_factory=list)
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -154,8 +156,19 @@ class ObjectStore:
         except ProcessLookupError:
             return False
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL what is left after ``timeout_s`` (weed drains slowly)."""
+    def sockets(self) -> list[Path]:
+        """The Unix sockets weed made for our ports (``/tmp/seaweedfs-<service>-<port>.sock``)."""
+        ours = {str(p) for p in self.ports}
+        found = Path(SOCKET_DIR).glob("seaweedfs-*.sock")
+        return [f for f in found if f.stem.rsplit("-", 1)[-1] in ours and f.is_socket()]
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """SIGTERM the process group, SIGKILL what is left after ``timeout_s``, remove its sockets.
+
+        weed 4.48's ``server`` does not finish a graceful stop (its filer stops serving, then its own
+        metadata subscriber retries it forever; measured: still running 10 s after SIGTERM), so the
+        grace is short. Whatever an S3 request was answered for is already written to the data dir.
+        """
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(self.pid, sig)
@@ -177,6 +190,9 @@ class ObjectStore:
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
+        if not self.alive():
+            for sock in self.sockets():
+                sock.unlink(missing_ok=True)
 
     def __enter__(self) -> ObjectStore:
         return self
@@ -254,6 +270,7 @@ def start_object_store(
         secret_key=secret_key,
         data_dir=data_dir,
         log_path=log_path,
+        ports=ports,
         _proc=proc,
     )
     try:

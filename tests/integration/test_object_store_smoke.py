@@ -49,8 +49,10 @@ def test_object_store_serves_delta_tables_with_credentials_and_stops(tmp_path: P
         assert t.version() == 2
         assert sorted(t.to_pandas()["a"]) == [1, 2, 3, 10, 10, 10, 20, 20, 20]
         assert not list((tmp_path / "s3").rglob("_delta_log")), "tables live in the store, not as files"
+        assert store.sockets(), "weed's Unix sockets are found by port"
     finally:
         store.stop()
+    assert store.sockets() == []
     assert not store.alive()
     assert pids_alive([store.pid]) == []
     assert group_members(store.pid) == []
