@@ -22,7 +22,12 @@ round runs in its own fresh child process, which reports its wall time and its o
 
 Targets: 10M / 1M <= 1.5 for each time and peak RSS.
 
-    python benchmarks/scale.py [--sizes 1000000,10000000] [--new 20000] [--dir DIR]
+    python benchmarks/scale.py [--sizes 1000000,10000000] [--new 20000] [--repeat 3] [--chunk 500000]
+                                [--dir DIR]
+
+Each step runs ``--repeat`` times per size, the sizes interleaved (the machine's load falls on both
+alike); the median time and the largest peak RSS are reported. The refresh is repeated from the same
+state (the tables as the new data left them, restored from a hard-link copy).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import argparse
 import json
 import pickle
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,7 +55,7 @@ from rtml.pipelines.labels import INGEST_APP  # noqa: E402
 from rtml.pipelines.tables import append, commit_batch, open_table  # noqa: E402
 
 RATE_MS = 200  # one event every 200 ms of event time (5 events/s): 10M rows = ~23 days
-CHUNK = 500_000
+CHUNK = 500_000  # rows per history commit (--chunk): fewer, larger commits than a live stream's
 TEMPLATE = 50_000  # featurised generator events the history is cloned from
 END_MS = 1_764_547_200_000  # 2025-12-01T00:00Z: history ends here, new data follows
 WATERMARK_MS = END_MS - 6 * 3_600_000  # the champion's training watermark: the retrain window
@@ -109,7 +115,7 @@ def _labels_for(t: pa.Table, truth: np.ndarray, seed: int) -> pa.Table:
     )
 
 
-def build(root: str, rows: int, new: int) -> dict:
+def build(root: str, rows: int, new: int, chunk: int = CHUNK) -> dict:
     from rtml.models.monitoring.profile import build_profile
     from rtml.models.training.bootstrap import train_initial
 
@@ -118,8 +124,8 @@ def build(root: str, rows: int, new: int) -> dict:
     t0 = time.monotonic()
     horizon = parse_duration_seconds(spec.label.horizon) * 1000
     start = END_MS - rows * RATE_MS
-    for b, lo in enumerate(range(0, rows, CHUNK)):
-        t, truth = _scored(tpl, lo, min(rows, lo + CHUNK), start)
+    for b, lo in enumerate(range(0, rows, chunk)):
+        t, truth = _scored(tpl, lo, min(rows, lo + chunk), start)
         commit_batch(s, "scores", t, "bench-scores", b)
         lab = _labels_for(t, truth, b)
         append(s, "labels", lab, {INGEST_APP: b + 1})
@@ -146,7 +152,7 @@ def build(root: str, rows: int, new: int) -> dict:
     holdout = {m: metrics[f"holdout_{m}"] for m in ("precision", "recall", "f1")}
     with open(Path(root) / "champion.pkl", "wb") as fh:
         pickle.dump({"learner": learner, "profile": profile, "holdout": holdout}, fh)
-    return {"rows": rows, "build_s": built}
+    return {"rows": rows, "chunk": chunk, "commits": len(range(0, rows, chunk)), "build_s": built}
 
 
 def _champion(root: str) -> tuple:
@@ -229,46 +235,70 @@ def drift(root: str, rows: int, new: int) -> dict:
     }
 
 
-def _child(step: str, root: Path, rows: int, new: int) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--dir",
-        str(root),
-        "--rows",
-        str(rows),
-        "--new",
-        str(new),
-        "--child",
-        step,
-    ]
+def _child(step: str, root: Path, rows: int, new: int, chunk: int = CHUNK) -> dict:
+    args = {"--dir": root, "--rows": rows, "--new": new, "--chunk": chunk, "--child": step}
+    cmd = [sys.executable, __file__, *(str(x) for kv in args.items() for x in kv)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
         raise SystemExit(f"{step} at {rows} rows failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _snapshot(src: Path, dst: Path) -> None:
+    """A copy of the tables in hard links (instant): Delta never rewrites a file, it adds new ones."""
+    shutil.rmtree(dst, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(src), str(dst)], check=True)
+
+
+def _median(runs: list[dict], step: str) -> dict:
+    """The run with the median wall time, plus every run's time and the largest peak RSS."""
+    ordered = sorted(runs, key=lambda r: r[f"{step}_s"])
+    return {
+        **ordered[len(ordered) // 2],
+        "runs_s": [r[f"{step}_s"] for r in runs],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--new", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each step per size (median reported)")
+    ap.add_argument("--chunk", type=int, default=CHUNK, help="history rows per commit (per table)")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--child", choices=["build", *STEPS])
     ap.add_argument("--rows", type=int)
     args = ap.parse_args()
     if args.child:
-        out = globals()[args.child](args.dir, args.rows, args.new)
+        extra = {"chunk": args.chunk} if args.child == "build" else {}
+        out = globals()[args.child](args.dir, args.rows, args.new, **extra)
         print(json.dumps({**out, "peak_rss_mb": _rss_mb()}))
         return
-    results = []
     base = Path(args.dir or tempfile.mkdtemp(prefix="rtml-scale-"))
-    for rows in [int(x) for x in args.sizes.split(",")]:
-        root = base / f"h{rows}"
-        res: dict = {"rows": rows, "new": args.new, "build": _child("build", root, rows, args.new)}
-        for step in STEPS:
-            res[step] = _child(step, root, rows, args.new)
-        results.append(res)
-        print(json.dumps(res), file=sys.stderr, flush=True)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    res = {rows: {"rows": rows, "new": args.new} for rows in sizes}
+    runs: dict = {(rows, step): [] for rows in sizes for step in STEPS}
+    for rows in sizes:
+        res[rows]["build"] = _child("build", base / f"h{rows}", rows, args.new, args.chunk)
+        res[rows]["arrive"] = _child("arrive", base / f"h{rows}", rows, args.new)
+        _snapshot(base / f"h{rows}", base / f"h{rows}.arrived")
+    # the sizes interleaved, each step repeated: the machine's load falls on both alike
+    for rep in range(args.repeat):
+        for rows in sizes:
+            if rep:  # the refresh again from the same state: the tables as the new data left them
+                shutil.rmtree(base / f"h{rows}")
+                _snapshot(base / f"h{rows}.arrived", base / f"h{rows}")
+            runs[rows, "labels"].append(_child("labels", base / f"h{rows}", rows, args.new))
+    for _ in range(args.repeat):
+        for step in ("retrain", "drift"):  # read-only on the tables
+            for rows in sizes:
+                runs[rows, step].append(_child(step, base / f"h{rows}", rows, args.new))
+    for rows in sizes:
+        for step in STEPS[1:]:
+            res[rows][step] = _median(runs[rows, step], step)
+        print(json.dumps(res[rows]), file=sys.stderr, flush=True)
+    results = [res[rows] for rows in sizes]
     out: dict = {"results": results}
     if len(results) == 2:
         a, b = results
