@@ -47,8 +47,8 @@ def select_window(settings: Settings, spec: StreamSpec, watermark_ms: int) -> An
     if excluded and len(labelled):
         labelled = labelled[~labelled[spec.event_id].astype(str).isin(excluded)]
     window = select(labelled, spec, settings, watermark_ms)
-    if version is not None:
-        window.info["labelled_table_version"] = version  # an MLflow param and the rtml.window tag
+    if version is not None:  # lineage: MLflow params, the rtml.labelled_* tags, `rtml models --json`
+        window.info |= {"labelled_table_version": version, "labelled_since_ms": int(since)}
     return window
 
 

@@ -244,6 +244,7 @@ def models(
 
     The audit trail: where @champion points, whether that move is audited, the rollback path and the
     last moves. Global importance: each version's top 3 inputs by mean |contribution| on its holdout.
+    Lineage (``labelled@``): the labelled table version a retrained version was trained and judged on.
     """
     from rtml.models.lifecycle.aliases import champion_audit, list_versions
 
@@ -267,6 +268,7 @@ def models(
                 "F1",
                 "decision",
                 "audit",
+                "labelled@",
                 "importance",
             ],
             [
@@ -280,6 +282,7 @@ def models(
                     f(v["f1"]),
                     v["decision"],
                     v["audit_records"],
+                    (v.get("lineage") or {}).get("labelled_table_version", ""),
                     ", ".join(f"{k} {x:.3g}" for k, x in list(v.get("importance", {}).items())[:3]),
                 ]
                 for v in r["versions"]

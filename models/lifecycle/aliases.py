@@ -239,6 +239,7 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
                 "decision": tags.get("rtml.decision"),
                 "decision_reason": tags.get("rtml.decision_reason"),
                 "comparison": _comparison(tags),
+                "lineage": _lineage(tags),
                 "audit_records": sum(1 for k in tags if k.startswith(AUDIT_PREFIX)),
                 "importance": {  # logged by models.monitoring.importance, largest first
                     k.removeprefix("importance."): v
@@ -248,6 +249,19 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _lineage(tags: dict[str, str]) -> dict[str, Any] | None:
+    """The labelled table version (and window start) a retrained version was trained and judged on
+    (None for versions not trained from the table, e.g. bootstrap or a batch file)."""
+    if "rtml.labelled_table_version" not in tags:
+        return None
+    since = tags.get("rtml.labelled_since_ms")
+    return {
+        "table": "labelled",
+        "labelled_table_version": int(tags["rtml.labelled_table_version"]),
+        "since_ms": int(since) if since is not None else None,
+    }
 
 
 def _comparison(tags: dict[str, str]) -> dict[str, Any] | None:

@@ -109,6 +109,22 @@ def _decision_png(y: np.ndarray, champion: Any, challenger: Any, out: Path) -> P
     return path
 
 
+LINEAGE_TAGS = {
+    "labelled_table_version": "rtml.labelled_table_version",
+    "labelled_since_ms": "rtml.labelled_since_ms",
+}
+
+
+def lineage_tags(info: dict[str, Any]) -> dict[str, str]:
+    """Which labelled-table version (and window start) a version was trained and judged on: that
+    window is re-read by time travel, ``read_labelled(settings, since_ms, version)``.
+
+    >>> lineage_tags({"labelled_table_version": 7, "labelled_since_ms": 0, "new_rows": 3})
+    {'rtml.labelled_table_version': '7', 'rtml.labelled_since_ms': '0'}
+    """
+    return {tag: str(info[key]) for key, tag in LINEAGE_TAGS.items() if key in info}
+
+
 def register_challenger(
     settings: Settings,
     spec: StreamSpec,
@@ -152,6 +168,7 @@ def register_challenger(
         WATERMARK_TAG: str(watermark_ms),
         "rtml.window": json.dumps(window.info, sort_keys=True),
         CANDIDATE_TAG: candidate,
+        **lineage_tags(window.info),
     }
     seen = window.labelled
     profile = build_profile(
