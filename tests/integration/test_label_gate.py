@@ -47,7 +47,15 @@ def _poisoned(frames: Iterator[pd.DataFrame], share: float, flipped: list[str]) 
 @pytest.fixture(scope="module")
 def world(stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("labelgate")
-    s = scoped_settings(stack, tmp, retrain={"min_new_rows": 500}, spark={"max_events_per_trigger": 10_000})
+    # the drill: a poisoning whose positive rate stays inside the rate bounds, so that only the label
+    # check can catch it (the default bounds, 10x the reference rate, would flag this rate too)
+    s = scoped_settings(
+        stack,
+        tmp,
+        retrain={"min_new_rows": 500},
+        spark={"max_events_per_trigger": 10_000},
+        quality={"positive_rate_max": 0.2},
+    )
     spec = load_spec()
     bootstrap(s, spec, n=10_000)
     flipped: list[str] = []
