@@ -24,26 +24,32 @@ from rtml.infra.config.spec import StreamSpec, load_spec
 LOCK_TIMEOUT_S = 600.0
 
 
-def lock_name(model_name: str) -> str:
-    """>>> lock_name("rtml-fraud")
-    'rtml-labels-rtml-fraud'
+def lock_name(model_name: str, kind: str = "labels") -> str:
+    """>>> lock_name("rtml-fraud"), lock_name("rtml-fraud", "maintain")
+    ('rtml-labels-rtml-fraud', 'rtml-maintain-rtml-fraud')
     """
     from rtml.models.lifecycle.lock import lock_name as promotion_name
 
-    return promotion_name(model_name).replace("rtml-promotion-", "rtml-labels-", 1)
+    return promotion_name(model_name).replace("rtml-promotion-", f"rtml-{kind}-", 1)
 
 
 @contextlib.contextmanager
-def labels_lock(settings: Settings) -> Iterator[None]:
-    """One labelled-table writer at a time, on every machine that shares the Prefect API."""
+def flow_lock(settings: Settings, kind: str) -> Iterator[None]:
+    """One holder of a per-model Prefect global concurrency limit at a time, on every machine that
+    shares the Prefect API (``labels``: the labelled table's writer; ``maintain``: table maintenance)."""
     from prefect.concurrency.sync import concurrency
 
     from rtml.models.lifecycle.lock import LEASE_S, ensure_limit
 
-    name = lock_name(settings.mlflow.model_name)
+    name = lock_name(settings.mlflow.model_name, kind)
     ensure_limit(name)
     with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_S, lease_duration=LEASE_S, strict=True):
         yield
+
+
+def labels_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """One labelled-table writer at a time (:func:`flow_lock` ``labels``)."""
+    return flow_lock(settings, "labels")
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -1,7 +1,8 @@
 """Maintenance flow (``rtml-maintain``): compaction, retention and vacuum of the Delta tables.
 
-``scores`` and ``quarantine`` (appended by the scoring job) are maintained under Delta's optimistic
-concurrency; ``labels`` and ``labelled`` under the labels flow's Prefect global concurrency limit
+One run at a time (a Prefect global concurrency limit ``rtml-maintain-<model>``). ``scores`` and
+``quarantine`` (appended by the scoring job) are maintained under Delta's optimistic concurrency;
+``labels`` and ``labelled`` under the labels flow's Prefect global concurrency limit too
 (:func:`rtml.flows.labels.labels_lock`): one owner per store. The retention guard includes the
 champion's training watermark (an incremental retrain reads every labelled event after it); when the
 registry cannot be read, nothing is deleted this run (compaction and vacuum still run) and the
@@ -55,8 +56,18 @@ def maintain_tables(
 def run_maintenance(
     settings: Settings, spec: StreamSpec, now_ms: int | None = None, dry_run: bool = False
 ) -> dict[str, Any]:
-    """The flow's body: unlocked tables first, then the labels flow's tables under its lock."""
-    from rtml.flows.labels import labels_lock
+    """The flow's body, one run at a time (its own lock: two runs compacting the same table would
+    conflict): the tables appended by the scoring job first, then the labels flow's tables under
+    that flow's lock too."""
+    from rtml.flows.labels import flow_lock, labels_lock
+
+    with flow_lock(settings, "maintain"):
+        return _run_locked(settings, spec, now_ms, dry_run, labels_lock)
+
+
+def _run_locked(
+    settings: Settings, spec: StreamSpec, now_ms: int | None, dry_run: bool, labels_lock: Any
+) -> dict[str, Any]:
     from rtml.pipelines.maintenance import LOCKED, TABLES
 
     now = int(now_ms if now_ms is not None else time.time() * 1000)
