@@ -57,12 +57,24 @@ def _tasks_per_worker(cluster, app_id: str) -> list[int]:  # noqa: ANN001
 
 
 def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, tmp_path: Path) -> None:
+    # the tables (scores, quarantine, labels, labelled) on the profile's S3-compatible object store;
+    # its keys reach the CLI only through the environment (settings_env masks secrets)
+    store = {k: v.get_secret_value() for k, v in cluster.settings.spark.storage_options.items()}
+    root = f"{cluster.settings.spark.table_root}/{tmp_path.name}"
+    assert root.startswith("s3://") and store["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
     s = scoped_settings(
-        cluster.settings, tmp_path, spark={"master": cluster.master_url, "max_events_per_trigger": 2500}
+        cluster.settings,
+        tmp_path,
+        spark={
+            "master": cluster.master_url,
+            "max_events_per_trigger": 2500,
+            "table_root": root,
+            "storage_options": store,
+        },
     )
     spec = load_spec()
     assert bootstrap(s, spec, n=8000)["champion"] == "1"  # registered in the PostgreSQL-backed MLflow
-    env = settings_env(s)
+    env = {**settings_env(s), "RTML_SPARK__STORAGE_OPTIONS": json.dumps(store)}
     produced = _produce(s, 8000, seed=51, malformed_rate=0.02)
     completed_before = len(_apps(cluster, "completedapps"))
     log_path = tmp_path / "score.log"
@@ -123,6 +135,7 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, 
     assert set(scores[spec.event_id]) == set(valid), "events lost after the SIGKILL"
     assert len(quarantine) == len(bad) and len(bad) > 0
     assert set(zip(quarantine["partition"], quarantine["offset"], strict=True)) == set(bad)
+    assert not list(tmp_path.rglob("_delta_log")), "tables written to local disk, not the object store"
     records = read_batch_records(s)  # one record per batch id: a replayed batch overwrote its own
     assert sum(b["read"] for b in records) == 20_000 == len(scores) + len(quarantine)
 
