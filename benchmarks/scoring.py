@@ -218,7 +218,7 @@ def explain_ab(overrides: dict, args: argparse.Namespace) -> dict:
 
 def shadow_ab(settings: Settings, overrides: dict, args: argparse.Namespace) -> dict:
     """(s) (c) without and with a shadow model (@shadow: a second version scored in the same pass),
-    alternating over the same backlog (fresh state each run)."""
+    alternating over the same backlog (fresh state each run), after one unmeasured warm-up run."""
     from rtml.models.lifecycle.registry import log_and_register
     from rtml.models.lifecycle.shadow import clear_shadow, set_shadow
     from rtml.models.training.bootstrap import train_initial
@@ -227,6 +227,8 @@ def shadow_ab(settings: Settings, overrides: dict, args: argparse.Namespace) -> 
     spec = load_spec()
     learner, metrics, X, _ = train_initial(spec, history_frame(spec, 10_000, 17, None), seed=17)
     other = log_and_register(settings, learner, X, params={}, metrics=metrics, tags={}, run_name="shadow")
+    clear_shadow(settings, "benchmark")
+    rtml_throughput(_fresh(overrides, "shadow-ab-warmup"), args.events, args.warmup_batches)  # JVM warm
     runs = []
     for i, on in enumerate((False, True, True, False)):
         if on:
