@@ -6,6 +6,7 @@ Models load only from the configured registry (``models:/<name>/<version>``), re
 
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -139,12 +140,15 @@ def set_alias(settings: Settings, version: str, alias: str = CHAMPION) -> None:
     client(settings).set_registered_model_alias(settings.mlflow.model_name, alias, version)
 
 
-_CACHE: dict[tuple[str, str, str], Any] = {}
+_CACHE: collections.OrderedDict[tuple[str, str, str], Any] = collections.OrderedDict()
+_CACHE_SIZE = 3  # the champion, the shadow, and the champion being switched to
 _LOCK = threading.Lock()
 
 
 def load_model(tracking_uri: str, name: str, version: str) -> Any:
-    """The RtmlModel of one registered version; cached per process (Python workers are reused)."""
+    """The RtmlModel of one registered version; cached per process (Python workers are reused), the
+    :data:`_CACHE_SIZE` most recently used: a champion and its shadow scored in the same task must not
+    evict each other (each micro-batch would download both again)."""
     key = (tracking_uri, name, version)
     with _LOCK:
         if key not in _CACHE:
@@ -153,6 +157,8 @@ def load_model(tracking_uri: str, name: str, version: str) -> Any:
             mlflow.set_tracking_uri(tracking_uri)
             mlflow.set_registry_uri(tracking_uri)
             loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-            _CACHE.clear()  # keep one model per worker: the current champion
             _CACHE[key] = loaded.unwrap_python_model()
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        _CACHE.move_to_end(key)
         return _CACHE[key]
