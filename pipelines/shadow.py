@@ -57,6 +57,7 @@ def live_comparison(
     within ``drift.performance_window`` (partition pruning: only those days are read)."""
     import time
 
+    from rtml.models.evaluation.tasks import targets
     from rtml.pipelines.labelled import read_labelled
     from rtml.pipelines.tables import open_table, query
 
@@ -78,7 +79,7 @@ def live_comparison(
     out["labelled"] = len(joined)
     if not len(joined) or spec.task == "regression":
         return out
-    y = (joined[spec.label.field] == spec.label.positive).to_numpy().astype(int)
+    y = targets(joined, spec)
     out["champion_versions"] = sorted(joined["champion_version"].astype(str).unique().tolist())
     out["shadow"] = _metrics(y, joined["decision"].to_numpy())
     out["champion"] = _metrics(y, joined["champion_decision"].to_numpy())
