@@ -126,6 +126,7 @@ def train(
 
     fresh = candidate.start == "fresh"
     own_family = candidate.family in (None, settings.model.family)
+    choice: dict[str, Any] = {}
     learner = train_challenger(
         champion_model,
         window,
@@ -133,8 +134,8 @@ def train(
         "full" if fresh else "incremental",
         family=candidate.family or settings.model.family,
         params=settings.model.params if own_family else None,
+        record=choice,
     )
-    choice = {k: window.info.pop(k) for k in [k for k in window.info if k.startswith("threshold_")]}
     return learner, choice
 
 

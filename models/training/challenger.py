@@ -115,8 +115,12 @@ def train_challenger(
     params: dict[str, Any] | None = None,
     epochs: int = 2,
     batch: int = 5000,
+    record: dict[str, Any] | None = None,
 ) -> Any:
-    """Incremental: copy of the champion's learner, continued on the window. Full: a fresh learner."""
+    """Incremental: copy of the champion's learner, continued on the window. Full: a fresh learner.
+
+    How its threshold was chosen goes into ``record`` as ``threshold_*`` keys (default: the window's
+    info, logged with the window; several candidates of one window each pass their own dict)."""
     learner = (
         copy.deepcopy(champion.learner)
         if mode == "incremental"
@@ -134,7 +138,8 @@ def train_challenger(
     if choice is None:  # no validation labels: the best-F1 threshold on the training rows, as before
         calibrate(spec, learner, y, learner.score(X))
         choice = {"rule": "best F1 on the training rows (no validation positives)"}
-    window.info |= {f"threshold_{k}": v for k, v in choice.items()}  # logged with the window
+    target = window.info if record is None else record
+    target |= {f"threshold_{k}": v for k, v in choice.items()}
     return learner
 
 
