@@ -174,7 +174,7 @@ def verdict(
         if m in ceilings:
             wins |= (judged == ceilings[m]) & (boot_challenger[m] == ceilings[m])
         probabilities[m] = float(np.mean(wins))
-        d = (boot_challenger[m] - boot_champion[m])[~np.isnan(gain)]
+        d = (boot_challenger[m] - judged)[~np.isnan(gain)]  # the values judged: the floor where undefined
         intervals[m] = (float(np.quantile(d, lo)), float(np.quantile(d, hi))) if len(d) else (math.nan,) * 2
     decision = {
         **base,

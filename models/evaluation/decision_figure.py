@@ -41,7 +41,7 @@ def decision_figure(y: np.ndarray, champion: Scored, challenger: Scored) -> Any:
     from rtml.models.evaluation.metrics import classification_metrics
 
     y = np.asarray(y).astype(int)
-    fig = plt.figure(figsize=(13, 4.6))
+    fig = plt.figure(figsize=(13, 5.6))
     grid = fig.add_gridspec(1, 3, width_ratios=[1.5, 1, 1], wspace=0.35)
     ax = fig.add_subplot(grid[0])
     flagged = [(m.scores >= m.threshold).astype(int) for m in (champion, challenger)]
@@ -64,7 +64,18 @@ def decision_figure(y: np.ndarray, champion: Scored, challenger: Scored) -> Any:
     ax.axhline(y.mean() if len(y) else 0, color="lightgrey", ls=":", lw=1, label="random (positive rate)")
     ax.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="recall", ylabel="precision")
     ax.set_title(f"Precision-recall on the same holdout (n={len(y)}, {int(y.sum())} positive)", fontsize=10)
-    ax.legend(loc="lower left", fontsize=8, frameon=True, framealpha=0.9)
+    # below the axes: inside, it covers the curves and operating points it explains
+    handles, labels = ax.get_legend_handles_labels()
+    order = [0, 1, len(labels) - 1, *range(2, len(labels) - 1)]  # champion + random | challenger
+    ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.13),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
     top = max(1, int(max(cm.max() for cm in cms)))
     for i, (model, cm, m) in enumerate(zip((champion, challenger), cms, prf, strict=True)):
         cax = fig.add_subplot(grid[i + 1])
@@ -84,5 +95,5 @@ def decision_figure(y: np.ndarray, champion: Scored, challenger: Scored) -> Any:
         cax.set_title(
             f"{model.name}: P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}", fontsize=10
         )
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.9, bottom=0.13)
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.92, bottom=0.27)
     return fig

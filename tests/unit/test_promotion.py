@@ -174,3 +174,12 @@ def test_window_after_rejected_rounds_is_bounded_in_event_time() -> None:
     assert w.labelled[EVENT_MS].min() > 599 * 60_000 - 2 * hour
     wide = select_window(frame, load_spec(), Settings(), watermark_ms=0)  # 7 days: the watermark rules
     assert wide.info["new_rows"] == 599 and wide.info["start_ms"] == 0
+
+
+def test_interval_is_defined_when_the_champion_metric_is_undefined_in_some_resamples() -> None:
+    # one false positive, no true one: precision 0 on the holdout, undefined in every resample that
+    # leaves that row out; the interval is taken on the values judged (the floor stands in there)
+    d = decide(POLICY, _y(), _pred(0, 1), _pred(12, 6))
+    lo, hi = d.intervals["precision"]
+    assert np.isfinite(lo) and np.isfinite(hi) and lo <= hi
+    assert "n/a" not in d.markdown("1", "2").split("| precision |")[1].splitlines()[0]
