@@ -113,6 +113,8 @@ def export_champion(settings: Settings, spec: StreamSpec, path: Path) -> dict[st
         "coef": learner.model.coef_[0].tolist(),
         "intercept": float(learner.model.intercept_[0]),
         "threshold": float(learner.threshold),
+        "reference": enc.reference().tolist(),
+        "explain_top_k": settings.scoring.explain_top_k,
         "spec": rules,
     }
     path.write_text(json.dumps(out))
@@ -184,9 +186,10 @@ def _peer_cmd(python: Path, settings: Settings, model: Path, group: str) -> list
 
 def peer_throughput(
     settings: Settings, spec: StreamSpec, n: int, warmup_events: int, work: Path
-) -> tuple[dict[str, Any], dict[str, float]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The peer over the same n-event backlog from offset 0: steady events/s after ``warmup_events``
-    (the events of rtml's warm-up micro-batches), CPU and peak RSS; and its scores by event id."""
+    (the events of rtml's warm-up micro-batches), CPU and peak RSS; and its output (``ids``,
+    ``scores``, ``explained``: the top-k feature names of each)."""
     python = ensure_peer_venv()
     ensure_topics(connection_options(settings), list(PEER_TOPICS), settings.kafka.partitions)
     model = work / "peer-model.json"
@@ -216,31 +219,43 @@ def peer_throughput(
         "steady_events_per_s": round(steady, 1),
         "from_first_event_events_per_s": round((n - 1) / (marks["last"] - marks["first"]), 1),
         "wall_seconds_incl_startup": round(wall, 2),
+        "seconds_to_first_event": round(marks["first"] - marks["start"], 2),
+        "seconds_after_last_event": round(marks["end"] - marks["last"], 2),
         "cpu_seconds": r["cpu_seconds"],
         "cpu_seconds_per_1000_events": round(r["cpu_seconds"] / n * 1000, 4),
         "peak_rss_mb": r["peak_rss_mb"],
-        "sampled": rss.report(),
+        "sampled_every_0.25s": rss.report(),
     }
-    return result, dict(zip(r["ids"], r["scores"], strict=True))
+    return result, r
 
 
-def compare_scores(settings: Settings, spec: StreamSpec, peer: dict[str, float], threshold: float) -> dict:
-    """rtml's scores (the ``scores`` table of phase (c)) against the peer's, on the same event ids."""
-    ours = read_table(settings, "scores", columns=[spec.event_id, "score"])
-    theirs = np.array([peer.get(i, np.nan) for i in ours[spec.event_id]])
-    common = ~np.isnan(theirs)
-    a, b = ours["score"].to_numpy()[common], theirs[common]
+def compare_scores(settings: Settings, spec: StreamSpec, peer: dict[str, Any], threshold: float) -> dict:
+    """rtml's scores (the ``scores`` table of phase (c)) against the peer's on the same event ids; with
+    explanations on, whether both name the same top-k features."""
+    k = settings.scoring.explain_top_k
+    names = [f"explain_{i}_feature" for i in range(1, k + 1)]
+    ours = read_table(settings, "scores", columns=[spec.event_id, "score", *names])
+    pos = {i: n for n, i in enumerate(peer["ids"])}
+    idx = np.array([pos.get(i, -1) for i in ours[spec.event_id]], dtype=np.int64)
+    common = idx >= 0
+    a, b = ours["score"].to_numpy()[common], np.asarray(peer["scores"])[idx[common]]
     diff = np.abs(a - b)
-    return {
+    out = {
         "rtml_scored": len(ours),
-        "peer_scored": len(peer),
+        "peer_scored": len(peer["ids"]),
         "common_ids": int(common.sum()),
         "max_abs_diff": float(diff.max()) if len(diff) else None,
         "decisions_differ": int(((a >= threshold) != (b >= threshold)).sum()),
         "equal_within_1e-9": bool(
-            len(diff) and diff.max() <= 1e-9 and common.all() and len(peer) == len(ours)
+            len(diff) and diff.max() <= 1e-9 and common.all() and len(peer["ids"]) == len(ours)
         ),
     }
+    if k and peer["explained"]:
+        theirs = np.asarray(peer["explained"], dtype=object)[idx[common]]
+        out["explanations_differ"] = int(
+            (ours[names].to_numpy(dtype=object)[common] != theirs).any(axis=1).sum()
+        )
+    return out
 
 
 def peer_latency(

@@ -388,11 +388,11 @@ def _peer(settings: Settings, args: argparse.Namespace, work: Path) -> dict:
     """(p) the peer over (c)'s backlog; its scores against (c)'s."""
     spec = load_spec()
     warm = min(args.warmup_batches * settings.spark.max_events_per_trigger, args.events // 2)
-    out, scores = peer_throughput(settings, spec, args.events, warm, work)
+    out, peer_out = peer_throughput(settings, spec, args.events, warm, work)
     threshold = load_model(
         settings.tracking_uri, settings.mlflow.model_name, out["model_version"]
     ).learner.threshold
-    out["scores_vs_rtml"] = compare_scores(settings, spec, scores, threshold)
+    out["scores_vs_rtml"] = compare_scores(settings, spec, peer_out, threshold)
     return out
 
 
