@@ -219,6 +219,7 @@ def peer_throughput(
         "steady_events_per_s": round(steady, 1),
         "from_first_event_events_per_s": round((n - 1) / (marks["last"] - marks["first"]), 1),
         "wall_seconds_incl_startup": round(wall, 2),
+        "seconds_to_partitions_assigned": round(marks["assigned"] - marks["start"], 2),
         "seconds_to_first_event": round(marks["first"] - marks["start"], 2),
         "seconds_after_last_event": round(marks["end"] - marks["last"], 2),
         "cpu_seconds": r["cpu_seconds"],
@@ -270,11 +271,17 @@ def peer_latency(
         export_champion(settings, spec, model)
     out = work / "peer-latency.json"
     cmd = _peer_cmd(python, settings, model, f"bench-peer-lat-{time.time()}")
+    ready = work / "peer-latency.ready"
     cmd += ["--mode", "latency", "--out", str(out), "--state-dir", str(work / "quix-state-lat")]
+    cmd += ["--ready", str(ready)]
     with open(work / "peer-latency.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, close_fds=True)
         try:
-            time.sleep(10)  # consumer group join (≈3 s on this broker) and assignment
+            t0 = time.monotonic()
+            while not ready.exists() and proc.poll() is None and time.monotonic() - t0 < 180:
+                time.sleep(0.2)  # the consumer group joined and the partitions assigned
+            seconds_to_ready = time.monotonic() - t0
+            time.sleep(1)
             t_start_ms = int(time.time() * 1000)
             produce(n)
             time.sleep(5)  # the last events scored
@@ -290,6 +297,7 @@ def peer_latency(
     steady_from = t_start_ms + warmup * 1000
     cold, hot = lat[lat[:, 0] < steady_from, 1], lat[lat[:, 0] >= steady_from, 1]
     return {
+        "seconds_to_partitions_assigned": round(seconds_to_ready, 2),
         "events": int(len(hot)),
         "latency_ms_p50": float(np.percentile(hot, 50)),
         "latency_ms_p99": float(np.percentile(hot, 99)),

@@ -355,6 +355,7 @@ def main() -> None:
     ap.add_argument("--warmup-events", type=int, default=0, help="throughput: steady rate after these")
     ap.add_argument("--out", required=True)
     ap.add_argument("--state-dir", default=None)
+    ap.add_argument("--ready", default=None, help="file written once the consumer has its partitions")
     args = ap.parse_args()
     marks: dict[str, float] = {"start": time.monotonic()}
 
@@ -454,6 +455,16 @@ def main() -> None:
     def topic_of(value: dict, key: object, timestamp: int, headers: object) -> object:
         return quarantine_t if "reason" in value else scores_t
 
+    on_assign = app._on_assign  # Quix has no public hook for "partitions assigned": wrap its own
+
+    def assigned(consumer: object, partitions: list) -> None:
+        on_assign(consumer, partitions)
+        marks.setdefault("assigned", time.monotonic())
+        if args.ready:
+            with open(args.ready, "w") as fh:
+                fh.write(str(len(partitions)))
+
+    app._on_assign = assigned  # type: ignore[method-assign]
     sdf = app.dataframe(events)
     sdf = sdf.apply(process, metadata=True)
     sdf.to_topic(topic_of, key=lambda v: v.get(id_f) or "")
