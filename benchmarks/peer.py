@@ -202,7 +202,11 @@ def peer_throughput(
     with open(work / "peer-throughput.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, close_fds=True)
         with TreeRss(proc.pid) as rss:
-            rc = proc.wait(timeout=max(600, n / 500))
+            try:
+                rc = proc.wait(timeout=max(600, n / 500))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: the peer and nothing else
+                raise
     if rc != 0:
         raise SystemExit(f"(p) peer failed ({rc}): {(work / 'peer-throughput.log').read_text()[-2000:]}")
     wall = time.monotonic() - t0
@@ -287,7 +291,11 @@ def peer_latency(
             time.sleep(5)  # the last events scored
         finally:
             proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=60)
+            try:
+                rc = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
     if rc != 0 or not out.exists():
         raise SystemExit(
             f"(p) peer latency run failed ({rc}): {(work / 'peer-latency.log').read_text()[-2000:]}"
