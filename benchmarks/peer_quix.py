@@ -422,7 +422,8 @@ def main() -> None:
                     x.append(float((t_ms // 3_600_000) % 24))
                 x += aggs
                 score = model.score(x, ev)
-                now = int(now_ms() * 1000)
+                expl = model.explain(x, ev, top_k) if top_k else None
+                now = int(now_ms() * 1000)  # scored and explained, as rtml's scored_at_ms
                 stats["scored"] += 1
                 out = {
                     id_f: eid,
@@ -435,13 +436,12 @@ def main() -> None:
                     "latency_ms": now - timestamp,
                     "kafka_timestamp_ms": timestamp,
                 }
-                if top_k:
-                    expl = model.explain(x, ev, top_k)
+                if expl is not None:
                     out.update(expl)
                 if keep_scores:
                     ids.append(eid)
                     scores.append(score)
-                    if top_k:
+                    if expl is not None:
                         explained.append([expl[f"explain_{i}_feature"] for i in range(1, top_k + 1)])
                 else:
                     lat.append((timestamp, now - timestamp))
