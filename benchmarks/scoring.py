@@ -12,10 +12,14 @@
 (x) the cost of explanations: (c) four times over the same backlog, each with its own checkpoint and
     sink, with scoring.explain_top_k 0, k, k, 0 (--explain-top-k, default 3); means off and on
 (s) the cost of one shadow model: (c) four times the same way, without, with, with, without @shadow
+(p) the peer: the same job written for Quix Streams (benchmarks/peer_quix.py, its own virtualenv, see
+    benchmarks/peer.py) over the same backlog: steady events/s after the events of (c)'s warm-up
+    micro-batches, CPU, peak RSS, its scores checked equal to (c)'s on the same event ids; with (d),
+    its latency at the same rate the same way. Runs (c) too. Every run prints rtml's ratio to it.
 
     python benchmarks/scoring.py [--events 400000] [--naive-events 3000] [--rate 2000] [--seconds 60]
                                  [--warmup 30] [--batch <spark.max_events_per_trigger>] [--warmup-batches 2]
-                                 [--phases a,b,c,d,x,s] [--explain-top-k 3]
+                                 [--phases a,b,c,d,x,s,p] [--explain-top-k 3]
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from peer import TreeRss, compare_scores, peer_latency, peer_throughput  # noqa: E402  (benchmarks/)
 
 from rtml.features.featurise import featurise_history, model_frame  # noqa: E402
 from rtml.flows.bootstrap import bootstrap  # noqa: E402
@@ -302,7 +308,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=30, help="seconds of traffic before measuring latency")
     ap.add_argument("--batch", type=int, default=None, help="max events per micro-batch (default: setting)")
     ap.add_argument("--warmup-batches", type=int, default=2, help="(c): micro-batches of JVM warm-up")
-    ap.add_argument("--phases", default="a,b,c,d", help="which measurements to run, e.g. 'c' or 'a,c,x'")
+    ap.add_argument("--phases", default="a,b,c,d,p", help="which measurements to run, e.g. 'c' or 'a,c,x'")
     ap.add_argument("--explain-top-k", type=int, default=3, help="(x): explanations on = this top k")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="rtml-bench-"))
@@ -339,14 +345,28 @@ def _run(settings: Settings, overrides: dict, args: argparse.Namespace, phases: 
         result["a_raw_librdkafka"] = raw_passthrough_librdkafka(settings, args.events)
     if "b" in phases:
         result["b_naive_per_event"] = naive_loop(settings, args.naive_events)
-    if "c" in phases:
-        result["c_rtml"] = rtml_throughput(settings, args.events, args.warmup_batches)
+    if phases & {"c", "p"}:  # the peer's scores are checked against (c)'s
+        with TreeRss(os.getpid()) as rss:  # driver, JVM, Python workers: the job's process tree
+            result["c_rtml"] = rtml_throughput(settings, args.events, args.warmup_batches)
+        result["c_rtml"]["process_tree"] = rss.report()
+    if "p" in phases:
+        result["p_peer"] = _peer(settings, args, Path(overrides["state_dir"]))
     if "x" in phases:
         result["x_explanations"] = explain_ab(overrides, args)
     if "s" in phases:
         result["s_shadow"] = shadow_ab(settings, overrides, args)
     if "d" in phases:
         result["d_latency"] = latency_at_rate(settings, overrides, args.rate, args.seconds, args.warmup)
+        if "p" in phases:
+            n = int(args.rate * (args.warmup + args.seconds))
+            result["p_peer"]["latency"] = peer_latency(
+                settings,
+                load_spec(),
+                Path(overrides["state_dir"]),
+                _rate_producer(overrides, args.rate, 78),
+                n,
+                args.warmup,
+            )
     if {"a", "b", "c"} <= phases:
         a, b, c = (
             result["a_raw_kafka_python"]["events_per_s"],
@@ -359,7 +379,53 @@ def _run(settings: Settings, overrides: dict, args: argparse.Namespace, phases: 
             "c_over_b": round(c / b, 1),
             "c_over_a_librdkafka": round(c / a2, 3),
         }
+    if "p" in phases:
+        result["ratios_to_peer"] = _peer_ratios(result)
     return result
+
+
+def _peer(settings: Settings, args: argparse.Namespace, work: Path) -> dict:
+    """(p) the peer over (c)'s backlog; its scores against (c)'s."""
+    spec = load_spec()
+    warm = min(args.warmup_batches * settings.spark.max_events_per_trigger, args.events // 2)
+    out, peer_out = peer_throughput(settings, spec, args.events, warm, work)
+    threshold = load_model(
+        settings.tracking_uri, settings.mlflow.model_name, out["model_version"]
+    ).learner.threshold
+    out["scores_vs_rtml"] = compare_scores(settings, spec, peer_out, threshold)
+    return out
+
+
+def _rate_producer(overrides: dict, rate: float, seed: int) -> object:
+    """produce(n): n events at ``rate`` from another process, as (d) sends them."""
+    import multiprocessing as mp
+
+    def produce(n: int) -> None:
+        proc = mp.get_context("spawn").Process(target=_produce_at_rate, args=(overrides, n, rate, seed))
+        proc.start()
+        proc.join()
+
+    return produce
+
+
+def _peer_ratios(result: dict) -> dict:
+    """rtml / peer: throughput (higher is better for rtml), latency (lower is), peak RSS (lower is)."""
+    c, p = result["c_rtml"], result["p_peer"]
+    out = {
+        "rtml_steady_events_per_s": c["steady_events_per_s"],
+        "peer_steady_events_per_s": p["steady_events_per_s"],
+        "throughput_rtml_over_peer": round(c["steady_events_per_s"] / p["steady_events_per_s"], 3),
+        "rtml_process_tree_peak_rss_mb": c["process_tree"]["peak_rss_mb"],
+        "peer_peak_rss_mb": p["peak_rss_mb"],
+        "scores_max_abs_diff": p["scores_vs_rtml"]["max_abs_diff"],
+    }
+    if "d_latency" in result and "latency" in p:
+        d, q = result["d_latency"], p["latency"]
+        for k in ("p50", "p99"):
+            out[f"latency_{k}_ms_rtml"] = d[f"latency_ms_{k}"]
+            out[f"latency_{k}_ms_peer"] = q[f"latency_ms_{k}"]
+            out[f"latency_{k}_rtml_over_peer"] = round(d[f"latency_ms_{k}"] / q[f"latency_ms_{k}"], 2)
+    return out
 
 
 if __name__ == "__main__":
