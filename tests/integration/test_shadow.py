@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -108,7 +109,8 @@ def test_promotion_shadow_shadows_the_held_back_candidate_and_live_evidence_prom
     env = settings_env(s)
     bootstrap(s, spec, n=8_000)  # v1: the concept before the drift
     batch = tmp_path / "drifted.parquet"
-    labelled_batch(8_000, 61, drift_at=0).to_parquet(batch)
+    two_hours_ago = int(time.time() * 1000) - 7_200_000  # 8,000 events end before now
+    labelled_batch(8_000, 61, start_ms=two_hours_ago, drift_at=0).to_parquet(batch)
     with prefect_api(s):
         first = retrain_flow(overrides=overrides_of(s), trigger="manual", batch_file=str(batch))
     assert first["challenger"] == "2" and first["champion_after"] == "1" and first["outcome"] == "reject"
