@@ -187,15 +187,22 @@ def apply_decision(
     decision: Any,
     trigger: str,
     others: dict[str, Any] | None = None,
+    verdicts: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Record the verdicts (``others``: the round's other candidates, version -> decision) and move
+    """Record the verdicts (``others``: the round's other candidates, version -> decision;
+    ``verdicts``: version -> holdout verdict where ``promotion.evidence`` held it back) and move
     @champion when the one put up is promoted."""
     from rtml.models.lifecycle.aliases import move_champion
     from rtml.models.training.retrain import record_decision
 
+    mode, verdicts = settings.promotion.evidence, verdicts or {}
     for version, other in (others or {}).items():
-        record_decision(settings, champion_version, version, other, chosen_version=challenger_version)
-    record_decision(settings, champion_version, challenger_version, decision)
+        record_decision(
+            settings, champion_version, version, other, challenger_version, mode, verdicts.get(version)
+        )
+    record_decision(
+        settings, champion_version, challenger_version, decision, None, mode, verdicts.get(challenger_version)
+    )
     create_table_artifact(
         key="rtml-promotion-decision",
         table=decision.table(),
@@ -274,21 +281,31 @@ def retrain_flow(
         register(settings, spec, t, window, d, champ_version, trigger, max(watermark, 0), champ_model, c.name)
         for c, t, d in zip(candidates, trained, decisions, strict=True)
     ]
-    version, decision = versions[chosen], decisions[chosen]
-    others = {v: d for i, (v, d) in enumerate(zip(versions, decisions, strict=True)) if i != chosen}
-    applied = apply_decision(settings, champ_version, version, decision, trigger, others)
+    from rtml.flows.evidence import evidence_step
+    from rtml.models.evaluation.evidence import hold_back
+
+    mode = settings.promotion.evidence  # shadow | both: only live evidence promotes
+    held = [hold_back(mode, d) for d in decisions]
+    verdicts = {v: d.outcome for v, d in zip(versions, decisions, strict=True)}
+    version, decision = versions[chosen], held[chosen]
+    others = {v: d for i, (v, d) in enumerate(zip(versions, held, strict=True)) if i != chosen}
+    applied = apply_decision(settings, champ_version, version, decision, trigger, others, verdicts)
     summary.update(
         outcome=decision.outcome,
         reason=decision.reason,
         challenger=version,
-        champion_after=applied["champion"],
         decision=decision.table(),
         holdout={"n": decision.holdout_n, "positives": decision.holdout_positives},
+        promoted=version if decision.promote else None,
+        evidence={"mode": mode},
+    )
+    summary.update(
+        evidence_step(settings, spec, champ_version, applied["champion"], trigger, version, decision)
     )
     if len(candidates) > 1:
         summary["candidates"] = [
             {"candidate": c.name, "version": v, "outcome": d.outcome, "put_up": i == chosen, **d.challenger}
-            for i, (c, v, d) in enumerate(zip(candidates, versions, decisions, strict=True))
+            for i, (c, v, d) in enumerate(zip(candidates, versions, held, strict=True))
         ]
     logger.info(f"challenger v{version}: {decision.outcome} ({decision.reason})")
     return summary

@@ -50,32 +50,49 @@ def _metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else v) for k, v in m.items()}
 
 
-def live_comparison(
-    settings: Settings, spec: StreamSpec, version: str, now_ms: int | None = None
-) -> dict[str, Any]:
-    """Shadow ``version`` and the champion(s) it ran beside, on the same events that have a label,
-    within ``drift.performance_window`` (partition pruning: only those days are read)."""
+def labelled_live_rows(
+    settings: Settings,
+    spec: StreamSpec,
+    version: str,
+    now_ms: int | None = None,
+    champion_version: str | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """(rows, shadowed): the events shadow ``version`` scored within ``drift.performance_window``
+    (partition pruning: only those days are read) that have a label, each with both models' decision
+    and score and the label; ``champion_version``: only events that champion served. ``shadowed``
+    counts the scored rows before the join with labels."""
     import time
 
-    from rtml.models.evaluation.tasks import targets
     from rtml.pipelines.labelled import read_labelled
     from rtml.pipelines.tables import open_table, query
 
     now_ms = now_ms or int(time.time() * 1000)
     since = now_ms - parse_duration_seconds(settings.drift.performance_window) * 1000
-    out: dict[str, Any] = {"version": str(version), "window": settings.drift.performance_window}
     dt = open_table(settings, "shadow")
     if dt is None or spec.label is None:
-        return {**out, "shadowed": 0, "labelled": 0}
+        return pd.DataFrame(), 0
     day = pd.to_datetime(since, unit="ms", utc=True).strftime("%Y-%m-%d")
     where = f"event_date >= '{day}' AND {EVENT_MS} > {since} AND model_version = '{int(version)}'"
-    cols = [spec.event_id, "decision", "champion_decision", "champion_version"]
+    if champion_version is not None:
+        where += f" AND champion_version = '{int(champion_version)}'"
+    cols = [spec.event_id, "decision", "champion_decision", "champion_version", "score", "champion_score"]
     rows = query(dt, where, cols).to_pandas()
-    out["shadowed"] = len(rows)
-    labelled = read_labelled(settings, since)
-    if not len(rows) or not len(labelled):
-        return {**out, "labelled": 0}
+    labelled = read_labelled(settings, since) if len(rows) else pd.DataFrame()
+    if not len(labelled):
+        return pd.DataFrame(), len(rows)
     joined = rows.merge(labelled[[spec.event_id, spec.label.field]], on=spec.event_id, how="inner")
+    return joined, len(rows)
+
+
+def live_comparison(
+    settings: Settings, spec: StreamSpec, version: str, now_ms: int | None = None
+) -> dict[str, Any]:
+    """Shadow ``version`` and the champion(s) it ran beside, on the same events that have a label,
+    within ``drift.performance_window``."""
+    from rtml.models.evaluation.tasks import targets
+
+    out: dict[str, Any] = {"version": str(version), "window": settings.drift.performance_window}
+    joined, out["shadowed"] = labelled_live_rows(settings, spec, version, now_ms)
     out["labelled"] = len(joined)
     if not len(joined) or spec.task == "regression":
         return out

@@ -459,6 +459,12 @@ def retrain(
                     for d in r["decision"]
                 ],
             )
+        ev, sh = r.get("evidence") or {}, r.get("shadow") or {}
+        if ev.get("mode", "holdout") != "holdout":
+            console.print(f"live evidence ({ev['mode']}): [bold]{ev['outcome']}[/]: {ev['reason']}")
+        if sh.get("set") or sh.get("cleared"):
+            was, now = (f"v{sh[k]}" if sh.get(k) else "none" for k in ("before", "after"))
+            console.print(f"@shadow: {was} -> {now}" + (f" ({sh['error']})" if sh.get("error") else ""))
 
     emit(result, as_json, render)
 

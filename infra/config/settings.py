@@ -293,6 +293,19 @@ class PromotionSettings(_Section):
         description="Newest slice of the training part on which a challenger's decision threshold is "
         "chosen (not learned from until the next retrain); 0 = chosen on the training rows.",
     )
+    shadow: bool = Field(
+        default=False,
+        description="After each retrain decision, the best candidate that was not promoted becomes "
+        "@shadow (audited like `rtml shadow`); a promotion clears a @shadow that is now the champion "
+        "or older.",
+    )
+    evidence: Literal["holdout", "shadow", "both"] = Field(
+        default="holdout",
+        description="What promotes a version: holdout (the challenger's paired-bootstrap decision on the "
+        "round's holdout), shadow (the current @shadow beats the champion on live labelled events, "
+        "same rule and thresholds), both (the @shadow's own holdout decision against this champion "
+        "and the live one).",
+    )
     allow_unaudited_moves: bool = Field(
         default=False,
         description="Let the scoring job follow a @champion moved around rtml (no audit record).",

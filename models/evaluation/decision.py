@@ -84,8 +84,9 @@ class Decision:
             for m in self.metrics
         ]
 
-    def markdown(self, champion_version: str, challenger_version: str) -> str:
-        """The decision as a Markdown table: MLflow shows it as the version's description.
+    def markdown(self, champion_version: str, challenger_version: str, where: str = "holdout") -> str:
+        """The decision as a Markdown table: MLflow shows it as the version's description (``where``:
+        what both were judged on, e.g. "live labelled events").
 
         >>> d = Decision("reject", "within noise", 900, 30, {"f1": 0.5}, {"f1": 0.55}, {"f1": 0.05},
         ...              {"f1": (-0.01, 0.1)}, ("f1",), {"f1": 0.9}, 0.95)
@@ -102,7 +103,7 @@ class Decision:
 
         head = (
             f"**{self.outcome}** v{challenger_version} against champion v{champion_version} on the same "
-            f"holdout ({self.holdout_n} rows, {self.holdout_positives} positives): {self.reason}"
+            f"{where} ({self.holdout_n} rows, {self.holdout_positives} positives): {self.reason}"
         )
         lines = [
             head,

@@ -239,6 +239,7 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
                 "decision": tags.get("rtml.decision"),
                 "decision_reason": tags.get("rtml.decision_reason"),
                 "comparison": _comparison(tags),
+                "evidence": _evidence(tags),
                 "lineage": _lineage(tags),
                 "audit_records": sum(1 for k in tags if k.startswith(AUDIT_PREFIX)),
                 "importance": {  # logged by models.monitoring.importance, largest first
@@ -261,6 +262,26 @@ def _lineage(tags: dict[str, str]) -> dict[str, Any] | None:
         "table": "labelled",
         "labelled_table_version": int(tags["rtml.labelled_table_version"]),
         "since_ms": int(since) if since is not None else None,
+    }
+
+
+def _evidence(tags: dict[str, str]) -> dict[str, Any] | None:
+    """What the version's decision was made on (``promotion.evidence``), its holdout verdict, and the
+    newest live evidence judged on it as @shadow (None for versions never decided on).
+
+    >>> _evidence({"rtml.decision_evidence": "shadow", "rtml.holdout_verdict": "promote"})
+    {'mode': 'shadow', 'holdout_verdict': 'promote', 'live': None}
+    """
+    if "rtml.decision_evidence" not in tags and "rtml.decision_live" not in tags:
+        return None
+    try:
+        live = json.loads(tags["rtml.decision_live"]) if "rtml.decision_live" in tags else None
+    except ValueError:
+        live = None
+    return {
+        "mode": tags.get("rtml.decision_evidence"),
+        "holdout_verdict": tags.get("rtml.holdout_verdict"),
+        "live": live,
     }
 
 

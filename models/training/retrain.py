@@ -211,12 +211,18 @@ def record_decision(
     challenger_version: str,
     decision: Decision,
     chosen_version: str | None = None,
+    evidence: str = "holdout",
+    holdout_verdict: str | None = None,
 ) -> None:
     """Write the decision (both models' metrics on the same holdout, deltas, probabilities, intervals,
     reason) as tags on both versions. ``chosen_version``: another candidate of the same round was put
-    up instead of this one (its own verdict is kept, and says what it would have been)."""
+    up instead of this one (its own verdict is kept, and says what it would have been).
+    ``evidence``: the ``promotion.evidence`` mode the decision was made under; ``holdout_verdict``:
+    the holdout's own verdict when that mode held a *promote* back (default: the decision's)."""
     table = json.dumps(decision.table())
     common = {
+        "rtml.decision_evidence": evidence,
+        "rtml.holdout_verdict": holdout_verdict or decision.outcome,
         "rtml.decision": decision.outcome,
         "rtml.decision_reason": decision.reason[:1000],
         "rtml.decision_table": table,
@@ -231,6 +237,41 @@ def record_decision(
     tag_version(settings, challenger_version, {**common, "rtml.compared_with": champion_version})
     tag_version(settings, champion_version, {f"rtml.challenged_by.{challenger_version}": decision.outcome})
     describe_version(settings, challenger_version, text)
+
+
+LIVE_TAG = "rtml.decision_live"  # the newest live evidence judged on a @shadow version (JSON)
+
+
+def record_live(settings: Settings, evidence: Any) -> None:
+    """The live evidence judged on the ``@shadow`` version at a retrain (tag ``rtml.decision_live``,
+    also when it did not promote); when it promotes, the version's decision becomes that one: tags
+    ``rtml.decision*`` and a description with the live table above the holdout one."""
+    version = evidence.version
+    if version is None or version == evidence.champion_version:
+        return
+    at = str(int(time.time() * 1000))
+    tag_version(settings, version, {LIVE_TAG: json.dumps({**evidence.to_dict(), "at_ms": int(at)})})
+    if not evidence.promote:
+        return
+    live = evidence.live
+    tag_version(
+        settings,
+        version,
+        {
+            "rtml.decision": "promote",
+            "rtml.decision_reason": evidence.reason[:1000],
+            "rtml.decision_evidence": evidence.mode,
+            "rtml.decision_at_ms": at,
+            "rtml.decision_live_table": json.dumps(live.table()),
+        },
+    )
+    before = client(settings).get_model_version(settings.mlflow.model_name, version).description or ""
+    text = (
+        f"Promoted on live evidence (promotion.evidence={evidence.mode}).\n\n"
+        + live.markdown(str(evidence.champion_version), version, where="live labelled events")
+        + (f"\n\n---\n\n{before}" if before else "")
+    )
+    describe_version(settings, version, text)
 
 
 def holdout_f1(model: Any, frame: Any, spec: StreamSpec) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -78,3 +79,82 @@ def test_a_shadow_scores_live_traffic_beside_the_champion_and_is_compared_on_lab
     assert after["scored"] == 1_000
     assert len(open_table(s, "shadow").to_pandas()) == 3_000  # nothing shadowed once it is off
     assert pd.notna(sink_frame(s, "scores")["score"]).sum() == 4_000
+
+
+def test_promotion_shadow_shadows_the_held_back_candidate_and_live_evidence_promotes_it(
+    stack, tmp_path: Path
+) -> None:
+    """promotion.shadow + evidence=shadow: a retrain on drifted labels puts its candidate up as
+    @shadow (not promoted: only live evidence promotes); once the shadow's live events are labelled,
+    the next retrain promotes it on them, clears it as @shadow and shadows its own candidate."""
+    from rtml.flows.retrain import retrain_flow
+    from rtml.models.lifecycle.aliases import audit_trail
+    from tests.helpers import labelled_batch
+
+    s = scoped_settings(
+        stack,
+        tmp_path,
+        # after the drift the stale champion flags a handful of events, all wrong: in the resamples
+        # that drop them its precision is undefined and judged against promotion.precision_floor;
+        # 0 makes that bar the positive rate (flagging at random), so the events decide
+        promotion={
+            "shadow": True,
+            "evidence": "shadow",
+            "min_holdout": 500,
+            "min_positives": 10,
+            "precision_floor": 0.0,
+        },
+    )
+    spec = load_spec()
+    env = settings_env(s)
+    bootstrap(s, spec, n=8_000)  # v1: the concept before the drift
+    batch = tmp_path / "drifted.parquet"
+    two_hours_ago = int(time.time() * 1000) - 7_200_000  # 8,000 events end before now
+    labelled_batch(8_000, 61, start_ms=two_hours_ago, drift_at=0).to_parquet(batch)
+    with prefect_api(s):
+        first = retrain_flow(overrides=overrides_of(s), trigger="manual", batch_file=str(batch))
+    assert first["challenger"] == "2" and first["champion_after"] == "1" and first["outcome"] == "reject"
+    assert first["evidence"]["mode"] == "shadow" and first["evidence"]["outcome"] == "reject"
+    assert "no @shadow version" in first["evidence"]["reason"]  # no shadow: rejected, said so
+    assert first["shadow"] == {"before": None, "cleared": None, "set": "2", "after": "2"}
+    assert alias_version(s, SHADOW) == "2" and alias_version(s, CHAMPION) == "1"
+    v2 = client(s).get_model_version(s.mlflow.model_name, "2")
+    assert v2.tags["rtml.decision"] == "reject" and v2.tags["rtml.decision_evidence"] == "shadow"
+    on = [v for k, v in v2.tags.items() if k.startswith("rtml.shadow.")]
+    assert len(on) == 1 and "automatic (promotion.shadow)" in on[0] and "rtml-retrain" in on[0]
+
+    stream_frames(s, spec, generated_frames(spec, 10_000, 62, 0, 5_000), seed=62)  # drifted, labelled
+    assert run_scoring(s, spec, available_now=True)["scored"] == 10_000
+    assert set(open_table(s, "shadow").to_pandas()["model_version"]) == {"2"}
+    with prefect_api(s):
+        second = retrain_flow(overrides=overrides_of(s), trigger="manual")
+    ev = second["evidence"]
+    assert ev["version"] == "2" and ev["champion_version"] == "1" and ev["outcome"] == "promote", ev
+    assert ev["live"]["n"] == 10_000 and ev["live"]["positives"] >= 10
+    live = {r["metric"]: r for r in ev["live"]["table"]}
+    for m in ("precision", "recall", "f1"):  # an undefined champion precision (None): judged on the floor
+        assert live[m]["champion"] is None or live[m]["challenger"] > live[m]["champion"], live
+    assert all(live[m]["p_better"] >= s.promotion.confidence for m in live)
+    assert second["outcome"] == "promote" and second["promoted"] == "2" and second["champion_after"] == "2"
+    assert second["challenger"] == "3" and second["shadow"]["cleared"] == "2"  # now the champion
+    assert second["shadow"]["set"] == "3" and alias_version(s, SHADOW) == "3"
+    assert alias_version(s, CHAMPION) == "2"
+    assert any(r.get("to") == "2" and "promotion.evidence=shadow" in r["reason"] for r in audit_trail(s, "2"))
+
+    code, out, err = rtml("models", "--json", env=env)
+    assert code == 0, err
+    rows = {v["version"]: v for v in out["versions"]}
+    assert rows["2"]["decision"] == "promote" and rows["2"]["aliases"] == ["champion"]
+    assert rows["2"]["evidence"]["mode"] == "shadow" and rows["2"]["evidence"]["holdout_verdict"] in (
+        "promote",
+        "reject",
+        "no_decision",
+    )
+    assert rows["2"]["evidence"]["live"]["outcome"] == "promote"
+    assert rows["2"]["evidence"]["live"]["live"]["n"] == 10_000
+    assert rows["3"]["decision"] == "reject" and rows["3"]["evidence"]["mode"] == "shadow"
+    v2 = client(s).get_model_version(s.mlflow.model_name, "2")
+    assert v2.description.startswith("Promoted on live evidence (promotion.evidence=shadow)")
+    assert "live labelled events (10000 rows" in v2.description
+    records = [v for k, v in v2.tags.items() if k.startswith("rtml.shadow.")]
+    assert len(records) == 2 and any('"off"' in r and "now the champion" in r for r in records)

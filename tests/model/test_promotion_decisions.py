@@ -154,3 +154,46 @@ def test_the_threshold_choice_turns_a_recall_loss_into_a_promotion(trained: dict
     assert before.outcome == "reject" and "recall" in before.reason, before.reason
     assert before.challenger["f1"] > before.champion["f1"]  # better in truth
     assert chosen.promote, chosen.reason
+
+
+def live_rounds(seed: int, rounds: int, chunk: int, drift_at: int | None, boot: int) -> list:
+    """promotion.evidence=shadow, round after round: the candidate of a retrain on ``chunk`` labelled
+    events becomes the shadow; the live events after it (the next chunk, scored by both) judge it."""
+    from rtml.models.evaluation.evidence import judge_shadow, live_decision
+    from rtml.models.training.retrain import predictions
+
+    settings = Settings(promotion={"min_holdout": 500, "min_positives": 20})
+    policy = policy_of(settings)
+    data = stream(seed, boot + chunk * (rounds + 1), drift_at)
+    learner, _, X, _ = train_initial(SPEC, data.iloc[:boot], seed=seed)
+    model = _pyfunc_class()
+    champion = model(learner, list(X.columns))
+    watermark = int(data[EVENT_MS].iloc[boot - 1])
+    out = []
+    for i in range(rounds):
+        labelled = data.iloc[: boot + chunk * (i + 1)]
+        window = select_window(labelled, SPEC, settings, watermark, now_ms=int(labelled[EVENT_MS].max()))
+        shadow = model(train_challenger(champion, window, SPEC, "incremental", seed=i), champion.columns)
+        live = data.iloc[boot + chunk * (i + 1) : boot + chunk * (i + 2)]
+        y = labels_of(live, SPEC)
+        d = live_decision(policy, False, y, predictions(champion, live), predictions(shadow, live))
+        evidence = judge_shadow("shadow", str(i), str(i + 1), d)
+        out.append(evidence)
+        if evidence.promote:
+            champion, watermark = shadow, int(window.train[EVENT_MS].max())
+    return out
+
+
+def test_live_evidence_on_a_stationary_stream_promotes_at_most_one_shadow() -> None:
+    rounds = live_rounds(2, rounds=10, chunk=4_000, drift_at=None, boot=40_000)
+    assert sum(e.promote for e in rounds) <= 1, [e.reason for e in rounds if e.promote]
+    assert all(e.live is not None and e.live.holdout_n == 4_000 for e in rounds)
+    assert any("within noise" in e.reason or "ties" in e.reason for e in rounds)
+
+
+def test_live_evidence_promotes_an_adapted_shadow_after_a_drift() -> None:
+    # a stale champion flags nothing on the drifted concept; the shadow trained on it does better live
+    rounds = live_rounds(1, rounds=2, chunk=12_000, drift_at=BOOT, boot=BOOT)
+    assert any(e.promote for e in rounds), [e.reason for e in rounds]
+    e = next(e for e in rounds if e.promote)
+    assert min(e.live.probabilities.values()) >= 0.95 and e.live.holdout_positives >= 20
