@@ -60,14 +60,18 @@ def add_entity_aggregates(
     history: pd.DataFrame | None = None,
     carry: tuple[str, ...] = (),
     keep_ms: int = 0,
+    idle_ms: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trailing per-entity count / sum windows (t - w, t], including the event itself.
 
     ``history`` holds earlier events (entity, _event_ms, sum column, and the ``carry`` columns) of
     the same entities; the returned second frame is the history to keep: per entity, its events
-    inside max(longest window, ``keep_ms``) of that entity's newest event time (:func:`retained`).
-    Vectorised: one sort, then ``searchsorted`` for window starts and cumulative sums for window
-    totals -- no per-entity or per-event Python.
+    inside max(longest window, ``keep_ms``) of that entity's newest event time (:func:`retained`),
+    without the entities idle for ``idle_ms`` (> 0) before the newest row of all
+    (their newest event that much older: they would otherwise stay in state for ever).
+    Vectorised: the entity keys are hashed once (history and batch together), then one sort,
+    ``searchsorted`` for window starts and cumulative sums for window totals -- no per-entity or
+    per-event Python.
     """
     agg = spec.aggregates
     key = spec.entity_key
@@ -76,13 +80,24 @@ def add_entity_aggregates(
     cols = [key, EVENT_MS] + ([agg.sum_of] if agg.sum_of else [])
     kept = cols + [c for c in carry if c not in cols]
     hist_all = history[kept] if history is not None and len(history) else frame.iloc[:0][kept]
-    touched = hist_all[key].isin(frame[key]).to_numpy()
-    hist = hist_all[touched]
-    n_hist = len(hist)
-    ent = np.concatenate([hist[key].to_numpy(dtype=object), frame[key].to_numpy(dtype=object)])
-    t = np.concatenate([hist[EVENT_MS].to_numpy(dtype=np.int64), frame[EVENT_MS].to_numpy(dtype=np.int64)])
+    n_all = len(hist_all)
+    # one hash pass over every key: which history rows belong to the batch's entities, the sort
+    # key of the windows, and each entity's newest time for the trim all come from these codes
+    codes_all, uniques = pd.factorize(
+        np.concatenate([hist_all[key].to_numpy(dtype=object), frame[key].to_numpy(dtype=object)]),
+        use_na_sentinel=False,
+    )
+    t_all = np.concatenate(
+        [hist_all[EVENT_MS].to_numpy(dtype=np.int64), frame[EVENT_MS].to_numpy(dtype=np.int64)]
+    )
+    in_batch = np.zeros(len(uniques), dtype=bool)
+    in_batch[codes_all[n_all:]] = True
+    touched = np.flatnonzero(in_batch[codes_all[:n_all]])
+    n_hist = len(touched)
+    pick = np.concatenate([touched, np.arange(n_all, len(t_all))])
+    t = t_all[pick]
     row = np.arange(len(t))  # history first, then the batch in its order: ties keep that order
-    code = pd.factorize(ent)[0].astype(np.int64)
+    code = pd.factorize(codes_all[pick])[0].astype(np.int64)  # dense codes of the batch's entities
     order = np.lexsort((row, t, code))
     t0 = t.min() if len(t) else 0
     max_w = longest_window_ms(spec)
@@ -94,7 +109,10 @@ def add_entity_aggregates(
     dest = order[mine] - n_hist  # their position in `frame`
     if agg.sum_of:
         amounts = np.concatenate(
-            [hist[agg.sum_of].to_numpy(dtype=float), frame[agg.sum_of].to_numpy(dtype=float)]
+            [
+                hist_all[agg.sum_of].to_numpy(dtype=float)[touched],
+                frame[agg.sum_of].to_numpy(dtype=float),
+            ]
         )
         csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(amounts[order]))])
     for w in agg.windows:
@@ -107,8 +125,23 @@ def add_entity_aggregates(
             total = np.empty(len(frame))
             total[dest] = (csum[idx + 1] - csum[start])[mine]
             frame[f"{key}_{agg.sum_of}_sum_{w}"] = total
+    keep = _kept_rows(codes_all, t_all, len(uniques), max(max_w, keep_ms), idle_ms)
     both = pd.concat([hist_all, frame[kept]], ignore_index=True)
-    return frame, retained(both, key, max(max_w, keep_ms))
+    return frame, both[keep].reset_index(drop=True)
+
+
+def _kept_rows(codes: np.ndarray, t: np.ndarray, n_codes: int, keep_ms: int, idle_ms: int) -> np.ndarray:
+    """Rows newer than their entity's newest time minus ``keep_ms`` (:func:`retained`), of entities
+    whose newest time is within ``idle_ms`` (> 0) of the newest of all."""
+    if not len(t):
+        return np.zeros(0, dtype=bool)
+    newest = np.full(n_codes, np.iinfo(np.int64).min)
+    np.maximum.at(newest, codes, t)
+    mine = newest[codes]
+    keep = t > mine - keep_ms
+    if idle_ms:
+        keep &= mine > t.max() - idle_ms
+    return keep
 
 
 def model_frame(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
@@ -135,13 +168,15 @@ def featurise(
     history: pd.DataFrame | None = None,
     carry: tuple[str, ...] = (),
     keep_ms: int = 0,
+    idle_ms: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Time features and per-entity windows; the one featurisation of both training and serving.
 
     Returns the featurised frame and the entity history to carry into the next call (with the
-    ``carry`` columns, kept for max(longest window, ``keep_ms``): see :func:`add_entity_aggregates`).
+    ``carry`` columns, kept for max(longest window, ``keep_ms``), without entities idle for
+    ``idle_ms``: see :func:`add_entity_aggregates`).
     """
-    return add_entity_aggregates(add_time_features(frame, spec), spec, history, carry, keep_ms)
+    return add_entity_aggregates(add_time_features(frame, spec), spec, history, carry, keep_ms, idle_ms)
 
 
 def featurise_history(events: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:

@@ -89,6 +89,17 @@ def evict_idle(history: pd.DataFrame, key: str, idle_ms: int) -> pd.DataFrame:
     return history[newest.to_numpy() > history[EVENT_MS].max() - idle_ms].reset_index(drop=True)
 
 
+def _with_last(frames: Iterator[pd.DataFrame]) -> Iterator[tuple[pd.DataFrame, bool]]:
+    """Each chunk and whether it is the last (one chunk of look-ahead)."""
+    previous = None
+    for frame in frames:
+        if previous is not None:
+            yield previous, False
+        previous = frame
+    if previous is not None:
+        yield previous, True
+
+
 def _to_bytes(frame: pd.DataFrame) -> bytes:
     import pyarrow as pa
 
@@ -135,21 +146,26 @@ def make_state_fn(
         history = _from_bytes(state.get[0]) if state.exists else None
         if carry and history is not None and spec.event_id not in history:
             history[spec.event_id] = None  # state written before de-duplication: no ids yet
-        for frame in frames:
+        done = False
+        for frame, last in _with_last(frames):
             if pseudonym_key:
                 frame[spec.entity_key] = pseudonymise(frame[spec.entity_key], pseudonym_key)
             dup = repeated(frame, history, spec, horizon_ms) if horizon_ms else None
+            evict = idle_ms if last else 0  # the idle entities leave with the last chunk's trim
             if dup is not None and dup.any():
                 dups = frame[dup].copy()
                 dups["_reason"] = DUPLICATE
                 for c in extra:
                     dups[c] = float("nan")
-                frame, history = featurise(frame[~dup].copy(), spec, history, carry, horizon_ms)
+                frame, history = featurise(frame[~dup].copy(), spec, history, carry, horizon_ms, evict)
                 yield finish(pd.concat([frame, dups], ignore_index=True))
             else:
-                frame, history = featurise(frame, spec, history, carry, horizon_ms)
+                frame, history = featurise(frame, spec, history, carry, horizon_ms, evict)
                 yield finish(frame)
+            done = last
         if history is not None:
-            state.update((_to_bytes(evict_idle(history, spec.entity_key, idle_ms)),))
+            if not done:  # no chunk at all: evict on its own
+                history = evict_idle(history, spec.entity_key, idle_ms)
+            state.update((_to_bytes(history),))
 
     return fn
