@@ -53,6 +53,8 @@ def repeated(
 
     The horizon is event time per entity: ``history`` rows newer than their entity's newest event
     time minus ``horizon_ms`` (older ids may be kept for the aggregates' window, they do not count).
+    Only the history of the entities in ``frame`` is searched (when it has the entity column): the
+    ids of the whole bucket were hashed on every chunk, and a re-sent event has the same entity.
 
     >>> from rtml.infra.config.spec import load_spec
     >>> spec = load_spec()
@@ -65,6 +67,8 @@ def repeated(
     dup = ids.duplicated(keep="first").to_numpy()
     if horizon_ms and history is not None and len(history) and spec.event_id in history:
         recent = history[[spec.entity_key, EVENT_MS, spec.event_id]]
+        if spec.entity_key in frame:  # a re-sent event has the same entity: only theirs can match
+            recent = recent[recent[spec.entity_key].isin(frame[spec.entity_key]).to_numpy()]
         if horizon_ms < longest_window_ms(spec):  # else the kept history is the horizon already
             recent = retained(recent, spec.entity_key, horizon_ms)
         dup |= ids.isin(recent[spec.event_id].dropna()).to_numpy()
