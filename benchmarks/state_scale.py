@@ -6,9 +6,9 @@ event time, so 10x the cards is also 10x the history rows in state):
 (spark) the real path, as ``benchmarks/scoring.py`` (c) runs it: the embedded broker, the Spark
     scoring query (validate -> per-entity state -> champion -> Delta sinks). A 24 h backlog is
     produced and scored first in large micro-batches (``--fill-batch``), filling the state; then
-    ``--measured`` + 1 micro-batches of ``--batch`` events that follow it in event time are produced
-    and scored by a second run of the query from the same checkpoint (the first of them, with the
-    JVM and the Python workers cold, is not counted). Reported per size: the state (history rows
+    ``--warmup-batches`` + ``--measured`` micro-batches of ``--batch`` events that follow it in event time are produced
+    and scored by a second run of the query from the same checkpoint (``--warmup-batches`` before
+    them, with the JVM and the Python workers cold, are not counted). Reported per size: the state (history rows
     the aggregates keep, computed from the produced events with :func:`retained`; Spark's state
     operator metrics: rows = buckets, memory and RocksDB bytes; the checkpoint's state directory on
     disk), the median batch time (Spark's ``triggerExecution`` and the foreachBatch seconds), the
@@ -21,7 +21,11 @@ event time, so 10x the cards is also 10x the history rows in state):
 The ratios (largest size / smallest) are printed for both.
 
     python benchmarks/state_scale.py [--cards 50000,500000] [--per-card 4] [--batch 20000]
-                                     [--measured 5] [--fill-batch 200000] [--phases micro,spark]
+                                     [--measured 5] [--warmup-batches 3] [--fill-batch 200000]
+                                     [--buckets N] [--phases micro,spark] [--baseline REV]
+
+``--baseline REV`` (micro) times the state function of git revision REV too, in the same run. For the
+spark phase, run the script twice with PYTHONPATH pointing at each revision's code.
 """
 
 from __future__ import annotations
@@ -227,7 +231,7 @@ def spark_size(base: dict, workdir: Path, cards: int, args: argparse.Namespace, 
     settings = load_settings(use_default_file=False, overrides=overrides)
     ensure_topics(connection_options(settings), [topic], settings.kafka.partitions)
     history = cards * args.per_card
-    measured_events = (args.measured + 1) * args.batch
+    measured_events = (args.measured + args.warmup_batches) * args.batch
     gen = _generator(cards, args.per_card, measured_events, seed)
     keys: list[pd.DataFrame] = []
 
@@ -247,7 +251,7 @@ def spark_size(base: dict, workdir: Path, cards: int, args: argparse.Namespace, 
     meas = _run_scoring_measured(meas_o, root, "measured")
     events = pd.concat(keys, ignore_index=True)
     state_rows = len(retained(events, "card_id", max(DAY_MS, settings.scoring.dedup_horizon_seconds * 1000)))
-    prog = [p for p in meas["progress"] if p.get("numInputRows")][1:]  # the first is cold
+    prog = [p for p in meas["progress"] if p.get("numInputRows")][args.warmup_batches :]  # cold ones out
     last_batch = max(p["batchId"] for p in meas["progress"])
     stats = sorted(
         (json.loads(p.read_text()) for p in (settings.sink_root / "_batches").glob("*.json")),
@@ -293,7 +297,8 @@ def main() -> None:
     ap.add_argument("--cards", default="50000,500000", help="sizes, comma separated (ratio: last/first)")
     ap.add_argument("--per-card", type=int, default=4, help="events per card in the 24 h of history")
     ap.add_argument("--batch", type=int, default=20_000, help="events per measured micro-batch")
-    ap.add_argument("--measured", type=int, default=5, help="measured micro-batches (after a cold one)")
+    ap.add_argument("--measured", type=int, default=5, help="measured micro-batches")
+    ap.add_argument("--warmup-batches", type=int, default=3, help="micro-batches before them, not counted")
     ap.add_argument("--fill-batch", type=int, default=200_000, help="events per micro-batch of the backlog")
     ap.add_argument("--buckets", type=int, default=None, help="spark.entity_buckets (default: setting)")
     ap.add_argument("--repeat", type=int, default=5, help="(micro) repetitions")
