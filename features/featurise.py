@@ -79,7 +79,10 @@ def add_entity_aggregates(
         return frame, pd.DataFrame(columns=[key, EVENT_MS, *carry])
     cols = [key, EVENT_MS] + ([agg.sum_of] if agg.sum_of else [])
     kept = cols + [c for c in carry if c not in cols]
-    hist_all = history[kept] if history is not None and len(history) else frame.iloc[:0][kept]
+    if history is None or not len(history):
+        hist_all = frame.iloc[:0][kept]
+    else:  # the state's history has exactly these columns: no copy of it
+        hist_all = history if list(history.columns) == kept else history[kept]
     n_all = len(hist_all)
     # one hash pass over every key: which history rows belong to the batch's entities, the sort
     # key of the windows, and each entity's newest time for the trim all come from these codes
@@ -126,8 +129,9 @@ def add_entity_aggregates(
             total[dest] = (csum[idx + 1] - csum[start])[mine]
             frame[f"{key}_{agg.sum_of}_sum_{w}"] = total
     keep = _kept_rows(codes_all, t_all, len(uniques), max(max_w, keep_ms), idle_ms)
-    both = pd.concat([hist_all, frame[kept]], ignore_index=True)
-    return frame, both[keep].reset_index(drop=True)
+    # filtered before the concatenation: one copy of the history, not three
+    parts = [hist_all[keep[:n_all]], frame[kept][keep[n_all:]]]
+    return frame, pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
 
 
 def _kept_rows(codes: np.ndarray, t: np.ndarray, n_codes: int, keep_ms: int, idle_ms: int) -> np.ndarray:
