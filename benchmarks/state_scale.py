@@ -6,15 +6,15 @@ event time, so 10x the cards is also 10x the history rows in state):
 (spark) the real path, as ``benchmarks/scoring.py`` (c) runs it: the embedded broker, the Spark
     scoring query (validate -> per-entity state -> champion -> Delta sinks). A 24 h backlog is
     produced and scored first in large micro-batches (``--fill-batch``), filling the state; then
-    ``--warmup-batches`` + ``--measured`` micro-batches of ``--batch`` events that follow it in event time are produced
-    and scored by a second run of the query from the same checkpoint (``--warmup-batches`` before
-    them, with the JVM and the Python workers cold, are not counted). Reported per size: the state (history rows
-    the aggregates keep, computed from the produced events with :func:`retained`; Spark's state
-    operator metrics: rows = buckets, memory and RocksDB bytes; the checkpoint's state directory on
-    disk), the median batch time (Spark's ``triggerExecution`` and the foreachBatch seconds), the
-    state operator's own time (``allUpdatesTimeMs`` (the Python state function, which features and
-    scores too) + ``commitTimeMs``) and its share of the batch, and the peak RSS of the scoring
-    process tree (driver, JVM, Python workers), sampled from /proc.
+    ``--warmup-batches`` + ``--measured`` micro-batches of ``--batch`` events that follow it in
+    event time are produced and scored by a second run of the query from the same checkpoint (the
+    warm-up ones, with the JVM and the Python workers cold, are not counted). Reported per size: the
+    state (history rows the aggregates keep, computed from the produced events with
+    :func:`retained`; Spark's state operator metrics: rows = buckets, memory and RocksDB bytes; the
+    checkpoint's state directory on disk), the median batch time (Spark's ``triggerExecution`` and
+    the foreachBatch seconds), the state operator's own time (``allUpdatesTimeMs`` (the Python state
+    function, which features and scores too) + ``commitTimeMs``) and its share of the batch, and the
+    peak RSS of the scoring process tree (driver, JVM, Python workers), sampled from /proc.
 (micro) the Python state function alone on one bucket (no Spark): state decoded, a batch's share of
     events featurised against it, the history trimmed and encoded again; median of ``--repeat`` (wall
     and CPU time: the CPU time is the steadier figure on a shared machine).
@@ -42,7 +42,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -275,9 +274,7 @@ def spark_size(base: dict, workdir: Path, cards: int, args: argparse.Namespace, 
         "produced_events_per_s": produced["events_per_s"],
         "history_events": history,
         "state_history_rows": state_rows,
-        "state_operator": {
-            k: last_op.get(k) for k in ("numRowsTotal", "memoryUsedBytes", "numRowsUpdated")
-        }
+        "state_operator": {k: last_op.get(k) for k in ("numRowsTotal", "memoryUsedBytes", "numRowsUpdated")}
         | {k: v for k, v in (last_op.get("customMetrics") or {}).items() if "Bytes" in k or "bytes" in k},
         "state_checkpoint_mb": _dir_mb(settings.checkpoint_root / "scoring" / "state"),
         "batch_events": args.batch,
@@ -347,7 +344,8 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
     try:
         with contextlib.redirect_stdout(sys.stderr):
             spec = load_spec()
-            ensure_topics(connection_options(settings), settings.kafka.topics.all(), settings.kafka.partitions)
+            topics = settings.kafka.topics.all()
+            ensure_topics(connection_options(settings), topics, settings.kafka.partitions)
             bootstrap(settings, spec, n=30_000)
             runs = [spark_size(base, workdir, c, args, seed=31 + i) for i, c in enumerate(sizes)]
     finally:
