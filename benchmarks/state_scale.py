@@ -128,7 +128,7 @@ def micro(cards: int, per_card: int, batch: int, buckets: int, repeat: int, es=N
     for _ in fn((0,), iter([hist_events.copy()]), st):
         pass
     blob = st.updated[0]
-    times, cpu, dec, enc = [], [], [], []
+    times, cpu = [], []
     for _ in range(repeat):
         s = _State(blob)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -136,12 +136,6 @@ def micro(cards: int, per_card: int, batch: int, buckets: int, repeat: int, es=N
             pass
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-        t0 = time.perf_counter()
-        h = es._from_bytes(blob)
-        dec.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        es._to_bytes(h)
-        enc.append(time.perf_counter() - t0)
     return {
         "cards": cards,
         "bucket_history_rows": len(es._from_bytes(blob)),
@@ -149,8 +143,6 @@ def micro(cards: int, per_card: int, batch: int, buckets: int, repeat: int, es=N
         "bucket_batch_rows": len(new),
         "state_fn_ms_median": round(statistics.median(times) * 1000, 1),
         "state_fn_cpu_ms_median": round(statistics.median(cpu) * 1000, 1),  # robust to a loaded machine
-        "decode_ms_median": round(statistics.median(dec) * 1000, 1),
-        "encode_ms_median": round(statistics.median(enc) * 1000, 1),
     }
 
 

@@ -60,15 +60,12 @@ def add_entity_aggregates(
     history: pd.DataFrame | None = None,
     carry: tuple[str, ...] = (),
     keep_ms: int = 0,
-    idle_ms: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trailing per-entity count / sum windows (t - w, t], including the event itself.
 
     ``history`` holds earlier events (entity, _event_ms, sum column, and the ``carry`` columns) of
     the same entities; the returned second frame is the history to keep: per entity, its events
-    inside max(longest window, ``keep_ms``) of that entity's newest event time (:func:`retained`),
-    without the entities idle for ``idle_ms`` (> 0) before the newest row of all
-    (their newest event that much older: they would otherwise stay in state for ever).
+    inside max(longest window, ``keep_ms``) of that entity's newest event time (:func:`retained`).
     Vectorised: the entity keys are hashed once (history and batch together), then one sort,
     ``searchsorted`` for window starts and cumulative sums for window totals -- no per-entity or
     per-event Python.
@@ -128,24 +125,19 @@ def add_entity_aggregates(
             total = np.empty(len(frame))
             total[dest] = (csum[idx + 1] - csum[start])[mine]
             frame[f"{key}_{agg.sum_of}_sum_{w}"] = total
-    keep = _kept_rows(codes_all, t_all, len(uniques), max(max_w, keep_ms), idle_ms)
+    keep = _kept_rows(codes_all, t_all, len(uniques), max(max_w, keep_ms))
     # filtered before the concatenation: one copy of the history, not three
     parts = [hist_all[keep[:n_all]], frame[kept][keep[n_all:]]]
     return frame, pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
 
 
-def _kept_rows(codes: np.ndarray, t: np.ndarray, n_codes: int, keep_ms: int, idle_ms: int) -> np.ndarray:
-    """Rows newer than their entity's newest time minus ``keep_ms`` (:func:`retained`), of entities
-    whose newest time is within ``idle_ms`` (> 0) of the newest of all."""
+def _kept_rows(codes: np.ndarray, t: np.ndarray, n_codes: int, keep_ms: int) -> np.ndarray:
+    """Rows newer than their entity's newest time (per entity code) minus ``keep_ms`` (:func:`retained`)."""
     if not len(t):
         return np.zeros(0, dtype=bool)
     newest = np.full(n_codes, np.iinfo(np.int64).min)
     np.maximum.at(newest, codes, t)
-    mine = newest[codes]
-    keep = t > mine - keep_ms
-    if idle_ms:
-        keep &= mine > t.max() - idle_ms
-    return keep
+    return t > newest[codes] - keep_ms
 
 
 def model_frame(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
@@ -172,15 +164,13 @@ def featurise(
     history: pd.DataFrame | None = None,
     carry: tuple[str, ...] = (),
     keep_ms: int = 0,
-    idle_ms: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Time features and per-entity windows; the one featurisation of both training and serving.
 
     Returns the featurised frame and the entity history to carry into the next call (with the
-    ``carry`` columns, kept for max(longest window, ``keep_ms``), without entities idle for
-    ``idle_ms``: see :func:`add_entity_aggregates`).
+    ``carry`` columns, kept for max(longest window, ``keep_ms``): see :func:`add_entity_aggregates`).
     """
-    return add_entity_aggregates(add_time_features(frame, spec), spec, history, carry, keep_ms, idle_ms)
+    return add_entity_aggregates(add_time_features(frame, spec), spec, history, carry, keep_ms)
 
 
 def featurise_history(events: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
