@@ -25,7 +25,9 @@ The ratios (largest size / smallest) are printed for both.
                                      [--measured 5] [--warmup-batches 3] [--fill-batch 200000]
                                      [--buckets N] [--phases micro,spark] [--baseline REV]
 
-``--baseline REV`` (micro) times the state function of git revision REV too, in the same run. For the
+``--baseline REV`` (micro) times the state function of git revision REV too, in the same run (only
+``pipelines/entity_state.py`` and ``features/featurise.py`` are taken from REV; any other rtml module
+they import is today's). For the
 spark phase, run the script twice with PYTHONPATH pointing at each revision's code.
 """
 
