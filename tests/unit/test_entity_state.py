@@ -149,3 +149,13 @@ def test_untouched_entities_keep_their_rows_and_touched_ones_are_exact() -> None
     got = out.set_index(ID).loc[later[ID]]
     for name in SPEC.aggregate_names:
         assert np.allclose(got[name].to_numpy(), ref[name].to_numpy(), atol=1e-6), name
+
+
+def test_state_written_without_compression_still_reads() -> None:
+    events = _events(1500)
+    _, state = _run([events.iloc[:1000]], horizon_s=86_400)
+    plain = _State(_to_bytes(_from_bytes(state.blob)))  # uncompressed IPC, as state was written before
+    out, plain = _run([events.iloc[1000:]], horizon_s=86_400, state=plain)
+    ref = featurise_history(events.drop(columns="_reason"), SPEC).iloc[1000:]
+    assert np.allclose(out["card_id_count_24h"].to_numpy(), ref["card_id_count_24h"].to_numpy())
+    assert len(plain.blob) < len(_to_bytes(_from_bytes(plain.blob)))  # written back compressed
