@@ -38,6 +38,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -344,6 +345,7 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
             runs = [spark_size(base, workdir, c, args, seed=31 + i) for i, c in enumerate(sizes)]
     finally:
         stack.down(settings)
+        shutil.rmtree(workdir, ignore_errors=True)  # >1 GB of checkpoints at 500k cards
     first, last = runs[0], runs[-1]
     return {
         "runs": runs,
