@@ -66,8 +66,9 @@ def add_entity_aggregates(
     ``history`` holds earlier events (entity, _event_ms, sum column, and the ``carry`` columns) of
     the same entities; the returned second frame is the history to keep: per entity, its events
     inside max(longest window, ``keep_ms``) of that entity's newest event time (:func:`retained`).
-    Vectorised: one sort, then ``searchsorted`` for window starts and cumulative sums for window
-    totals -- no per-entity or per-event Python.
+    Vectorised: the entity keys are hashed once (history and batch together), then one sort,
+    ``searchsorted`` for window starts and cumulative sums for window totals -- no per-entity or
+    per-event Python.
     """
     agg = spec.aggregates
     key = spec.entity_key
@@ -75,14 +76,28 @@ def add_entity_aggregates(
         return frame, pd.DataFrame(columns=[key, EVENT_MS, *carry])
     cols = [key, EVENT_MS] + ([agg.sum_of] if agg.sum_of else [])
     kept = cols + [c for c in carry if c not in cols]
-    hist_all = history[kept] if history is not None and len(history) else frame.iloc[:0][kept]
-    touched = hist_all[key].isin(frame[key]).to_numpy()
-    hist = hist_all[touched]
-    n_hist = len(hist)
-    ent = np.concatenate([hist[key].to_numpy(dtype=object), frame[key].to_numpy(dtype=object)])
-    t = np.concatenate([hist[EVENT_MS].to_numpy(dtype=np.int64), frame[EVENT_MS].to_numpy(dtype=np.int64)])
+    if history is None or not len(history):
+        hist_all = frame.iloc[:0][kept]
+    else:  # the state's history has exactly these columns: no copy of it
+        hist_all = history if list(history.columns) == kept else history[kept]
+    n_all = len(hist_all)
+    # one hash pass over every key: which history rows belong to the batch's entities, the sort
+    # key of the windows, and each entity's newest time for the trim all come from these codes
+    codes_all, uniques = pd.factorize(
+        np.concatenate([hist_all[key].to_numpy(dtype=object), frame[key].to_numpy(dtype=object)]),
+        use_na_sentinel=False,
+    )
+    t_all = np.concatenate(
+        [hist_all[EVENT_MS].to_numpy(dtype=np.int64), frame[EVENT_MS].to_numpy(dtype=np.int64)]
+    )
+    in_batch = np.zeros(len(uniques), dtype=bool)
+    in_batch[codes_all[n_all:]] = True
+    touched = np.flatnonzero(in_batch[codes_all[:n_all]])
+    n_hist = len(touched)
+    pick = np.concatenate([touched, np.arange(n_all, len(t_all))])
+    t = t_all[pick]
     row = np.arange(len(t))  # history first, then the batch in its order: ties keep that order
-    code = pd.factorize(ent)[0].astype(np.int64)
+    code = pd.factorize(codes_all[pick])[0].astype(np.int64)  # dense codes of the batch's entities
     order = np.lexsort((row, t, code))
     t0 = t.min() if len(t) else 0
     max_w = longest_window_ms(spec)
@@ -94,7 +109,10 @@ def add_entity_aggregates(
     dest = order[mine] - n_hist  # their position in `frame`
     if agg.sum_of:
         amounts = np.concatenate(
-            [hist[agg.sum_of].to_numpy(dtype=float), frame[agg.sum_of].to_numpy(dtype=float)]
+            [
+                hist_all[agg.sum_of].to_numpy(dtype=float)[touched],
+                frame[agg.sum_of].to_numpy(dtype=float),
+            ]
         )
         csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(amounts[order]))])
     for w in agg.windows:
@@ -107,8 +125,19 @@ def add_entity_aggregates(
             total = np.empty(len(frame))
             total[dest] = (csum[idx + 1] - csum[start])[mine]
             frame[f"{key}_{agg.sum_of}_sum_{w}"] = total
-    both = pd.concat([hist_all, frame[kept]], ignore_index=True)
-    return frame, retained(both, key, max(max_w, keep_ms))
+    keep = _kept_rows(codes_all, t_all, len(uniques), max(max_w, keep_ms))
+    # filtered before the concatenation: one copy of the history, not three
+    parts = [hist_all[keep[:n_all]], frame[kept][keep[n_all:]]]
+    return frame, pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+
+
+def _kept_rows(codes: np.ndarray, t: np.ndarray, n_codes: int, keep_ms: int) -> np.ndarray:
+    """Rows newer than their entity's newest time (per entity code) minus ``keep_ms`` (:func:`retained`)."""
+    if not len(t):
+        return np.zeros(0, dtype=bool)
+    newest = np.full(n_codes, np.iinfo(np.int64).min)
+    np.maximum.at(newest, codes, t)
+    return t > newest[codes] - keep_ms
 
 
 def model_frame(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:

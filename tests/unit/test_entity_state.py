@@ -129,3 +129,33 @@ def test_idle_entities_leave_state_and_active_ones_stay_exact() -> None:
     assert out[[a for a in SPEC.aggregate_names if "count" in a]].iloc[0].tolist() == [1.0] * sum(
         "count" in a for a in SPEC.aggregate_names
     )  # its own window holds only itself: eviction changed no aggregate
+
+
+def test_untouched_entities_keep_their_rows_and_touched_ones_are_exact() -> None:
+    """Only the entities of a batch are converted and trimmed; the others' rows go back unchanged."""
+    events = _events(3000)
+    first, later = events.iloc[:2990], events.iloc[2990:]  # 10 events: a few of the 30 cards
+    _, state = _run([first], horizon_s=86_400)
+    before = _from_bytes(state.blob)
+    out, state = _run([later], horizon_s=86_400, state=state)
+    after = _from_bytes(state.blob)
+    key = SPEC.entity_key
+    untouched = ~before[key].isin(later[key])
+    cols = list(before.columns)
+    rows = lambda f: f.sort_values(cols).reset_index(drop=True)  # noqa: E731
+    assert untouched.any()
+    pd.testing.assert_frame_equal(rows(before[untouched]), rows(after[~after[key].isin(later[key])]))
+    ref = featurise_history(events.drop(columns="_reason"), SPEC).set_index(ID).loc[later[ID]]
+    got = out.set_index(ID).loc[later[ID]]
+    for name in SPEC.aggregate_names:
+        assert np.allclose(got[name].to_numpy(), ref[name].to_numpy(), atol=1e-6), name
+
+
+def test_state_written_without_compression_still_reads() -> None:
+    events = _events(1500)
+    _, state = _run([events.iloc[:1000]], horizon_s=86_400)
+    plain = _State(_to_bytes(_from_bytes(state.blob)))  # uncompressed IPC, as state was written before
+    out, plain = _run([events.iloc[1000:]], horizon_s=86_400, state=plain)
+    ref = featurise_history(events.drop(columns="_reason"), SPEC).iloc[1000:]
+    assert np.allclose(out["card_id_count_24h"].to_numpy(), ref["card_id_count_24h"].to_numpy())
+    assert len(plain.blob) < len(_to_bytes(_from_bytes(plain.blob)))  # written back compressed
