@@ -14,6 +14,9 @@ The produce -> scored latency histogram takes a whole micro-batch at once (vecto
 >>> h.observe_many([0.2, 0.5, 0.7, 3.0])
 >>> [(s.labels["le"], s.value) for s in next(iter(h.collect())).samples if s.name.endswith("_bucket")]
 [('0.5', 2.0), ('1.0', 3.0), ('+Inf', 4.0)]
+>>> h.observe_many([0.7, 3.0], counts=[2, 1])  # value counts (executor-written batches)
+>>> [(s.labels["le"], s.value) for s in next(iter(h.collect())).samples if s.name.endswith("_bucket")]
+[('0.5', 2.0), ('1.0', 5.0), ('+Inf', 7.0)]
 """
 
 from __future__ import annotations
