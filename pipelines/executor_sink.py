@@ -89,7 +89,9 @@ def filesystem(uri: str, options: dict[str, str] | None) -> tuple[Any, str]:
         return fs.LocalFileSystem(), uri.removeprefix("file://")
     from deltalake.fs import DeltaStorageHandler
 
-    return fs.PyFileSystem(DeltaStorageHandler(uri, options)), ""
+    scheme, _, rest = uri.partition("://")  # rooted at the bucket: the handler takes no "." base
+    bucket, _, key = rest.partition("/")
+    return fs.PyFileSystem(DeltaStorageHandler(f"{scheme}://{bucket}", options)), key.strip("/")
 
 
 def file_stats(md: Any) -> str:
@@ -128,7 +130,7 @@ def write_files(table: Any, name: str, uri: str, options: dict[str, str] | None,
     written: list[Any] = []
     ds.write_dataset(
         table,
-        base or ".",
+        base,
         format="parquet",
         filesystem=fs,
         partitioning=ds.partitioning(pa.schema([(DATE, pa.string())]), flavor="hive"),
@@ -139,7 +141,7 @@ def write_files(table: Any, name: str, uri: str, options: dict[str, str] | None,
     schema = table.drop_columns([DATE]).schema.serialize().to_pybytes()
     out = []
     for w in written:
-        rel = w.path[len(base) :].lstrip("/") if base and w.path.startswith(base) else w.path.lstrip("./")
+        rel = w.path[len(base) :].lstrip("/") if w.path.startswith(base) else w.path
         day = rel.split("/")[0].split("=", 1)[1]
         size = w.size if w.size is not None else fs.get_file_info(w.path).size
         out.append(dict(kind="file", tbl=name, path=rel, size=size, event_date=day, rows=w.metadata.num_rows,

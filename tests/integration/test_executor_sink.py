@@ -148,7 +148,7 @@ def test_task_files_on_the_object_store(tmp_path: Path) -> None:
     from rtml.pipelines.tables import commit_files, read_table, table_uri
 
     store = start_object_store(
-        tmp_path / "store", bucket="t", access_key="k", secret_key=secrets.token_hex(20)
+        tmp_path / "store", bucket="rtml-exec", access_key="rtml-e2e", secret_key=secrets.token_hex(20)
     )
     try:
         opts = store.storage_options()
@@ -156,7 +156,7 @@ def test_task_files_on_the_object_store(tmp_path: Path) -> None:
             use_default_file=False,
             overrides={
                 "state_dir": tmp_path / "state",
-                "spark": {"table_root": "s3://t/x", "storage_options": opts},
+                "spark": {"table_root": "s3://rtml-exec/x", "storage_options": opts},
             },
         )
         spec = load_spec()
