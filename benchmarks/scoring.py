@@ -16,10 +16,12 @@
     benchmarks/peer.py) over the same backlog: steady events/s after the events of (c)'s warm-up
     micro-batches, CPU, peak RSS, its scores checked equal to (c)'s on the same event ids; with (d),
     its latency at the same rate the same way. Runs (c) too. Every run prints rtml's ratio to it.
+(w) who writes the Delta files in local mode: (c) four times the same way (after one unmeasured warm-up
+    run) with spark.sink_writes driver, executors, executors, driver; "cost" is the executors' cost
 
     python benchmarks/scoring.py [--events 400000] [--naive-events 3000] [--rate 2000] [--seconds 60]
                                  [--warmup 30] [--batch <spark.max_events_per_trigger>] [--warmup-batches 2]
-                                 [--phases a,b,c,d,x,s,p] [--explain-top-k 3]
+                                 [--phases a,b,c,d,x,s,p,w] [--explain-top-k 3]
 """
 
 from __future__ import annotations
@@ -248,6 +250,21 @@ def shadow_ab(settings: Settings, overrides: dict, args: argparse.Namespace) -> 
     return _ab(runs, "shadow", True)
 
 
+def sink_writes_ab(overrides: dict, args: argparse.Namespace) -> dict:
+    """(w) (c) with the driver and with the tasks writing the Delta files (local mode, fresh state)."""
+    rtml_throughput(_fresh(overrides, "writes-ab-warmup"), args.events, args.warmup_batches)  # JVM warm
+    runs = []
+    for i, mode in enumerate(("driver", "executors", "executors", "driver")):
+        spark = {**overrides.get("spark", {}), "sink_writes": mode}
+        s = _fresh({**overrides, "spark": spark}, f"writes-ab-{i}")
+        c = rtml_throughput(s, args.events, args.warmup_batches)
+        records = [json.loads(p.read_text()) for p in (s.sink_root / "_batches").glob("*.json")]
+        runs.append({"sink_writes": mode, **{key: c[key] for key in ("steady_events_per_s", "batches")}})
+        runs[-1]["mean_steady_foreach_batch_seconds"] = c["mean_steady_foreach_batch_seconds"]
+        runs[-1]["driver_rows_max"] = max(b["driver_rows_max"] for b in records)
+    return _ab(runs, "sink_writes", "executors")
+
+
 def _produce_at_rate(overrides: dict, n: int, rate: float, seed: int) -> None:
     """Producer process: events reach the broker from outside the job's process, as in production."""
     settings = load_settings(use_default_file=False, overrides=overrides)
@@ -355,6 +372,8 @@ def _run(settings: Settings, overrides: dict, args: argparse.Namespace, phases: 
         result["x_explanations"] = explain_ab(overrides, args)
     if "s" in phases:
         result["s_shadow"] = shadow_ab(settings, overrides, args)
+    if "w" in phases:
+        result["w_sink_writes"] = sink_writes_ab(overrides, args)
     if "d" in phases:
         result["d_latency"] = latency_at_rate(settings, overrides, args.rate, args.seconds, args.warmup)
         if "p" in phases:

@@ -14,6 +14,9 @@ The produce -> scored latency histogram takes a whole micro-batch at once (vecto
 >>> h.observe_many([0.2, 0.5, 0.7, 3.0])
 >>> [(s.labels["le"], s.value) for s in next(iter(h.collect())).samples if s.name.endswith("_bucket")]
 [('0.5', 2.0), ('1.0', 3.0), ('+Inf', 4.0)]
+>>> h.observe_many([0.7, 3.0], counts=[2, 1])  # value counts (executor-written batches)
+>>> [(s.labels["le"], s.value) for s in next(iter(h.collect())).samples if s.name.endswith("_bucket")]
+[('0.5', 2.0), ('1.0', 5.0), ('+Inf', 7.0)]
 """
 
 from __future__ import annotations
@@ -48,16 +51,19 @@ class BulkHistogram(Collector):
         self.sum = 0.0
         self._lock = threading.Lock()
 
-    def observe_many(self, values: Any) -> None:
+    def observe_many(self, values: Any, counts: Any = None) -> None:
+        """Observe ``values`` (each ``counts`` times, when given: value counts of a micro-batch)."""
         import numpy as np
 
         v = np.asarray(values, dtype=float)
         if v.size == 0:
             return
-        per_bucket = np.bincount(np.searchsorted(self.edges, v, side="left"), minlength=len(self.counts))
+        w = None if counts is None else np.asarray(counts, dtype=float)
+        idx = np.searchsorted(self.edges, v, side="left")
+        per_bucket = np.bincount(idx, weights=w, minlength=len(self.counts)).astype(np.int64)
         with self._lock:
             self.counts += per_bucket
-            self.sum += float(v.sum())
+            self.sum += float(v.sum() if w is None else (v * w).sum())
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:
@@ -166,8 +172,9 @@ class ScoringMetrics:
         self.model_version.labels(*labels).set(float(version))
         self._roles.add(role)
 
-    def record_batch(self, stats: dict[str, Any], latency_ms: Any = None) -> None:
-        """One micro-batch's record (``BatchSink`` stats) and its scored events' latencies (ms)."""
+    def record_batch(self, stats: dict[str, Any], latency_ms: Any = None, counts: Any = None) -> None:
+        """One micro-batch's record (``BatchSink`` stats) and its scored events' latencies (ms; as value
+        counts when ``counts`` is given)."""
         self.read.inc(stats["read"])
         self.scored.inc(stats["scored"])
         for reason, n in stats["by_reason"].items():
@@ -176,7 +183,7 @@ class ScoringMetrics:
         self.duplicates.inc(stats.get("duplicates", 0))
         self.batch_seconds.observe(stats["seconds"])
         if latency_ms is not None:
-            self.latency.observe_many(latency_ms / 1000.0)
+            self.latency.observe_many(latency_ms / 1000.0, counts)
         for entry in stats.get("offset_resets", ()):
             for reset in entry["resets"]:
                 labels = (reset["topic"], str(reset["partition"]))

@@ -4,7 +4,8 @@ Batch N is handed over after it is committed to the tables and is sent in a back
 while Spark works on batch N+1; a marker file records delivery. On start-up every committed batch
 among the newest commits without a marker is sent again (read back by its ``batch_id``), so a crash
 anywhere loses no Kafka output (a crash between the send and the marker can repeat one batch on the
-topics: at least once there, exactly once in the tables).
+topics: at least once there, exactly once in the tables). A batch the executors wrote
+(:mod:`rtml.pipelines.executor_sink`) is read back from its committed files in bounded slices.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class KafkaOutbox:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-outbox")
         self._pending: Future | None = None
         self._producer: BulkProducer | None = None
+        self.max_rows_held = 0  # largest slice of an executor-written batch held while sending
 
     def _marker(self, name: str) -> Path:
         return self.root / "_kafka_delivered" / name
@@ -59,6 +61,7 @@ class KafkaOutbox:
         """
         import pyarrow as pa
 
+        from rtml.pipelines.executor_sink import committed_files
         from rtml.pipelines.tables import DATE, read_table, recent_batch_ids
 
         ids = sorted(
@@ -70,6 +73,11 @@ class KafkaOutbox:
             name = f"batch_id={batch_id:09d}"
             if self._marker(name).exists():
                 continue
+            files = committed_files(self.settings, batch_id)
+            if files:  # written by the tasks: read back in bounded slices
+                self._deliver_files(name, files)
+                sent.append(name)
+                continue
             parts = []
             for kind in ("scores", "quarantine"):
                 frame = read_table(self.settings, kind, f"batch_id = {int(batch_id)}")
@@ -79,8 +87,30 @@ class KafkaOutbox:
             sent.append(name)
         return sent
 
+    def submit_files(self, name: str, files: dict[str, list[str]]) -> None:
+        """Hand over a batch the tasks wrote (committed files per table): sent from the files,
+        ``spark.outbox_slice_rows`` rows at a time, so the driver never holds the whole batch."""
+        self.wait()
+        if not self._marker(name).exists():
+            self._pending = self._pool.submit(self._deliver_files, name, files)
+
+    def _deliver_files(self, name: str, files: dict[str, list[str]]) -> None:
+        from rtml.pipelines.executor_sink import read_slices
+        from rtml.pipelines.tables import storage_options, table_uri
+
+        opts, rows = storage_options(self.settings), self.settings.spark.outbox_slice_rows
+        for kind in ("scores", "quarantine"):
+            for part in read_slices(table_uri(self.settings, kind), opts, files.get(kind, []), rows):
+                self.max_rows_held = max(self.max_rows_held, part.num_rows)
+                self._send(name, self._records(*((part, None) if kind == "scores" else (None, part))))
+        self._mark(name)
+
     def _deliver(self, name: str, scored: Any, quarantine: Any) -> None:
-        spec, topics, producer = self.spec, self.settings.kafka.topics, self.producer()
+        self._send(name, self._records(scored, quarantine))
+        self._mark(name)
+
+    def _records(self, scored: Any, quarantine: Any) -> list[tuple[str, bytes | None, bytes]]:
+        spec, topics = self.spec, self.settings.kafka.topics
         cols = [spec.event_id, spec.event_time, "score", "decision", "model_version", "scored_at_ms"]
         records: list[tuple[str, bytes | None, bytes]] = []
         if scored is not None and scored.num_rows:
@@ -95,10 +125,15 @@ class KafkaOutbox:
             qframe = quarantine.drop_columns([KAFKA_MS]).to_pandas()
             for value in qframe.to_json(orient="records", lines=True).splitlines():
                 records.append((topics.quarantine, None, value.encode()))
+        return records
+
+    def _send(self, name: str, records: list[tuple[str, bytes | None, bytes]]) -> None:
         try:  # records the broker did not accept (e.g. expired) are sent again, up to three times
-            deliver(producer, records)
+            deliver(self.producer(), records)
         except DeliveryError as e:  # no marker: the batch is sent again on restart (outbox recovery)
             raise DeliveryError(f"{name}: {e}") from e
+
+    def _mark(self, name: str) -> None:
         marker = self._marker(name)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

@@ -4,8 +4,11 @@ Per micro-batch (``foreachBatch``) the sink resolves ``@champion`` once and hand
 the batch's tasks as a job property; a moved alias swaps the model without a restart and every
 score row carries the version that produced it. Only audited moves are followed
 (:mod:`rtml.pipelines.champion_guard`). Each micro-batch is one Spark job (read, validate,
-then features and scores in one Python stage: :mod:`rtml.pipelines.scorer`) whose Arrow result is
-written by the driver: Delta tables via delta-rs and Kafka via one long-lived producer. Scores go to
+then features and scores in one Python stage: :mod:`rtml.pipelines.scorer`). In local mode its
+Arrow result is written by the driver: Delta tables via delta-rs and Kafka via one long-lived
+producer; on a cluster (``spark.sink_writes``) the tasks write the Delta data files and the driver
+only commits them (:mod:`rtml.pipelines.executor_sink`). Each batch record says which path ran
+(``sink``) and the most rows the driver held at once (``driver_rows_max``). Scores go to
 the ``scores`` Delta table (:mod:`rtml.pipelines.tables`) and the scores topic; invalid events to
 the ``quarantine`` table and the quarantine topic with their reason, Kafka coordinates
 and payload (raw, pseudonymised, encrypted or dropped: :mod:`rtml.pipelines.quarantine`).
@@ -19,6 +22,7 @@ batches by :mod:`rtml.pipelines.outbox`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -26,13 +30,25 @@ from rtml.expectations.stream import StreamGate
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.champion_guard import ChampionGuard
-from rtml.pipelines.entity_state import DUPLICATE
+from rtml.pipelines.executor_sink import (
+    META_DDL,
+    TABLES,
+    by_reason,
+    committed_files,
+    explained,
+    gather,
+    read_slices,
+    sink_mode,
+    split_batch,
+    task_writer,
+)
 from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.quarantine import QuarantinePayloads
-from rtml.pipelines.scorer import KAFKA_MS, SHADOW_COLUMNS, SHADOW_PROPERTY, VERSION_PROPERTY
-from rtml.pipelines.shadow import shadow_rows
-from rtml.pipelines.tables import commit_batch
+from rtml.pipelines.scorer import KAFKA_MS, SHADOW_PROPERTY, VERSION_PROPERTY
+from rtml.pipelines.tables import commit_batch, commit_files
+
+log = logging.getLogger(__name__)
 
 
 def query_app_id(settings: Settings, kind: str) -> str:
@@ -68,65 +84,40 @@ class BatchSink:
         return self.version
 
     def __call__(self, df: Any, batch_id: int) -> None:
-        import numpy as np
-        import pyarrow.compute as pc
-
         t0 = time.monotonic()
         version = self.resolve_champion()
         sc = df.sparkSession.sparkContext
         sc.setLocalProperty(VERSION_PROPERTY, version)  # read by the tasks
         shadow = self.guard.shadow_version()
         sc.setLocalProperty(SHADOW_PROPERTY, shadow or "")
-        table = df.toArrow()
-        t_spark = time.monotonic() - t0
         name = f"batch_id={batch_id:09d}"
-        invalid = pc.is_valid(table.column("_reason"))
-        scored = table.filter(pc.invert(invalid)).drop_columns(["_reason", "value", "topic"])
-        shadowed = shadow_rows(scored, self.spec)
-        scored = scored.drop_columns(list(SHADOW_COLUMNS))
-        quarantine = self.quarantine.table(table.filter(invalid))  # duplicates too, by their reason
-        duplicates = int(pc.sum(pc.equal(table.column("_reason"), DUPLICATE)).as_py() or 0)
-        commit_batch(self.settings, "scores", scored, query_app_id(self.settings, "scores"), batch_id)
-        if shadowed.num_rows:  # beside the champion's scores, never acted on
-            commit_batch(self.settings, "shadow", shadowed, query_app_id(self.settings, "shadow"), batch_id)
-        if quarantine.num_rows:
-            app_id = query_app_id(self.settings, "quarantine")
-            commit_batch(self.settings, "quarantine", quarantine, app_id, batch_id)
-        t_parquet = time.monotonic() - t0 - t_spark
-        self.outbox.submit(name, scored, quarantine)  # sent while Spark works on the next batch
-        self.gate.submit(batch_id, scored, version)  # every K-th batch, checked off the scoring path
-        by_reason = (
-            {
-                str(r["values"]): int(r["counts"])
-                for r in pc.value_counts(quarantine.column("reason")).to_pylist()
-                if r["values"] != DUPLICATE
-            }
-            if quarantine.num_rows
-            else {}
-        )
-        lat = scored.column("latency_ms").to_numpy() if scored.num_rows else None
+        mode = sink_mode(self.settings.spark.sink_writes, sc.master)
+        write = self._write_on_executors if mode == "executors" else self._write_on_driver
+        out, lat = write(df, batch_id, name, version)
         stats = {
             "batch_id": batch_id,
-            "read": table.num_rows,
-            "scored": scored.num_rows,
-            "quarantined": quarantine.num_rows - duplicates,  # invalid events only
-            "duplicates": duplicates,
-            "by_reason": by_reason,
+            **{k: out[k] for k in ("read", "scored", "quarantined", "duplicates", "by_reason")},
             "model_version": version,
             "shadow_version": shadow,
-            "shadowed": shadowed.num_rows,
-            "explained": _explained(scored),
+            "shadowed": out["shadowed"],
+            "explained": out["explained"],
             **self.guard.batch_fields(),
-            "latency_ms_p50": float(np.percentile(lat, 50)) if lat is not None else None,
-            "latency_ms_p99": float(np.percentile(lat, 99)) if lat is not None else None,
+            "latency_ms_p50": out["p50"],
+            "latency_ms_p99": out["p99"],
+            "sink": mode,  # who wrote the data files
+            "driver_rows_max": out["driver_rows"],  # most rows the driver held at once (outbox aside)
             "seconds": round(time.monotonic() - t0, 3),
             "ended_at_ms": int(time.time() * 1000),
             "phases": {
-                "spark": round(t_spark, 3),
-                "parquet": round(t_parquet, 3),
-                "kafka": round(time.monotonic() - t0 - t_spark - t_parquet, 3),
+                "spark": round(out["t_spark"], 3),
+                "parquet": round(out["t_commit"], 3),
+                "kafka": round(time.monotonic() - t0 - out["t_spark"] - out["t_commit"], 3),
             },
         }
+        log.info(
+            "batch %d: sink=%s read=%d driver_rows_max=%d outbox_slice_max=%d",
+            batch_id, mode, stats["read"], stats["driver_rows_max"], self.outbox.max_rows_held,
+        )  # fmt: skip
         stats_file = self.root / "_batches" / f"{name}.json"
         resets = for_batch(self.root / RECORDS_DIR, stats_file)  # the source's resets go on record
         stats["offset_resets"] = resets
@@ -138,17 +129,85 @@ class BatchSink:
         mark_taken(self.root / RECORDS_DIR, resets)  # after the record holds them: a crash keeps them pending
         self.batches.append(stats)
         if self.metrics is not None:
-            self.metrics.record_batch(stats, lat)
+            self.metrics.record_batch(stats, *lat)
+
+    def _write_on_driver(self, df: Any, batch_id: int, name: str, version: str) -> tuple[dict, tuple]:
+        """The whole batch as Arrow on the driver, Delta files written and committed here (local mode)."""
+        import numpy as np
+
+        t0 = time.monotonic()
+        table = df.toArrow()
+        t_spark = time.monotonic() - t0
+        scored, shadowed, quarantine, duplicates = split_batch(table, self.spec, self.quarantine)
+        commit_batch(self.settings, "scores", scored, query_app_id(self.settings, "scores"), batch_id)
+        if shadowed.num_rows:  # beside the champion's scores, never acted on
+            commit_batch(self.settings, "shadow", shadowed, query_app_id(self.settings, "shadow"), batch_id)
+        if quarantine.num_rows:
+            app_id = query_app_id(self.settings, "quarantine")
+            commit_batch(self.settings, "quarantine", quarantine, app_id, batch_id)
+        t_commit = time.monotonic() - t0 - t_spark
+        self.outbox.submit(name, scored, quarantine)  # sent while Spark works on the next batch
+        self.gate.submit(batch_id, scored, version)  # every K-th batch, checked off the scoring path
+        lat = scored.column("latency_ms").to_numpy() if scored.num_rows else None
+        out = {
+            "read": table.num_rows,
+            "scored": scored.num_rows,
+            "quarantined": quarantine.num_rows - duplicates,  # invalid events only
+            "duplicates": duplicates,
+            "by_reason": by_reason(quarantine),
+            "shadowed": shadowed.num_rows,
+            "explained": explained(scored),
+            "p50": float(np.percentile(lat, 50)) if lat is not None else None,
+            "p99": float(np.percentile(lat, 99)) if lat is not None else None,
+            "driver_rows": table.num_rows,
+            "t_spark": t_spark,
+            "t_commit": t_commit,
+        }
+        return out, (lat, None)
+
+    def _write_on_executors(self, df: Any, batch_id: int, name: str, version: str) -> tuple[dict, tuple]:
+        """Tasks write the files and return metadata rows; the driver commits once per table."""
+        from rtml.pipelines.tables import storage_options, table_uri
+
+        t0 = time.monotonic()
+        uris = {t: table_uri(self.settings, t) for t in TABLES}
+        write = task_writer(uris, storage_options(self.settings), self.spec, self.settings.scoring, batch_id)
+        files = gather(df.mapInArrow(write, META_DDL).toArrow())
+        t_spark = time.monotonic() - t0
+        done = [
+            commit_files(self.settings, k, v, files.schemas[k], query_app_id(self.settings, k), batch_id)
+            for k, v in files.files.items()
+        ]
+        paths = {k: [f["path"] for f in v] for k, v in files.files.items()}
+        if not all(done):  # a replayed batch id: its Kafka output is what was committed before
+            paths = committed_files(self.settings, batch_id)
+        t_commit = time.monotonic() - t0 - t_spark
+        self.outbox.submit_files(name, paths)  # from the committed files, in bounded slices
+        if self.gate.due(batch_id) and paths.get("scores"):  # the gate checks one slice of the batch
+            opts, rows = storage_options(self.settings), self.settings.spark.outbox_slice_rows
+            sample = next(read_slices(uris["scores"], opts, paths["scores"][:1], rows), None)
+            if sample is not None:
+                self.gate.submit(batch_id, sample, version)
+        c = files.counts
+        out = {
+            "read": c.get("read", 0),
+            "scored": c.get("scored", 0),
+            "quarantined": files.rows("quarantine") - c.get("duplicates", 0),
+            "duplicates": c.get("duplicates", 0),
+            "by_reason": files.by_reason,
+            "shadowed": c.get("shadowed", 0),
+            "explained": c.get("explained", 0),
+            "p50": files.percentile(50),
+            "p99": files.percentile(99),
+            "driver_rows": files.meta_rows,
+            "t_spark": t_spark,
+            "t_commit": t_commit,
+        }
+        return out, (files.latency_values, files.latency_counts)
 
     def summary(self) -> dict[str, Any]:
-        return {**summarise_batches(self.batches), "quality": self.gate.summary()}
-
-
-def _explained(scored: Any) -> int:
-    """Score rows of a batch that carry an explanation (0 with explanations off)."""
-    if "explain_1_feature" not in scored.column_names:
-        return 0
-    return scored.num_rows - scored.column("explain_1_feature").null_count
+        out = {**summarise_batches(self.batches), "quality": self.gate.summary()}
+        return {**out, "outbox_slice_max": self.outbox.max_rows_held}
 
 
 def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,6 +231,8 @@ def summarise_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
         "offset_resets": sum(len(e["resets"]) for e in resets),
         "new_partitions": sum(len(e["new_partitions"]) for e in resets),
         "offsets_skipped": sum(e["offsets_skipped"] for e in resets),
+        "sinks": sorted({b.get("sink", "driver") for b in batches}),
+        "driver_rows_max": max((b.get("driver_rows_max", b["read"]) for b in batches), default=0),
     }
 
 

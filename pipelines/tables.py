@@ -113,6 +113,56 @@ def append(
     )
 
 
+def commit_files(
+    settings: Any, name: str, files: list[dict], schema: Any, app_id: str, batch_id: int
+) -> bool:
+    """Commit data files the batch's tasks wrote (:mod:`rtml.pipelines.executor_sink`) in one commit
+    with the application transaction ``(app_id, batch_id)``, like :func:`commit_batch`; False (nothing
+    committed, the files stay orphans for ``vacuum``) if ``batch_id`` is already in.
+
+    ``schema`` is the files' Arrow schema (``batch_id`` included, ``event_date`` not); columns the
+    table lacks are added to its schema first, in a metadata-only commit (explanation columns come and
+    go with ``scoring.explain_top_k``, as ``schema_mode="merge"`` does for the driver path).
+    """
+    import time
+
+    import pyarrow as pa
+    from deltalake import CommitProperties, Field, Schema, Transaction
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    done = committed_version(settings, name, app_id)
+    if done is not None and batch_id <= done:
+        return False
+    now = int(time.time() * 1000)
+    actions = [AddAction(f["path"], f["size"], {DATE: f["event_date"]}, now, True, f["stats"]) for f in files]
+    props = CommitProperties(
+        app_transactions=[Transaction(app_id=app_id, version=batch_id)],
+        custom_metadata={"rtml.batch_id": str(batch_id), "rtml.app_id": app_id},
+    )
+    fields = [pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type) for f in schema]
+    dt = open_table(settings, name)
+    if dt is None:
+        arrow = pa.schema([*fields, pa.field(DATE, pa.string())])
+        create_table_with_add_actions(
+            table_uri(settings, name), Schema.from_arrow(arrow), actions, mode="append",
+            partition_by=[DATE], configuration=CREATE_CONFIG, storage_options=storage_options(settings),
+            commit_properties=props,
+        )  # fmt: skip
+        return True
+    current = pa.schema(dt.schema().to_arrow())
+    extra = [f for f in fields if f.name not in current.names]
+    if extra:  # a metadata-only commit first: an append transaction does not evolve the schema
+        dt.alter.add_columns([Field.from_arrow(f) for f in extra])
+    dt.create_write_transaction(
+        actions,
+        "append",
+        Schema.from_arrow(pa.schema(dt.schema().to_arrow())),
+        [DATE],
+        commit_properties=props,
+    )
+    return True
+
+
 def changes_since(settings: Any, name: str, version: int | None) -> tuple[pd.DataFrame, int | None]:
     """Rows appended to ``name`` after table version ``version`` (None: all), and the version read."""
     import pyarrow as pa

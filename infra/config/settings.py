@@ -189,6 +189,17 @@ class SparkSettings(_Section):
     entity_buckets: int = Field(
         default=8, ge=1, le=4096, description="State groups for per-entity aggregates."
     )
+    sink_writes: Literal["driver", "executors", "auto"] = Field(
+        default="auto",
+        description="Who writes the scoring job's Delta data files: the driver (collects each micro-batch) "
+        "or the batch's tasks (the driver only commits them and reads the Kafka output back in slices). "
+        "auto = executors when the master is not local[...].",
+    )
+    outbox_slice_rows: int = Field(
+        default=5_000,
+        ge=1,
+        description="Rows the driver holds at a time when sending executor-written batches.",
+    )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark configuration entries.")
 
 
