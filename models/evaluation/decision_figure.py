@@ -70,8 +70,8 @@ def decision_figure(y: np.ndarray, champion: Scored, challenger: Scored) -> Any:
     ax.legend(
         [handles[i] for i in order],
         [labels[i] for i in order],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.13),
+        loc="upper left",
+        bbox_to_anchor=(0.0, -0.13),  # from the axes' left edge into the free space under the matrices
         ncol=2,
         fontsize=8,
         frameon=False,
