@@ -42,11 +42,9 @@ def retained(rows: pd.DataFrame, key: str, keep_ms: int) -> pd.DataFrame:
     >>> retained(rows, "k", 100)["_event_ms"].tolist()
     [0, 50, 900]
     """
-    if not len(rows):
-        return rows.reset_index(drop=True)
-    t = rows[EVENT_MS].to_numpy(dtype=np.int64)
-    newest = rows.groupby(key, sort=False, dropna=False)[EVENT_MS].transform("max").to_numpy(dtype=np.int64)
-    return rows[t > newest - keep_ms].reset_index(drop=True)
+    codes, uniques = pd.factorize(rows[key], use_na_sentinel=False)
+    keep = _kept_rows(codes, rows[EVENT_MS].to_numpy(dtype=np.int64), len(uniques), keep_ms)
+    return rows[keep].reset_index(drop=True)
 
 
 def longest_window_ms(spec: StreamSpec) -> int:
