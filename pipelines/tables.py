@@ -130,7 +130,8 @@ def commit_files(
     from deltalake import CommitProperties, Field, Schema, Transaction
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
-    done = committed_version(settings, name, app_id)
+    dt = open_table(settings, name)  # one read of the log: the idempotence check and the commit
+    done = None if dt is None else dt.transaction_version(app_id)
     if done is not None and batch_id <= done:
         return False
     now = int(time.time() * 1000)
@@ -140,7 +141,6 @@ def commit_files(
         custom_metadata={"rtml.batch_id": str(batch_id), "rtml.app_id": app_id},
     )
     fields = [pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type) for f in schema]
-    dt = open_table(settings, name)
     if dt is None:
         arrow = pa.schema([*fields, pa.field(DATE, pa.string())])
         create_table_with_add_actions(
