@@ -249,8 +249,8 @@ def record_live(settings: Settings, evidence: Any) -> None:
     version = evidence.version
     if version is None or version == evidence.champion_version:
         return
-    at = str(int(time.time() * 1000))
-    tag_version(settings, version, {LIVE_TAG: json.dumps({**evidence.to_dict(), "at_ms": int(at)})})
+    at_ms = int(time.time() * 1000)
+    tag_version(settings, version, {LIVE_TAG: json.dumps({**evidence.to_dict(), "at_ms": at_ms})})
     if not evidence.promote:
         return
     live = evidence.live
@@ -261,7 +261,7 @@ def record_live(settings: Settings, evidence: Any) -> None:
             "rtml.decision": "promote",
             "rtml.decision_reason": evidence.reason[:1000],
             "rtml.decision_evidence": evidence.mode,
-            "rtml.decision_at_ms": at,
+            "rtml.decision_at_ms": str(at_ms),
             "rtml.decision_live_table": json.dumps(live.table()),
         },
     )
