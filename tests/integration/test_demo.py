@@ -1,8 +1,8 @@
-"""`rtml demo` at reduced size on its own stack: the loop closes, and the UIs' backends show it."""
+"""`rtml demo` on its own stack, as a person runs it: the loop closes, the terminal shows only rtml's
+lines, and the UIs' backends agree with its tables."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -23,39 +23,76 @@ LIBRARY_NOISE = re.compile(
 )
 
 
-def test_demo_closes_the_loop(tmp_path: Path) -> None:
-    env = stack_env(tmp_path / "state")
+def _tables(stdout: str) -> dict[str, list[list[str]]]:
+    """The rich tables of a terminal run: title (joined if wrapped) -> body rows as cell strings."""
+    tables: dict[str, list[list[str]]] = {}
+    title: list[str] = []
+    rows: list[list[str]] | None = None
+    for line in stdout.splitlines():
+        text = line.strip()
+        if text.startswith("┏"):
+            rows = tables.setdefault(" ".join(title), [])
+            title = []
+        elif text.startswith("│") and rows is not None:
+            rows.append([cell.strip() for cell in text.strip("│").split("│")])
+        elif text.startswith("└"):
+            rows = None
+        elif text and text[0] not in "┃┡┗━─╇╈┼┳┻" and rows is None:
+            title.append(text)
+        if not text:
+            title = []
+    return tables
+
+
+def test_demo_on_a_terminal_closes_the_loop_and_prints_only_its_own_lines(tmp_path: Path) -> None:
+    """One demo run, as a person runs it: stdout holds rtml's tables and closing lines, stderr its
+    progress, the libraries' chatter is in the log file; the tables say the loop closed, and the
+    still-running MLflow and Prefect servers agree with them."""
+    env = stack_env(tmp_path / "state", COLUMNS="160")
     proc = subprocess.run(
         # the default round size: a smaller holdout holds about a dozen frauds, too few for a decision
         # at 95% confidence (the retrains then reject "within noise", rightly)
-        [RTML, "demo", "--events", "24000", "--rate", "6000", "--keep-running", "--json"],
+        [RTML, "demo", "--events", "24000", "--rate", "6000", "--keep-running"],
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
-    lines = proc.stdout.splitlines()
-    out = json.loads(lines[0]) if len(lines) == 1 else None
     try:
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert out is not None, f"--json must print exactly one line, got {len(lines)}: {proc.stdout[:2000]}"
-        assert not LIBRARY_NOISE.search(proc.stderr), proc.stderr[-3000:]
-        summary = out["summary"]
-        assert out["ok"] and summary["valid_events_lost"] == 0
-        assert summary["events_scored"] == summary["valid_events"] > 46_000
-        assert summary["events_quarantined"] == summary["events_produced"] - summary["valid_events"] > 0
-        assert summary["retrains"] == 2 and summary["promotions"] >= 1
-        for p in out["promotions"]:  # the challenger beat the champion on each metric, same holdout
-            deltas = [p["deltas"][m] for m in ("precision", "recall", "f1")]
-            assert min(deltas) > 0, p  # better on each metric
-        after_drift = [a for a in out["drift_alerts"] if a["check"] == 1]
-        assert after_drift and summary["drift_alerts"] >= 1
-        assert summary["alerts_delivered_to_oncall"] >= 1
-        assert summary["quality_checks_passed"] == 2 and summary["scoring_job_restarts"] == 0
-        assert out["stopped"] == []  # --keep-running
+        own = re.compile(
+            r"^\s*$|[│┃┏┓┗┛┡┩└┘━─╇╈┼┳┻]"  # rich tables
+            r"|^\s*(demo summary|quarantined by reason|promotion v|drift alerts|deployments"  # their titles
+            r"|\(deltas\)|feature and kind\))"  # a wrapped title's second line
+            r"|^(MLflow UI|Prefect UI):|^Stop the stack with"
+        )
+        foreign = [ln for ln in proc.stdout.splitlines() if not own.search(ln)]
+        assert foreign == [], f"stdout lines rtml did not write: {foreign[:10]}"
+        assert not LIBRARY_NOISE.search(proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
+        log = (tmp_path / "state" / "logs" / "cli.log").read_text()
+        assert "mlflow" in log or "prefect" in log  # the libraries' logs were kept, in the file
 
-        prefect = out["urls"]["prefect"] + "/api"
-        found = requests.post(f"{prefect}/deployments/filter", json={}, timeout=10).json()
+        tables = _tables(proc.stdout)
+        summary = {k: v for k, v in tables["demo summary"]}
+        count = lambda key: int(summary[key])  # noqa: E731
+        assert count("valid_events_lost") == 0
+        assert count("events_scored") == count("valid_events") > 46_000
+        assert count("events_quarantined") == count("events_produced") - count("valid_events") > 0
+        assert count("retrains") == 2 and count("promotions") >= 1
+        promotions = {t: dict(rows) for t, rows in tables.items() if t.startswith("promotion v")}
+        assert len(promotions) == count("promotions"), list(tables)
+        for title, deltas in promotions.items():  # the challenger beat the champion on each metric
+            assert min(float(deltas[m]) for m in ("precision", "recall", "f1")) > 0, (title, deltas)
+        alerts = tables["drift alerts (one per model version, feature and kind)"]
+        assert count("drift_alerts") == len(alerts) >= 1
+        assert any(row[0] == "1" for row in alerts)  # the check after the drift
+        assert count("alerts_delivered_to_oncall") >= 1
+        assert count("quality_checks_passed") == 2 and count("scoring_job_restarts") == 0
+        assert len(tables["deployments"]) == 7
+        assert "stopped what the demo started" not in proc.stdout  # --keep-running
+        urls = dict(re.findall(r"^(MLflow|Prefect) UI:\s+(\S+)", proc.stdout, re.M))
+
+        found = requests.post(f"{urls['Prefect']}/api/deployments/filter", json={}, timeout=10).json()
         schedules = {d["name"]: d for d in found}
         assert len(found) == 7 and set(schedules) == {"rtml-fraud"}
         crons = sorted(sc["schedule"]["cron"] for d in found for sc in d["schedules"])
@@ -65,11 +102,12 @@ def test_demo_closes_the_loop(tmp_path: Path) -> None:
         from mlflow import MlflowClient
 
         # the demo's own registry: an earlier test in this process may have set MLflow's global one
-        c = MlflowClient(tracking_uri=out["urls"]["mlflow"], registry_uri=out["urls"]["mlflow"])
+        c = MlflowClient(tracking_uri=urls["MLflow"], registry_uri=urls["MLflow"])
         versions = c.search_model_versions("name='rtml-fraud'")
-        assert len(versions) == summary["versions_trained"] == 3
-        assert c.get_model_version_by_alias("rtml-fraud", "champion").version == summary["champion"]
-        assert summary["champion"] in {p["challenger"] for p in out["promotions"]}
+        assert len(versions) == count("versions_trained") == 3
+        champion = c.get_model_version_by_alias("rtml-fraud", "champion").version
+        assert champion == summary["champion"]
+        assert any(t.endswith(f"-> v{champion} (deltas)") for t in promotions)
     finally:
         rtml("down", "--json", env=env)
 
@@ -99,28 +137,3 @@ def test_a_failing_demo_stops_what_it_started(tmp_path: Path, monkeypatch: pytes
     for name in ("kafka", "mlflow", "prefect"):  # ... or listening
         port = int(env[f"RTML_PORTS__{name.upper()}"])
         assert stack._port_free(settings.host, port), name
-
-
-def test_demo_on_a_terminal_prints_only_its_own_lines(tmp_path: Path) -> None:
-    """Without --json: stdout holds rtml's tables and closing lines; stderr its progress; the libraries'
-    chatter is in the log file, not on the terminal."""
-    env = stack_env(tmp_path / "state", COLUMNS="160")
-    proc = subprocess.run(
-        [RTML, "demo", "--events", "2000", "--rate", "4000"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    own = re.compile(
-        r"^\s*$|[│┃┏┓┗┛┡┩└┘━─╇╈┼┳┻]"  # rich tables
-        r"|^\s*(demo summary|quarantined by reason|promotion v|drift alerts|deployments)"  # their titles
-        r"|^(MLflow UI|Prefect UI):|^stopped what the demo started|^Stop the stack with"
-    )
-    foreign = [ln for ln in proc.stdout.splitlines() if not own.search(ln)]
-    assert foreign == [], f"stdout lines rtml did not write: {foreign[:10]}"
-    assert "demo summary" in proc.stdout and "MLflow UI:" in proc.stdout
-    assert not LIBRARY_NOISE.search(proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
-    log = (tmp_path / "state" / "logs" / "cli.log").read_text()
-    assert "mlflow" in log or "prefect" in log  # the libraries' logs were kept, in the file
