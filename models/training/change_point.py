@@ -43,7 +43,7 @@ class Change:
     detected_at: int
 
 
-def detect_change(errors: np.ndarray, delta: float = 0.002) -> Change | None:
+def detect_change(errors: np.ndarray, delta: float = 0.01) -> Change | None:
     """ADWIN over the error stream; on a detection, the change point located by the mean-shift split
     (max of k(n-k)/n * (mean before - mean after)^2). None when ADWIN detects nothing."""
     from river import drift

@@ -90,3 +90,13 @@ def test_too_few_rows_after_the_change_or_the_setting_off_keep_the_whole_window(
     assert since_change(off, SPEC, CHAMPION, window) == (window, {"change": "off"})
     stationary = _window(5000, 0)
     assert since_change(Settings(), SPEC, CHAMPION, stationary)[0] is stationary
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_drift_of_the_benchmark_size_is_found_in_a_short_window(seed: int) -> None:
+    """SEA 0 -> 3 in benchmarks/drift_recovery.py: the stale champion's error 6.5% -> 14.5%, 1,000
+    rows before the drift and 1,250 after it in the window (River's default delta 0.002 missed it)."""
+    rng = np.random.default_rng(seed)
+    errors = np.r_[rng.random(1000) < 0.065, rng.random(1250) < 0.145].astype(float)
+    found = detect_change(errors)
+    assert found is not None and abs(found.index - 1000) <= 200
