@@ -1,4 +1,4 @@
-"""Change-point-aware window of fresh candidates: ADWIN on a synthetic champion error stream."""
+"""Change-point-aware window of fresh candidates: ADWIN on synthetic champion error streams."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_a_stationary_error_stream_shows_no_change(seed: int) -> None:
 
 
 class _Scores:
-    """A stub champion whose score is the frame's column ``s``: it errs where ``s`` disagrees."""
+    """A stub champion scoring every row 0.2 (column ``s``): its residuals are label - 0.2."""
 
     threshold = 0.5
 
@@ -43,15 +43,16 @@ class _Scores:
 
 
 def _window(n_old: int, n_new: int, n_hold: int = 1000, seed: int = 0) -> Window:
+    """Positive rate 0.1 on the first ``n_old`` rows, 0.4 after them (a concept change the stub
+    champion does not follow); the newest ``n_hold`` rows are the holdout, 20% before it validation."""
     rng = np.random.default_rng(seed)
     n = n_old + n_new + n_hold
-    y = (rng.random(n) < 0.3).astype(int)
-    wrong = np.r_[rng.random(n_old) < 0.03, rng.random(n_new + n_hold) < 0.3]
+    y = np.r_[rng.random(n_old) < 0.1, rng.random(n_new + n_hold) < 0.4].astype(int)
     frame = pd.DataFrame(
         {
             EVENT_MS: 1_000 * np.arange(n, dtype=np.int64),
             SPEC.label.field: np.where(y == 1, SPEC.label.positive, 0),
-            "s": np.where(wrong, 1 - y, y).astype(float),
+            "s": np.full(n, 0.2),
         }
     )
     rows, hold = frame.iloc[: n_old + n_new], frame.iloc[n_old + n_new :].reset_index(drop=True)
@@ -94,9 +95,9 @@ def test_too_few_rows_after_the_change_or_the_setting_off_keep_the_whole_window(
 
 @pytest.mark.parametrize("seed", range(5))
 def test_a_drift_of_the_benchmark_size_is_found_in_a_short_window(seed: int) -> None:
-    """SEA 0 -> 3 in benchmarks/drift_recovery.py: the stale champion's error 6.5% -> 14.5%, 1,000
-    rows before the drift and 1,250 after it in the window (River's default delta 0.002 missed it)."""
+    """SEA 0 -> 3 in benchmarks/drift_recovery.py: the stale champion's residual (label - score) moves
+    from mean -0.19 (sd 0.36) to -0.32 (sd 0.40), 1,000 rows before the drift and 1,250 after it."""
     rng = np.random.default_rng(seed)
-    errors = np.r_[rng.random(1000) < 0.065, rng.random(1250) < 0.145].astype(float)
-    found = detect_change(errors)
-    assert found is not None and abs(found.index - 1000) <= 200
+    residuals = np.clip(np.r_[rng.normal(-0.19, 0.36, 1000), rng.normal(-0.32, 0.40, 1250)], -1, 1)
+    found = detect_change(residuals)
+    assert found is not None and abs(found.index - 1000) <= 150
