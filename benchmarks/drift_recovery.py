@@ -5,7 +5,10 @@ switching at ``--drift-at``): bootstrap a champion on ``--boot`` events of the f
 replay the stream through the platform as a user would -- events onto Kafka with their labels
 ``--label-delay`` events later (the benchmark is the label feed: the labels topic's JSON records),
 Spark scoring with the champion of the moment, and every ``--retrain-every`` events the retrain
-flow (labels refresh, quality gate, candidates ``continue`` and ``fresh``, decision, promotion).
+flow (labels refresh, quality gate, candidates ``continue`` and ``fresh`` -- fresh ones trained
+from the change point of the champion's error stream when one is detected -- decision, promotion).
+Each stream bootstraps the learner family a user would choose for it (``--learner``; defaults:
+a linear model for SEA, a Hoeffding tree for the rule-shaped Agrawal), printed in the settings.
 Prequential F1 of what was served (the score table's decisions) over: the events before the drift,
 the first ``--retrain-every`` events after it, the rest, and overall; next to River's
 HoeffdingAdaptiveTree fed the same events and the same delayed labels (pre-trained on the same
@@ -37,6 +40,24 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RATE = 10.0  # events per second of event time
+# the bootstrap learner (model.family) a user would pick per stream: SEA's concept is a linear
+# threshold (a linear model represents it), Agrawal's is a set of rules (a tree represents it)
+DEFAULT_LEARNERS = {"sea": "sgd_logistic", "agrawal": "hoeffding_tree"}
+
+
+def learners_of(option: str, streams: list[str]) -> dict[str, str]:
+    """``stream=family`` pairs (comma-separated) over the per-stream defaults.
+
+    >>> learners_of("agrawal=sgd_logistic", ["sea", "agrawal"])
+    {'sea': 'sgd_logistic', 'agrawal': 'sgd_logistic'}
+    """
+    chosen = {name: DEFAULT_LEARNERS.get(name, "sgd_logistic") for name in streams}
+    for pair in filter(None, option.split(",")):
+        name, sep, family = pair.partition("=")
+        if not sep or name not in chosen:
+            raise SystemExit(f"--learner: expected stream=family ({', '.join(streams)}), got {pair!r}")
+        chosen[name] = family
+    return chosen
 
 
 def _free_port() -> int:
@@ -176,6 +197,7 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
         "mlflow": {"model_name": f"drift-{name}", "experiment": f"drift-{name}"},
         "metrics": {"port": _free_port()},
         "scoring": {"dedup_horizon_seconds": 0},
+        "model": {"family": args.learners[name]},
         "promotion": {"min_holdout": 200, "min_positives": 20},
         "retrain": {
             "min_new_rows": args.retrain_every // 2,
@@ -209,8 +231,11 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
                     "outcome": out["outcome"],
                     "reason": out.get("reason", "")[:120],
                     "champion": out.get("champion_after"),
+                    "change_point": out.get("change_point", {}).get("change_rows_before")
+                    if out.get("change_point", {}).get("change") == "detected"
+                    else None,
                     "candidates": [
-                        {k: c.get(k) for k in ("candidate", "outcome", "f1")}
+                        {k: c.get(k) for k in ("candidate", "outcome", "f1", "train_rows")}
                         for c in out.get("candidates", [])
                     ],
                 }
@@ -227,6 +252,7 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
     rtml_f1, river_f1 = seg(served_pred), seg(hat)
     return {
         "stream": name,
+        "learner": args.learners[name],
         "events": args.n,
         "positives": int(y.sum()),
         "unscored": missing,
@@ -248,9 +274,15 @@ def main() -> None:
     ap.add_argument("--label-delay", type=int, default=1_000, help="events between an event and its label")
     ap.add_argument("--window", type=int, default=4_000, help="retrain.window_limit, in events")
     ap.add_argument("--candidates", default="continue,fresh")
+    ap.add_argument(
+        "--learner",
+        default="",
+        help=f"bootstrap learner per stream, stream=family[,...] (defaults: {DEFAULT_LEARNERS})",
+    )
     ap.add_argument("--label-check", action="store_true", help="keep the label-consistency gate on")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
+    args.learners = learners_of(args.learner, args.streams.split(","))
 
     from rtml.infra.app import stack as stack_mod
     from rtml.infra.config.settings import load_settings
@@ -275,7 +307,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "drift_recovery",
-                "settings": {k: v for k, v in vars(args).items()},
+                "settings": {k: v for k, v in vars(args).items() if k != "learner"},
                 "seconds": round(time.monotonic() - t0, 1),
                 "streams": results,
             }

@@ -117,6 +117,25 @@ def quality_gate(
     raise QualityGateFailed(failure_message(result, where))
 
 
+@task(cache_policy=NO_CACHE)
+def fresh_window(
+    settings: Settings, spec: StreamSpec, champion_model: Any, window: Any, candidates: list[Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The window fresh candidates train on: from the change point in the champion's labelled error
+    stream when one is detected (``retrain.fresh_since_change``), else the whole window."""
+    from rtml.models.training.change_point import since_change
+
+    if not any(c.start == "fresh" for c in candidates):
+        return window, {"change": "no fresh candidate"}
+    recent, change = since_change(settings, spec, champion_model, window)
+    if recent is not window:
+        get_run_logger().info(
+            f"fresh candidates train on {change['change_rows_after']} rows after the change point "
+            f"(event time {change['change_since_ms']} ms), not the whole window"
+        )
+    return recent, change
+
+
 @task(retries=1, cache_policy=NO_CACHE)
 def train(
     settings: Settings, spec: StreamSpec, champion_model: Any, window: Any, candidate: Any
@@ -274,12 +293,15 @@ def retrain_flow(
 
     names = settings.retrain.candidates or ["continue" if settings.retrain.mode == "incremental" else "fresh"]
     candidates = parse_candidates(names)
-    trained = [train(settings, spec, champ_model, window, c) for c in candidates]
+    recent, change = fresh_window(settings, spec, champ_model, window, candidates)
+    summary["change_point"] = change
+    windows = [recent if c.start == "fresh" else window for c in candidates]  # same holdout
+    trained = [train(settings, spec, champ_model, w, c) for c, w in zip(candidates, windows, strict=True)]
     decisions = [evaluate(settings, spec, champ_model, t[0], window) for t in trained]
     chosen = choose(spec, decisions)
     versions = [
-        register(settings, spec, t, window, d, champ_version, trigger, max(watermark, 0), champ_model, c.name)
-        for c, t, d in zip(candidates, trained, decisions, strict=True)
+        register(settings, spec, t, w, d, champ_version, trigger, max(watermark, 0), champ_model, c.name)
+        for c, t, w, d in zip(candidates, trained, windows, decisions, strict=True)
     ]
     from rtml.flows.evidence import evidence_step
     from rtml.models.evaluation.evidence import hold_back
@@ -304,8 +326,15 @@ def retrain_flow(
     )
     if len(candidates) > 1:
         summary["candidates"] = [
-            {"candidate": c.name, "version": v, "outcome": d.outcome, "put_up": i == chosen, **d.challenger}
-            for i, (c, v, d) in enumerate(zip(candidates, versions, held, strict=True))
+            {
+                "candidate": c.name,
+                "version": v,
+                "outcome": d.outcome,
+                "put_up": i == chosen,
+                "train_rows": w.info.get("train_rows"),
+                **d.challenger,
+            }
+            for i, (c, v, d, w) in enumerate(zip(candidates, versions, held, windows, strict=True))
         ]
     logger.info(f"challenger v{version}: {decision.outcome} ({decision.reason})")
     return summary

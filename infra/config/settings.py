@@ -367,6 +367,18 @@ class RetrainSettings(_Section):
             raise ValueError("name at least one candidate")
         return value
 
+    fresh_since_change: bool = Field(
+        default=True,
+        description="Fresh candidates train (and choose their threshold) only on the window's rows "
+        "after a change in the champion's labelled error stream (River ADWIN), when at least "
+        "change_min_rows remain; continue keeps the whole window; the holdout is the same for all.",
+    )
+    change_min_rows: int = Field(
+        default=500, ge=1, description="Fewest rows after a detected change for a fresh candidate."
+    )
+    change_delta: float = Field(
+        default=0.002, gt=0, lt=1, description="ADWIN's confidence parameter on the champion's residuals."
+    )
     window_limit: str = Field(
         default="7d",
         description="An incremental window starts at most this much event time before the newest "

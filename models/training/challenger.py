@@ -78,16 +78,17 @@ def select_window(
         "watermark_ms": int(watermark_ms),
         "start_ms": int(start_ms),
         "new_rows": int(len(new)),
-        **_describe(train, spec, "train"),
-        **_describe(validation, spec, "validation"),
-        **_describe(holdout, spec, "holdout"),
+        **describe(train, spec, "train"),
+        **describe(validation, spec, "validation"),
+        **describe(holdout, spec, "holdout"),
     }
     return Window(
         train.reset_index(drop=True), holdout.reset_index(drop=True), info, validation.reset_index(drop=True)
     )
 
 
-def _describe(frame: pd.DataFrame, spec: StreamSpec, prefix: str) -> dict[str, Any]:
+def describe(frame: pd.DataFrame, spec: StreamSpec, prefix: str) -> dict[str, Any]:
+    """Rows, class counts (or target mean), event-time span and offsets of one split, ``prefix_*`` keys."""
     out: dict[str, Any] = {f"{prefix}_rows": int(len(frame))}
     if len(frame):
         y = labels_of(frame, spec)

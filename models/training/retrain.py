@@ -28,6 +28,7 @@ from rtml.models.lifecycle.registry import (
 from rtml.models.monitoring.importance import global_importance, log_importance
 from rtml.models.monitoring.profile import build_profile
 from rtml.models.training.challenger import Window, labels_of
+from rtml.models.training.change_point import SINCE_TAG
 
 TRIGGERS = ("schedule", "drift", "manual")  # what may start a retrain; recorded on the new version
 
@@ -170,6 +171,8 @@ def register_challenger(
         CANDIDATE_TAG: candidate,
         **lineage_tags(window.info),
     }
+    if "since_change_ms" in window.info:  # a fresh candidate trained after a detected change only
+        tags[SINCE_TAG] = str(window.info["since_change_ms"])
     seen = window.labelled
     profile = build_profile(
         seen[spec.model_inputs],

@@ -225,3 +225,14 @@ def test_two_candidates_are_judged_on_the_same_holdout_and_one_is_put_up(world: 
         ).run_id
     )
     assert fresh.data.params["candidate"] == "fresh" and fresh.data.params["parent_version"] == before
+    # fresh trains from a change point in the champion's residuals only when one was found
+    change = out["change_point"]
+    assert change["change"] in ("none detected", "detected") or change["change"].startswith("detected, but")
+    rows = {x["candidate"]: x["train_rows"] for x in cands}
+    fresh_version = next(x["version"] for x in cands if x["candidate"] == "fresh")
+    fresh_tags = c.get_model_version(s.mlflow.model_name, fresh_version).tags
+    if change["change"] == "detected":
+        assert rows["fresh"] < rows["continue"]
+        assert fresh_tags["rtml.window_since_ms"] == str(change["change_since_ms"])
+    else:
+        assert rows["fresh"] == rows["continue"] and "rtml.window_since_ms" not in fresh_tags

@@ -1,0 +1,119 @@
+"""Change-point-aware window for ``fresh`` candidates (``retrain.fresh_since_change``).
+
+After a concept drift the retrain window mixes the old concept and the new one: a fresh learner
+trained on all of it half-learns the old concept. Here the champion's labelled error stream (its
+residuals, label - score) over the window's training and validation rows (in event-time order) goes
+through River's ADWIN; when ADWIN detects a change, the change point is located as the split that
+best separates the mean before and after it (the most likely single mean shift), and fresh candidates train
+and choose their threshold only on the rows after it -- if at least ``retrain.change_min_rows``
+remain. The holdout is untouched: every candidate and the champion are still judged on the same
+rows. ``continue`` candidates keep the whole window.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> errors = np.r_[rng.random(2000) < 0.05, rng.random(1500) < 0.25].astype(float)  # 0/1 or real
+>>> found = detect_change(errors)
+>>> found.detected_at > 2000 and abs(found.index - 2000) < 50
+True
+>>> detect_change((rng.random(3000) < 0.1).astype(float)) is None
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.settings import Settings
+from rtml.infra.config.spec import StreamSpec
+from rtml.models.evaluation.tasks import is_regression, targets
+
+SINCE_TAG = "rtml.window_since_ms"  # on a fresh version trained after a detected change
+
+
+@dataclass(frozen=True)
+class Change:
+    """``index``: first row of the new regime; ``detected_at``: the row where ADWIN fired."""
+
+    index: int
+    detected_at: int
+
+
+def detect_change(errors: np.ndarray, delta: float = 0.002) -> Change | None:
+    """ADWIN over the error stream; on a detection, the change point located by the mean-shift split
+    (max of k(n-k)/n * (mean before - mean after)^2). None when ADWIN detects nothing."""
+    from river import drift
+
+    adwin = drift.ADWIN(delta=delta)
+    detected = None
+    for i, e in enumerate(np.asarray(errors, dtype=float)):
+        adwin.update(float(e))
+        if adwin.drift_detected:
+            detected = i
+    if detected is None:
+        return None
+    x = np.asarray(errors, dtype=float)
+    n = len(x)
+    cum = np.cumsum(x)
+    k = np.arange(1, n)
+    before, after = cum[:-1] / k, (cum[-1] - cum[:-1]) / (n - k)
+    stat = k * (n - k) / n * (before - after) ** 2
+    return Change(int(np.argmax(stat)) + 1, detected)
+
+
+def champion_residuals(spec: StreamSpec, champion: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The champion's residual per labelled row: label - score (target - prediction for regression).
+
+    Threshold-free: when the concept changes, the labels move away from the champion's scores and
+    the residual's mean moves. The 0/1 misclassification rate can hardly move when a stale champion
+    over-flags (measured on SEA 0 -> 3: 9% -> 12% for some bootstrap seeds, which ADWIN missed in a
+    2,250-row window, while the residual's mean went -0.18 -> -0.31 for every seed)."""
+    y = targets(frame, spec).astype(float)
+    return y - np.asarray(champion.learner.score(frame[champion.columns]), dtype=float)
+
+
+def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: Any) -> tuple[Any, dict]:
+    """(the window fresh candidates use, what was found). The window is ``window`` itself when the
+    setting is off, no change is detected, or fewer than ``retrain.change_min_rows`` rows follow it;
+    otherwise a copy whose training and validation rows start at the change point (same holdout)."""
+    from rtml.models.training.challenger import Window, describe
+
+    r = settings.retrain
+    if not r.fresh_since_change:
+        return window, {"change": "off"}
+    rows = pd.concat([window.train, window.validation], ignore_index=True)
+    if len(rows) < 2:
+        return window, {"change": "none detected"}
+    found = detect_change(champion_residuals(spec, champion, rows), r.change_delta)
+    if found is None:
+        return window, {"change": "none detected"}
+    kept = rows.iloc[found.index :]
+    since_ms = int(kept[EVENT_MS].min())
+    info = {
+        "change": "detected",
+        "change_since_ms": since_ms,
+        "change_detected_ms": int(rows[EVENT_MS].iloc[found.detected_at]),
+        "change_rows_after": int(len(kept)),
+        "change_rows_before": int(found.index),
+    }
+    if len(kept) < r.change_min_rows:
+        info["change"] = f"detected, but {len(kept)} rows after it < retrain.change_min_rows"
+        return window, info
+    n_val = 0 if is_regression(spec) else int(len(kept) * settings.promotion.validation_fraction)
+    train, validation = kept.iloc[: len(kept) - n_val], kept.iloc[len(kept) - n_val :]
+    recent = Window(
+        train.reset_index(drop=True),
+        window.holdout,
+        {
+            **window.info,
+            "since_change_ms": since_ms,
+            **describe(train, spec, "train"),
+            **describe(validation, spec, "validation"),
+        },
+        validation.reset_index(drop=True),
+    )
+    return recent, info

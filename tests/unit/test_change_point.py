@@ -1,0 +1,103 @@
+"""Change-point-aware window of fresh candidates: ADWIN on synthetic champion error streams."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.settings import Settings
+from rtml.infra.config.spec import load_spec
+from rtml.models.training.challenger import Window
+from rtml.models.training.change_point import detect_change, since_change
+
+SPEC = load_spec()
+
+
+@pytest.mark.parametrize(("before", "after"), [(0.05, 0.25), (0.05, 0.15), (0.30, 0.10)])
+def test_an_abrupt_change_of_the_error_rate_is_detected_and_located(before: float, after: float) -> None:
+    rng = np.random.default_rng(1)
+    errors = np.r_[rng.random(3000) < before, rng.random(2000) < after].astype(float)
+    found = detect_change(errors)
+    assert found is not None
+    assert found.detected_at >= 3000  # ADWIN fires after the change, not before
+    assert abs(found.index - 3000) <= 150  # located near the true change point
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_stationary_error_stream_shows_no_change(seed: int) -> None:
+    errors = (np.random.default_rng(seed).random(5000) < 0.1).astype(float)
+    assert detect_change(errors) is None
+
+
+class _Scores:
+    """A stub champion scoring every row 0.2 (column ``s``): its residuals are label - 0.2."""
+
+    threshold = 0.5
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame["s"].to_numpy()
+
+
+def _window(n_old: int, n_new: int, n_hold: int = 1000, seed: int = 0) -> Window:
+    """Positive rate 0.1 on the first ``n_old`` rows, 0.4 after them (a concept change the stub
+    champion does not follow); the newest ``n_hold`` rows are the holdout, 20% before it validation."""
+    rng = np.random.default_rng(seed)
+    n = n_old + n_new + n_hold
+    y = np.r_[rng.random(n_old) < 0.1, rng.random(n_new + n_hold) < 0.4].astype(int)
+    frame = pd.DataFrame(
+        {
+            EVENT_MS: 1_000 * np.arange(n, dtype=np.int64),
+            SPEC.label.field: np.where(y == 1, SPEC.label.positive, 0),
+            "s": np.full(n, 0.2),
+        }
+    )
+    rows, hold = frame.iloc[: n_old + n_new], frame.iloc[n_old + n_new :].reset_index(drop=True)
+    n_val = len(rows) // 5
+    return Window(
+        rows.iloc[:-n_val].reset_index(drop=True),
+        hold,
+        {"train_rows": len(rows) - n_val},
+        rows.iloc[-n_val:].reset_index(drop=True),
+    )
+
+
+CHAMPION = SimpleNamespace(learner=_Scores(), columns=["s"])
+
+
+def test_fresh_candidates_train_after_the_change_and_keep_the_same_holdout() -> None:
+    window = _window(3000, 2000)
+    recent, info = since_change(Settings(), SPEC, CHAMPION, window)
+    assert info["change"] == "detected"
+    assert abs(info["change_rows_before"] - 3000) <= 150
+    assert recent.holdout is window.holdout  # the same rows judge every candidate and the champion
+    rows = len(recent.train) + len(recent.validation)
+    assert rows == info["change_rows_after"] == 5000 - info["change_rows_before"]
+    assert recent.train[EVENT_MS].min() == info["change_since_ms"] == recent.info["since_change_ms"]
+    assert len(recent.validation) == int(rows * Settings().promotion.validation_fraction)
+    assert recent.info["train_rows"] == len(recent.train)
+    assert window.info == {"train_rows": 4000}  # the whole window (continue) is untouched
+
+
+def test_too_few_rows_after_the_change_or_the_setting_off_keep_the_whole_window() -> None:
+    window = _window(3000, 2000)
+    few = Settings(retrain={"change_min_rows": 2500})
+    same, info = since_change(few, SPEC, CHAMPION, window)
+    assert same is window and info["change"].startswith("detected, but")
+    off = Settings(retrain={"fresh_since_change": False})
+    assert since_change(off, SPEC, CHAMPION, window) == (window, {"change": "off"})
+    stationary = _window(5000, 0)
+    assert since_change(Settings(), SPEC, CHAMPION, stationary)[0] is stationary
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_drift_of_the_benchmark_size_is_found_in_a_short_window(seed: int) -> None:
+    """SEA 0 -> 3 in benchmarks/drift_recovery.py: the stale champion's residual (label - score) moves
+    from mean -0.19 (sd 0.36) to -0.32 (sd 0.40), 1,000 rows before the drift and 1,250 after it."""
+    rng = np.random.default_rng(seed)
+    residuals = np.clip(np.r_[rng.normal(-0.19, 0.36, 1000), rng.normal(-0.32, 0.40, 1250)], -1, 1)
+    found = detect_change(residuals)
+    assert found is not None and abs(found.index - 1000) <= 150
