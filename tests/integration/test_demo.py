@@ -61,9 +61,9 @@ def test_demo_on_a_terminal_closes_the_loop_and_prints_only_its_own_lines(tmp_pa
     try:
         assert proc.returncode == 0, proc.stderr[-3000:]
         own = re.compile(
-            r"^\s*$|[│┃┏┓┗┛┡┩└┘━─╇╈┼┳┻]"  # rich tables
-            r"|^\s*(demo summary|quarantined by reason|promotion v|drift alerts|deployments"  # their titles
-            r"|\(deltas\)|feature and kind\))"  # a wrapped title's second line
+            r"^\s*$|^\s*[│┃┏┓┗┛┡┩└┘]"  # rich tables' lines (borders, header, rows)
+            r"|^\s*(demo summary|quarantined by reason|promotion v|drift alerts|deployments)"  # titles
+            r"|(\(deltas\)|feature and kind\))\s*$"  # the end of a wrapped title
             r"|^(MLflow UI|Prefect UI):|^Stop the stack with"
         )
         foreign = [ln for ln in proc.stdout.splitlines() if not own.search(ln)]

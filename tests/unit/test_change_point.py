@@ -101,3 +101,35 @@ def test_a_drift_of_the_benchmark_size_is_found_in_a_short_window(seed: int) -> 
     residuals = np.clip(np.r_[rng.normal(-0.19, 0.36, 1000), rng.normal(-0.32, 0.40, 1250)], -1, 1)
     found = detect_change(residuals)
     assert found is not None and abs(found.index - 1000) <= 150
+
+
+def test_a_concept_that_turns_at_an_unchanged_positive_rate_is_found() -> None:
+    """y = x > 0.5, then y = x < 0.5: the positive rate stays 0.5 and the signed residual's mean with
+    it; the absolute residual (how wrong the champion is) moves, and the change is found."""
+    rng = np.random.default_rng(4)
+    n_old, n_new, n_hold = 1500, 1500, 500
+    x = rng.random(n_old + n_new + n_hold)
+    y = np.r_[x[:n_old] > 0.5, x[n_old:] < 0.5].astype(int)
+    frame = pd.DataFrame(
+        {
+            EVENT_MS: 1_000 * np.arange(len(x), dtype=np.int64),
+            SPEC.label.field: np.where(y == 1, SPEC.label.positive, 0),
+            "s": 1 / (1 + np.exp(-10 * (x - 0.5))),  # the champion learned the first concept
+        }
+    )
+    rows = frame.iloc[: n_old + n_new]
+    window = Window(rows.iloc[:2400], frame.iloc[n_old + n_new :], {}, rows.iloc[2400:])
+    champion = SimpleNamespace(learner=SimpleNamespace(score=lambda f: f["s"].to_numpy()), columns=["s"])
+    recent, info = since_change(Settings(), SPEC, champion, window)
+    assert info["change"] == "detected" and abs(info["change_rows_before"] - n_old) <= 150
+    assert len(recent.train) + len(recent.validation) == info["change_rows_after"]
+
+
+def test_rare_positives_after_the_change_keep_the_whole_window() -> None:
+    """Fraud-like rates: 500+ rows after a change may hold a handful of positives, too few to train a
+    classifier and set its threshold on; the fresh candidates keep the whole window, and say why."""
+    window = _window(3000, 2000)
+    strict = Settings(promotion={"min_positives": 2000})
+    same, info = since_change(strict, SPEC, CHAMPION, window)
+    assert same is window
+    assert info["change"].startswith("detected, but") and "promotion.min_positives" in info["change"]
