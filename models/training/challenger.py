@@ -70,9 +70,7 @@ def select_window(
     n_hold = int(len(new) * settings.promotion.holdout_fraction)
     holdout = new.iloc[len(new) - n_hold :] if n_hold else new.iloc[:0]
     cut = holdout[EVENT_MS].min() if n_hold else np.inf
-    before = base[base[EVENT_MS] < cut]
-    n_val = 0 if is_regression(spec) else int(len(before) * settings.promotion.validation_fraction)
-    train, validation = before.iloc[: len(before) - n_val], before.iloc[len(before) - n_val :]
+    train, validation = split_validation(base[base[EVENT_MS] < cut], spec, settings)
     info = {
         "mode": settings.retrain.mode,
         "watermark_ms": int(watermark_ms),
@@ -85,6 +83,15 @@ def select_window(
     return Window(
         train.reset_index(drop=True), holdout.reset_index(drop=True), info, validation.reset_index(drop=True)
     )
+
+
+def split_validation(
+    rows: pd.DataFrame, spec: StreamSpec, settings: Settings
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) of time-ordered rows: the newest ``promotion.validation_fraction`` is the
+    validation split (where a classifier's threshold is chosen); regression has none."""
+    n_val = 0 if is_regression(spec) else int(len(rows) * settings.promotion.validation_fraction)
+    return rows.iloc[: len(rows) - n_val], rows.iloc[len(rows) - n_val :]
 
 
 def describe(frame: pd.DataFrame, spec: StreamSpec, prefix: str) -> dict[str, Any]:

@@ -72,11 +72,8 @@ def detect_change(errors: np.ndarray, delta: float = 0.002) -> Change | None:
     lo = earlier[-1] + 1 if earlier else 0
     seg = x[lo:]
     n = len(seg)
-    if n < 2:
-        return Change(lo, last)
     cum = np.cumsum(seg)
-    k = np.arange(1, min(n, last - lo + 1) + 1)
-    k = k[k < n]
+    k = np.arange(1, min(n - 1, last - lo + 1) + 1)  # splits up to the last firing, both sides non-empty
     if not len(k):
         return Change(lo, last)
     before, after = cum[k - 1] / k, (cum[-1] - cum[k - 1]) / (n - k)
@@ -111,7 +108,7 @@ def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: An
     """(the window fresh candidates use, what was found). The window is ``window`` itself when the
     setting is off, no change is detected, or fewer than ``retrain.change_min_rows`` rows follow it;
     otherwise a copy whose training and validation rows start at the change point (same holdout)."""
-    from rtml.models.training.challenger import Window, describe
+    from rtml.models.training.challenger import Window, describe, split_validation
 
     r = settings.retrain
     if not r.fresh_since_change:
@@ -134,8 +131,7 @@ def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: An
     if len(kept) < r.change_min_rows:
         info["change"] = f"detected, but {len(kept)} rows after it < retrain.change_min_rows"
         return window, info
-    n_val = 0 if is_regression(spec) else int(len(kept) * settings.promotion.validation_fraction)
-    train, validation = kept.iloc[: len(kept) - n_val], kept.iloc[len(kept) - n_val :]
+    train, validation = split_validation(kept, spec, settings)
     short = _too_few_positives(settings, spec, train, validation)
     if short:
         info["change"] = f"detected, but {short}"
@@ -158,14 +154,12 @@ def _too_few_positives(settings: Settings, spec: StreamSpec, train: pd.DataFrame
     """Why the rows after a change are too few to learn a classifier from ('' when they suffice):
     fewer than ``promotion.min_positives`` positives (or negatives) to train on, or a validation
     split without a positive to set the threshold on (rare positives, e.g. fraud, after a change)."""
-    from rtml.models.training.challenger import labels_of
-
     if is_regression(spec):
         return ""
-    y, need = labels_of(train, spec), settings.promotion.min_positives
+    y, need = targets(train, spec), settings.promotion.min_positives
     pos = int(np.sum(y))
     if pos < need or len(y) - pos < need:
         return f"{pos} positives and {len(y) - pos} negatives after it < promotion.min_positives ({need})"
-    if len(validation) and not int(np.sum(labels_of(validation, spec))):
+    if len(validation) and not int(np.sum(targets(validation, spec))):
         return "no positive in the validation rows after it"
     return ""
