@@ -10,7 +10,8 @@ Query them with anything that reads Delta::
 
     duckdb -c "SELECT count(*) FROM delta_scan('<table_root>/scores')"
     spark.read.format("delta").load("<table_root>/scores")          # delta-spark
-    deltalake.DeltaTable("<table_root>/scores").to_pandas(filters=[("event_date", ">=", "2026-11-30")])
+    pyarrow.table(deltalake.QueryBuilder().register("t", deltalake.DeltaTable("<table_root>/scores"))
+        .execute("SELECT * FROM t WHERE event_date >= '2026-11-30'").read_all())  # not .to_pandas(): README
 """
 
 from __future__ import annotations
@@ -56,6 +57,55 @@ def open_table(settings: Any, name: str) -> Any | None:
     return DeltaTable(uri, storage_options=opts)
 
 
+class OpenTables:
+    """The tables one writer appends to, kept open between its commits.
+
+    Opening a table reads its log from the last checkpoint on: measured 22–61 ms per open on a table
+    of 50–200 small commits, twice per commit. A table kept open reads only the log entries since
+    its last commit (``update_incremental``), other writers' included (``rtml maintain``).
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._open: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any | None:
+        """The table at its newest version, or None when it has not been written yet."""
+        dt = self._open.get(name)
+        if dt is not None:
+            try:
+                dt.update_incremental()
+                return dt
+            except Exception:  # noqa: BLE001 - e.g. log entries cleaned up meanwhile: open it afresh
+                self._open.pop(name, None)
+        dt = open_table(self.settings, name)
+        if dt is not None:
+            self._open[name] = dt
+        return dt
+
+    def forget(self, name: str) -> None:
+        """After a failed commit: the next one opens the table afresh."""
+        self._open.pop(name, None)
+
+
+def _once(
+    settings: Any, name: str, app_id: str, batch_id: int, tables: OpenTables | None, write: Any
+) -> bool:
+    """``write(table or None)`` unless ``batch_id`` is already in ``name`` for ``app_id``: one read of
+    the log serves the idempotence check and the commit. False: nothing written."""
+    dt = tables.get(name) if tables is not None else open_table(settings, name)
+    done = None if dt is None else dt.transaction_version(app_id)
+    if done is not None and batch_id <= done:
+        return False
+    try:
+        write(dt)
+    except BaseException:  # the open table's state is unknown: the next commit opens it afresh
+        if tables is not None:
+            tables.forget(name)
+        raise
+    return True
+
+
 def with_event_date(table: Any, source: str) -> Any:
     """``table`` (Arrow) plus the ``event_date`` partition column (``YYYY-MM-DD``, UTC) from ``source``."""
     import pyarrow as pa
@@ -73,26 +123,35 @@ def committed_version(settings: Any, name: str, app_id: str) -> int | None:
     return None if dt is None else dt.transaction_version(app_id)
 
 
-def commit_batch(settings: Any, name: str, table: Any, app_id: str, batch_id: int) -> bool:
+def commit_batch(
+    settings: Any, name: str, table: Any, app_id: str, batch_id: int, tables: OpenTables | None = None
+) -> bool:
     """Append one micro-batch exactly once; False (nothing written) if ``batch_id`` is already in.
 
     The commit carries the application transaction ``(app_id, batch_id)`` and the batch id in its
     commit metadata (``rtml.batch_id``), so the outbox can find the newest batches without reading rows.
+    ``tables``: the writer's open tables (one read of the log since its last commit, not the log).
     """
     import pyarrow as pa
 
-    done = committed_version(settings, name, app_id)
-    if done is not None and batch_id <= done:
-        return False
     table = table.append_column("batch_id", pa.array([batch_id] * table.num_rows, pa.int64()))
-    append(settings, name, table, {app_id: batch_id}, {"rtml.batch_id": str(batch_id), "rtml.app_id": app_id})
-    return True
+    meta = {"rtml.batch_id": str(batch_id), "rtml.app_id": app_id}
+    write = lambda dt: append(settings, name, table, {app_id: batch_id}, meta, dt)  # noqa: E731
+    return _once(settings, name, app_id, batch_id, tables, write)
 
 
 def append(
-    settings: Any, name: str, table: Any, txns: dict[str, int], metadata: dict[str, str] | None = None
+    settings: Any,
+    name: str,
+    table: Any,
+    txns: dict[str, int],
+    metadata: dict[str, str] | None = None,
+    target: Any | None = None,
 ) -> None:
-    """Append Arrow rows (``event_date`` added) in one commit carrying the application transactions."""
+    """Append Arrow rows (``event_date`` added) in one commit carrying the application transactions.
+
+    ``target``: the table already open at its newest version (None: open it here, if it exists).
+    """
     from deltalake import CommitProperties, Transaction, write_deltalake
 
     table = with_event_date(table, DATE_SOURCE[name])
@@ -100,9 +159,11 @@ def append(
         app_transactions=[Transaction(app_id=a, version=v) for a, v in txns.items()],
         custom_metadata=metadata,
     )
-    new = open_table(settings, name) is None
+    if target is None:
+        target = open_table(settings, name)
+    new = target is None
     write_deltalake(
-        table_uri(settings, name),
+        table_uri(settings, name) if new else target,
         table,
         mode="append",
         partition_by=[DATE],
@@ -114,7 +175,13 @@ def append(
 
 
 def commit_files(
-    settings: Any, name: str, files: list[dict], schema: Any, app_id: str, batch_id: int
+    settings: Any,
+    name: str,
+    files: list[dict],
+    schema: Any,
+    app_id: str,
+    batch_id: int,
+    tables: OpenTables | None = None,
 ) -> bool:
     """Commit data files the batch's tasks wrote (:mod:`rtml.pipelines.executor_sink`) in one commit
     with the application transaction ``(app_id, batch_id)``, like :func:`commit_batch`; False (nothing
@@ -124,16 +191,19 @@ def commit_files(
     table lacks are added to its schema first, in a metadata-only commit (explanation columns come and
     go with ``scoring.explain_top_k``, as ``schema_mode="merge"`` does for the driver path).
     """
+    write = lambda dt: _commit_files(settings, name, dt, files, schema, app_id, batch_id)  # noqa: E731
+    return _once(settings, name, app_id, batch_id, tables, write)
+
+
+def _commit_files(
+    settings: Any, name: str, dt: Any | None, files: list[dict], schema: Any, app_id: str, batch_id: int
+) -> None:
     import time
 
     import pyarrow as pa
     from deltalake import CommitProperties, Field, Schema, Transaction
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
-    dt = open_table(settings, name)  # one read of the log: the idempotence check and the commit
-    done = None if dt is None else dt.transaction_version(app_id)
-    if done is not None and batch_id <= done:
-        return False
     now = int(time.time() * 1000)
     actions = [AddAction(f["path"], f["size"], {DATE: f["event_date"]}, now, True, f["stats"]) for f in files]
     props = CommitProperties(
@@ -148,7 +218,7 @@ def commit_files(
             partition_by=[DATE], configuration=CREATE_CONFIG, storage_options=storage_options(settings),
             commit_properties=props,
         )  # fmt: skip
-        return True
+        return
     current = pa.schema(dt.schema().to_arrow())
     extra = [f for f in fields if f.name not in current.names]
     if extra:  # a metadata-only commit first: an append transaction does not evolve the schema
@@ -160,7 +230,6 @@ def commit_files(
         [DATE],
         commit_properties=props,
     )
-    return True
 
 
 def changes_since(settings: Any, name: str, version: int | None) -> tuple[pd.DataFrame, int | None]:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pytest
 
 from rtml.infra.config.settings import load_settings
 from rtml.pipelines.sinks import read_scored_event, read_sink
-from rtml.pipelines.tables import commit_batch, open_table, read_table, recent_batch_ids
+from rtml.pipelines.tables import OpenTables, append, commit_batch, open_table, read_table, recent_batch_ids
 
 DAY = 86_400_000
 T0 = 1_764_000_000_000  # 2025-11-24T16:00Z
@@ -68,3 +69,27 @@ def test_absent_tables_read_empty(tmp_path: Path) -> None:
     s = _settings(tmp_path)
     assert read_sink(s, "quarantine").empty and read_scored_event(s, "transaction_id", "x") is None
     assert recent_batch_ids(s, "scores") == []
+
+
+def test_a_writer_keeps_its_tables_open_and_sees_other_writers_commits(tmp_path: Path) -> None:
+    s = _settings(tmp_path)
+    tables = OpenTables(s)
+    assert tables.get("scores") is None  # not written yet
+    assert commit_batch(s, "scores", _batch(["a"]), "q", 0, tables)
+    held = tables.get("scores")
+    assert held is not None and held.version() == 0
+    # another writer (a compaction, a backfill) commits meanwhile
+    append(s, "scores", _batch(["x"]).append_column("batch_id", pa.array([-1], pa.int64())), {"other": 7})
+    assert commit_batch(s, "scores", _batch(["b", "c"]), "q", 1, tables)
+    assert tables.get("scores") is held and held.version() == 2  # the same object, brought up to date
+    assert not commit_batch(s, "scores", _batch(["b", "c"]), "q", 1, tables)  # the replay: nothing
+    assert open_table(s, "scores").version() == 2
+    assert sorted(read_sink(s, "scores")["transaction_id"]) == ["a", "b", "c", "x"]
+    assert held.transaction_version("other") == 7 and held.transaction_version("q") == 1
+    # a commit that fails leaves nothing held: the next one opens the table afresh
+    bad = _batch(["d"]).drop_columns(["_event_ms"])  # no event time: no event_date
+    with pytest.raises(KeyError):
+        commit_batch(s, "scores", bad, "q", 2, tables)
+    assert tables.get("scores") is not held
+    assert commit_batch(s, "scores", _batch(["d"]), "q", 2, tables)
+    assert len(read_sink(s, "scores")) == 5
