@@ -24,6 +24,7 @@ The ratios (largest size / smallest) are printed for both.
     python benchmarks/state_scale.py [--cards 50000,500000] [--per-card 4] [--batch 20000]
                                      [--measured 5] [--warmup-batches 3] [--fill-batch 200000]
                                      [--buckets N] [--phases micro,spark] [--baseline REV]
+                                     [--stores spark,sqlite]
 
 ``--baseline REV`` (micro) times the state function of git revision REV too, in the same run (only
 ``pipelines/entity_state.py`` and ``features/featurise.py`` are taken from REV; any other rtml module
@@ -209,16 +210,19 @@ def _dir_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
 
 
-def spark_size(base: dict, workdir: Path, cards: int, args: argparse.Namespace, seed: int) -> dict:
+def spark_size(
+    base: dict, workdir: Path, cards: int, args: argparse.Namespace, seed: int, store: str
+) -> dict:
     from rtml.infra.config.kafka_clients import connection_options, ensure_topics
     from rtml.pipelines.producer import stream_frames
 
     spec = load_spec()
-    topic = f"bench.state.{cards}"
-    root = workdir / f"cards-{cards}"
+    topic = f"bench.state.{cards}.{store}"
+    root = workdir / f"cards-{cards}-{store}"
     overrides = {
         **base,
         "kafka": {"topics": {"events": topic}},
+        "scoring": {"state_store": store},
         "spark": {
             **base.get("spark", {}),
             "checkpoint_root": str(root / "cp"),
@@ -259,19 +263,21 @@ def spark_size(base: dict, workdir: Path, cards: int, args: argparse.Namespace, 
     def med(values: list[float]) -> float:
         return round(float(statistics.median(values)), 3) if values else float("nan")
 
-    ops = [p["stateOperators"][0] for p in prog]
+    ops = [p["stateOperators"][0] for p in prog if p.get("stateOperators")]  # none: sqlite store
     trig = [p["durationMs"]["triggerExecution"] / 1000 for p in prog]
     upd = [o["allUpdatesTimeMs"] / 1000 for o in ops]
     com = [o["commitTimeMs"] / 1000 for o in ops]
     last_op = ops[-1] if ops else {}
     return {
         "cards": cards,
+        "state_store": store,
         "produced_events_per_s": produced["events_per_s"],
         "history_events": history,
         "state_history_rows": state_rows,
         "state_operator": {k: last_op.get(k) for k in ("numRowsTotal", "memoryUsedBytes", "numRowsUpdated")}
         | {k: v for k, v in (last_op.get("customMetrics") or {}).items() if "Bytes" in k or "bytes" in k},
-        "state_checkpoint_mb": _dir_mb(settings.checkpoint_root / "scoring" / "state"),
+        "state_checkpoint_mb": _dir_mb(settings.checkpoint_root / "scoring" / "state")
+        + _dir_mb(settings.checkpoint_root / "scoring" / "entity_state"),
         "batch_events": args.batch,
         "measured_batches": len(prog),
         "batch_rows": [p["numInputRows"] for p in prog],
@@ -280,7 +286,9 @@ def spark_size(base: dict, workdir: Path, cards: int, args: argparse.Namespace, 
         "foreach_batch_s_median": med([b["seconds"] for b in stats]),
         "state_update_s_median": med(upd),
         "state_commit_s_median": med(com),
-        "state_share_of_batch": round(med([(u + c) / t for u, c, t in zip(upd, com, trig, strict=True)]), 3),
+        "state_share_of_batch": round(med([(u + c) / t for u, c, t in zip(upd, com, trig, strict=True)]), 3)
+        if ops
+        else None,  # the sqlite store works inside foreachBatch: no state operator
         "peak_rss_mb_measured_run": meas["peak_rss_mb"],
         "peak_rss_mb_fill_run": fill["peak_rss_mb"],
         "fill_run": {"events": fill["summary"]["read"], "wall_s": fill["wall_s"]},
@@ -295,22 +303,23 @@ def main() -> None:
     ap.add_argument("--measured", type=int, default=5, help="measured micro-batches")
     ap.add_argument("--warmup-batches", type=int, default=3, help="micro-batches before them, not counted")
     ap.add_argument("--fill-batch", type=int, default=200_000, help="events per micro-batch of the backlog")
-    ap.add_argument("--buckets", type=int, default=None, help="spark.entity_buckets (default: setting)")
+    ap.add_argument("--buckets", type=int, default=None, help="spark.entity_buckets (default: the store's)")
     ap.add_argument("--repeat", type=int, default=5, help="(micro) repetitions")
     ap.add_argument("--phases", default="micro,spark")
+    ap.add_argument("--stores", default="spark,sqlite", help="(spark) scoring.state_store values to run")
     ap.add_argument("--baseline", default=None, help="(micro) also time entity_state at this git revision")
     args = ap.parse_args()
     sizes = [int(x) for x in args.cards.split(",")]
     phases = set(args.phases.split(","))
     result: dict = {"machine": {"cores": os.cpu_count()}, "per_card": args.per_card, "batch": args.batch}
-    buckets = args.buckets or load_settings(use_default_file=False).spark.entity_buckets
-    result["entity_buckets"] = buckets
+    buckets = args.buckets  # None: each store's default (the sqlite store: one per task; Spark's: 8)
+    result["entity_buckets"] = buckets or "store default"
     if "micro" in phases:
         variants = {"today": None}
         if args.baseline:
             variants = {f"baseline_{args.baseline}": baseline_module(args.baseline), **variants}
         for label, module in variants.items():  # the sizes interleaved across variants: same load
-            runs = [micro(c, args.per_card, args.batch, buckets, args.repeat, module) for c in sizes]
+            runs = [micro(c, args.per_card, args.batch, buckets or 8, args.repeat, module) for c in sizes]
             result[f"micro_{label}"] = {
                 "runs": runs,
                 "ratio_state_fn": round(runs[-1]["state_fn_ms_median"] / runs[0]["state_fn_ms_median"], 2),
@@ -332,7 +341,7 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
     base = {
         "state_dir": str(workdir),
         "ports": {"kafka": _free_port(), "mlflow": _free_port(), "prefect": _free_port()},
-        "spark": {"entity_buckets": buckets},
+        "spark": {"entity_buckets": buckets} if buckets else {},
     }
     settings = load_settings(use_default_file=False, overrides=base)
     stack.up(settings)
@@ -342,19 +351,25 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
             topics = settings.kafka.topics.all()
             ensure_topics(connection_options(settings), topics, settings.kafka.partitions)
             bootstrap(settings, spec, n=30_000)
-            runs = [spark_size(base, workdir, c, args, seed=31 + i) for i, c in enumerate(sizes)]
+            stores = args.stores.split(",")
+            runs = {st: [] for st in stores}
+            for i, c in enumerate(sizes):  # the stores interleaved per size: the same machine load
+                for st in stores:
+                    runs[st].append(spark_size(base, workdir, c, args, seed=31 + i, store=st))
+                    print(json.dumps(runs[st][-1]), file=sys.stderr)
     finally:
         stack.down(settings)
         shutil.rmtree(workdir, ignore_errors=True)  # >1 GB of checkpoints at 500k cards
+    return {st: _ratios(r) for st, r in runs.items()}
+
+
+def _ratios(runs: list[dict]) -> dict:
     first, last = runs[0], runs[-1]
+    state_s = [r["state_update_s_median"] + r["state_commit_s_median"] for r in (first, last)]
     return {
         "runs": runs,
         "ratio_batch_s": round(last["batch_s_median"] / first["batch_s_median"], 2),
-        "ratio_state_s": round(
-            (last["state_update_s_median"] + last["state_commit_s_median"])
-            / (first["state_update_s_median"] + first["state_commit_s_median"]),
-            2,
-        ),
+        "ratio_state_s": round(state_s[1] / state_s[0], 2) if state_s[0] == state_s[0] else None,
         "ratio_peak_rss": round(last["peak_rss_mb_measured_run"] / first["peak_rss_mb_measured_run"], 2),
     }
 

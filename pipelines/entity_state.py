@@ -50,7 +50,11 @@ def pseudonymise(values: pd.Series, key: str) -> pd.Series:
 
 
 def repeated(
-    frame: pd.DataFrame, history: pd.DataFrame | None, spec: StreamSpec, horizon_ms: int
+    frame: pd.DataFrame,
+    history: pd.DataFrame | None,
+    spec: StreamSpec,
+    horizon_ms: int,
+    id_col: str | None = None,
 ) -> np.ndarray:
     """Which events of ``frame`` repeat an event id: seen in ``history`` within the horizon, or
     earlier in ``frame`` itself (the first occurrence is kept). Vectorised (hash joins).
@@ -59,6 +63,8 @@ def repeated(
     time minus ``horizon_ms`` (older ids may be kept for the aggregates' window, they do not count).
     Only the history of the entities in ``frame`` is searched (when it has the entity column): the
     ids of the whole bucket were hashed on every chunk, and a re-sent event has the same entity.
+    ``id_col`` names the id column of both frames when it is not the event id itself (the keyed
+    store keeps 64-bit hashes of the ids); an event without an id is never a duplicate.
 
     >>> from rtml.infra.config.spec import load_spec
     >>> spec = load_spec()
@@ -67,16 +73,50 @@ def repeated(
     >>> repeated(new, seen, spec, horizon_ms=60_000).tolist()
     [False, True, False, True]
     """
-    ids = frame[spec.event_id]
+    id_col = id_col or spec.event_id
+    ids = frame[id_col]
     dup = ids.duplicated(keep="first").to_numpy()
-    if horizon_ms and history is not None and len(history) and spec.event_id in history:
-        recent = history[[spec.entity_key, EVENT_MS, spec.event_id]]
+    if horizon_ms and history is not None and len(history) and id_col in history:
+        recent = history[[spec.entity_key, EVENT_MS, id_col]]
         if spec.entity_key in frame:  # a re-sent event has the same entity: only theirs can match
             recent = recent[recent[spec.entity_key].isin(frame[spec.entity_key]).to_numpy()]
         if horizon_ms < longest_window_ms(spec):  # else the kept history is the horizon already
             recent = retained(recent, spec.entity_key, horizon_ms)
-        dup |= ids.isin(recent[spec.event_id].dropna()).to_numpy()
-    return dup & ids.notna().to_numpy()
+        dup |= ids.isin(recent[id_col].dropna()).to_numpy()
+    return dup & frame[spec.event_id].notna().to_numpy()
+
+
+def featurise_once(
+    frame: pd.DataFrame,
+    history: pd.DataFrame | None,
+    spec: StreamSpec,
+    carry: tuple[str, ...],
+    horizon_ms: int,
+    id_col: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features of ``frame``'s events against ``history`` with repeated ids left out (they come back
+    at the end with ``_reason`` = ``duplicate_event`` and no features); the history to keep."""
+    dup = repeated(frame, history, spec, horizon_ms, id_col) if horizon_ms else None
+    if dup is None or not dup.any():
+        return featurise(frame, spec, history, carry, horizon_ms)
+    dups = without_features(frame[dup].copy(), spec)
+    dups["_reason"] = DUPLICATE
+    frame, history = featurise(frame[~dup].copy(), spec, history, carry, horizon_ms)
+    return pd.concat([frame, dups], ignore_index=True), history
+
+
+def without_features(frame: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
+    """``frame`` with the columns the state stage adds (time features, aggregates) as NaN: the rows
+    it does not featurise (invalid events, duplicates)."""
+    for c in (*(f"event_{t}" for t in spec.time_features), *spec.aggregate_names):
+        frame[c] = float("nan")
+    return frame
+
+
+def idle_after_ms(spec: StreamSpec, idle_ttl_s: int, horizon_ms: int) -> int:
+    """How far behind its bucket's newest event an entity may fall before it is evicted: at least
+    the longest window and the de-duplication horizon (0: never)."""
+    return max(idle_ttl_s * 1000, longest_window_ms(spec), horizon_ms) if idle_ttl_s else 0
 
 
 def _to_bytes(frame: pd.DataFrame) -> bytes:
@@ -116,18 +156,15 @@ def make_state_fn(
     would otherwise stay in state for ever; with ``idle_ms`` at least the longest window, eviction
     changes no aggregate of an in-order event).
     """
-    extra = [*(f"event_{t}" for t in spec.time_features), *spec.aggregate_names]
     horizon_ms = dedup_horizon_s * 1000
     carry = (spec.event_id,) if horizon_ms else ()
-    idle_ms = max(idle_ttl_s * 1000, longest_window_ms(spec), horizon_ms) if idle_ttl_s else 0
+    idle_ms = idle_after_ms(spec, idle_ttl_s, horizon_ms)
 
     def fn(key: tuple, frames: Iterator[pd.DataFrame], state: Any) -> Iterator[pd.DataFrame]:
         bucket = key[0]
         if bucket < 0:  # invalid events: pass through untouched
             for frame in frames:
-                for c in extra:
-                    frame[c] = float("nan")
-                yield finish(frame)
+                yield finish(without_features(frame, spec))
             return
         bucket_history = BucketHistory(state.get[0] if state.exists else None, spec.entity_key, carry)
         history = None
@@ -135,17 +172,8 @@ def make_state_fn(
             if pseudonym_key:
                 frame[spec.entity_key] = pseudonymise(frame[spec.entity_key], pseudonym_key)
             history = bucket_history.take(frame[spec.entity_key])  # the rows of entities touched
-            dup = repeated(frame, history, spec, horizon_ms) if horizon_ms else None
-            if dup is not None and dup.any():
-                dups = frame[dup].copy()
-                dups["_reason"] = DUPLICATE
-                for c in extra:
-                    dups[c] = float("nan")
-                frame, history = featurise(frame[~dup].copy(), spec, history, carry, horizon_ms)
-                yield finish(pd.concat([frame, dups], ignore_index=True))
-            else:
-                frame, history = featurise(frame, spec, history, carry, horizon_ms)
-                yield finish(frame)
+            frame, history = featurise_once(frame, history, spec, carry, horizon_ms)
+            yield finish(frame)
             bucket_history.touched = history
         bucket_history.evict_idle(idle_ms)
         if bucket_history.rest is not None or bucket_history.touched is not None:

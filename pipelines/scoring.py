@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from rtml.expectations.stream import StreamGate
@@ -46,7 +48,7 @@ from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
 from rtml.pipelines.quarantine import QuarantinePayloads
 from rtml.pipelines.scorer import KAFKA_MS, SHADOW_PROPERTY, VERSION_PROPERTY
-from rtml.pipelines.tables import commit_batch, commit_files
+from rtml.pipelines.tables import OpenTables, commit_batch, commit_files
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class BatchSink:
         self.metrics: Any = None  # rtml.pipelines.metrics.ScoringMetrics, set by the entry point
         self.guard = ChampionGuard(settings)
         self.quarantine = QuarantinePayloads(settings.scoring, spec.entity_key)
+        self.tables = OpenTables(settings)  # this job is the tables' one writer of micro-batches
 
     def close(self) -> None:
         self.outbox.close()
@@ -139,12 +142,15 @@ class BatchSink:
         table = df.toArrow()
         t_spark = time.monotonic() - t0
         scored, shadowed, quarantine, duplicates = split_batch(table, self.spec, self.quarantine)
-        commit_batch(self.settings, "scores", scored, query_app_id(self.settings, "scores"), batch_id)
+        commit_batch(
+            self.settings, "scores", scored, query_app_id(self.settings, "scores"), batch_id, self.tables
+        )
         if shadowed.num_rows:  # beside the champion's scores, never acted on
-            commit_batch(self.settings, "shadow", shadowed, query_app_id(self.settings, "shadow"), batch_id)
+            app_id = query_app_id(self.settings, "shadow")
+            commit_batch(self.settings, "shadow", shadowed, app_id, batch_id, self.tables)
         if quarantine.num_rows:
             app_id = query_app_id(self.settings, "quarantine")
-            commit_batch(self.settings, "quarantine", quarantine, app_id, batch_id)
+            commit_batch(self.settings, "quarantine", quarantine, app_id, batch_id, self.tables)
         t_commit = time.monotonic() - t0 - t_spark
         self.outbox.submit(name, scored, quarantine)  # sent while Spark works on the next batch
         self.gate.submit(batch_id, scored, version)  # every K-th batch, checked off the scoring path
@@ -175,7 +181,9 @@ class BatchSink:
         files = gather(df.mapInArrow(write, META_DDL).toArrow())
         t_spark = time.monotonic() - t0
         done = [
-            commit_files(self.settings, k, v, files.schemas[k], query_app_id(self.settings, k), batch_id)
+            commit_files(
+                self.settings, k, v, files.schemas[k], query_app_id(self.settings, k), batch_id, self.tables
+            )
             for k, v in files.files.items()
         ]
         paths = {k: [f["path"] for f in v] for k, v in files.files.items()}
@@ -241,6 +249,17 @@ def read_batch_records(settings: Settings) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((settings.sink_root / "_batches").glob("*.json"))]
 
 
+class KeyedStage:
+    """foreachBatch target of the ``sqlite`` state store: the micro-batch's state and scores (one
+    ``applyInPandas`` per bucket, told the batch id), then the sink, in the same Spark job."""
+
+    def __init__(self, sink: Callable[[Any, int], None], make_fn: Callable[..., Any], ddl: str) -> None:
+        self.sink, self.make_fn, self.ddl = sink, make_fn, ddl
+
+    def __call__(self, df: Any, batch_id: int) -> None:
+        self.sink(df.groupBy("_bucket").applyInPandas(self.make_fn(batch_id), self.ddl), batch_id)
+
+
 def build_query(
     spark: Any, settings: Settings, spec: StreamSpec, sink: BatchSink, available_now: bool
 ) -> Any:
@@ -248,6 +267,13 @@ def build_query(
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     from rtml.pipelines.entity_state import STATE_SCHEMA, make_state_fn
+    from rtml.pipelines.keyed_state import (
+        check_spark_store,
+        keyed_root,
+        make_keyed_fn,
+        resolve_buckets,
+        store_mode,
+    )
     from rtml.pipelines.scorer import make_arrow_scorer, make_frame_scorer, score_ddl
     from rtml.pipelines.spark_io import read_kafka_stream
     from rtml.pipelines.validation import validate
@@ -267,24 +293,32 @@ def build_query(
         else None
     )
     if spec.aggregates or spec.time_features:
-        buckets = settings.spark.entity_buckets
+        checkpoint = settings.checkpoint_root / "scoring"
+        store = store_mode(settings.scoring.state_store, spark.sparkContext.master, checkpoint)
+        if store == "sqlite":
+            root = keyed_root(checkpoint)
+        else:
+            check_spark_store(checkpoint)
+        buckets = resolve_buckets(checkpoint, settings.spark.entity_buckets, store)
         events = events.withColumn(
             "_bucket",
             F.when(F.col("_reason").isNull(), F.pmod(F.hash(spec.entity_key), F.lit(buckets))).otherwise(-1),
         )
-        scored = events.groupBy("_bucket").applyInPandasWithState(
-            make_state_fn(
-                spec,
-                key,
-                make_frame_scorer(tracking_uri, model_name, spec, top_k),
-                settings.scoring.dedup_horizon_seconds,
-                settings.scoring.state_idle_ttl_seconds,
-            ),
-            score_ddl(spec, top_k),
-            STATE_SCHEMA,
-            "append",
-            GroupStateTimeout.NoTimeout,
-        )
+        scorer = make_frame_scorer(tracking_uri, model_name, spec, top_k)
+        horizon, idle = settings.scoring.dedup_horizon_seconds, settings.scoring.state_idle_ttl_seconds
+        if store == "sqlite":  # state and scores inside foreachBatch
+            make_fn = partial(
+                make_keyed_fn, spec, key, scorer, root, dedup_horizon_s=horizon, idle_ttl_s=idle
+            )
+            scored, sink = events, KeyedStage(sink, make_fn, score_ddl(spec, top_k))
+        else:
+            scored = events.groupBy("_bucket").applyInPandasWithState(
+                make_state_fn(spec, key, scorer, horizon, idle),
+                score_ddl(spec, top_k),
+                STATE_SCHEMA,
+                "append",
+                GroupStateTimeout.NoTimeout,
+            )
     else:
         scored = events.mapInArrow(
             make_arrow_scorer(tracking_uri, model_name, spec, key, top_k), score_ddl(spec, top_k)

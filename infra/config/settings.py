@@ -186,8 +186,13 @@ class SparkSettings(_Section):
     )
     trigger_interval: str = "0 seconds"
     max_events_per_trigger: int = Field(default=50_000, ge=1)
-    entity_buckets: int = Field(
-        default=8, ge=1, le=4096, description="State groups for per-entity aggregates."
+    entity_buckets: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="State groups for per-entity aggregates (hash of the entity key modulo this). Unset: 1 "
+        "with the sqlite state store (one file and one commit per micro-batch), 8 with Spark's store. A "
+        "checkpoint records the number it started with and keeps it while this is unset.",
     )
     sink_writes: Literal["driver", "executors", "auto"] = Field(
         default="auto",
@@ -232,6 +237,14 @@ class ScoringSettings(_Section):
         description="An entity whose newest event is this much event time older than the newest event of "
         "its state bucket is evicted from state (at least the longest aggregate window, so in-order "
         "aggregates stay exact); keeps state bounded by the active entities. 0 keeps every entity forever.",
+    )
+    state_store: Literal["auto", "spark", "sqlite"] = Field(
+        default="auto",
+        description="Where per-entity state lives. sqlite: one SQLite file per bucket under the checkpoint, "
+        "keyed by entity, so a micro-batch reads and writes only its own entities (local master only). "
+        "spark: Spark's RocksDB state store, which moves every bucket's whole state each micro-batch (cost "
+        "grows with the state) and works on a cluster. auto: sqlite on a local master, else spark. A "
+        "checkpoint keeps the store it started with.",
     )
     quarantine_raw: Literal["encrypt", "drop", "keep"] | None = Field(
         default=None,

@@ -38,10 +38,14 @@ def _short(scores: pd.DataFrame, ref: pd.DataFrame, names: list[str]) -> dict[st
     return {n: round(float((ref[n] - got[n]).clip(lower=0).sum()), 2) for n in names}
 
 
-def test_backlog_aggregates_equal_reference_and_duplicates_count_once(stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["spark", "sqlite"])
+def test_backlog_aggregates_equal_reference_and_duplicates_count_once(
+    stack, tmp_path: Path, store: str
+) -> None:
     s = scoped_settings(
         stack,
         tmp_path,
+        scoring={"state_store": store},
         # two buckets, and Arrow chunks of 2,500 rows: each bucket reaches the state function in
         # several chunks, one Kafka partition after another, as a 50k-event backlog batch does at
         # the default 10,000-row chunks
