@@ -10,7 +10,8 @@ NUL bytes, anything after the object), ``not_json_object``. Every other reason n
 ``duplicate_field:f``, ``non_finite:f`` (a bare ``NaN``/``Infinity``/``-Infinity`` token, which
 is not JSON, anywhere in the top-level field ``f``; or a number too large for a double),
 ``wrong_type:f``, ``missing_field:f``, ``extra_field:f[,g]``, ``out_of_range:f``,
-``unknown_category:f``, ``bad_event_time:f``, ``event_time_in_future:f`` (more than
+``unknown_category:f``, ``bad_event_time:f``, ``control_character:f`` (a JSON-escaped control
+character such as ``\u0000`` in the event id or the entity key), ``event_time_in_future:f`` (more than
 ``max_future_seconds`` after the Kafka record time).
 
 The diagnosis of a payload the strict parser rejected (which field holds the ``NaN`` token, which
@@ -133,6 +134,9 @@ def validate(raw: Any, spec: StreamSpec, max_bytes: int) -> Any:
         if required:
             conds.append((val[n].isNull(), F.lit(f"missing_field:{n}")))
     conds.append((F.length(val[spec.event_id]) == 0, F.lit(f"missing_field:{spec.event_id}")))
+    for n in (spec.event_id, spec.entity_key):  # an escaped control character (``\u0000``) in an id:
+        # pandas' string hashing stops at a NUL, so "c\u0000x" would share the state of card "c"
+        conds.append((val[n].rlike("[\\x00-\\x1f]"), F.lit(f"control_character:{n}")))
     if spec.extra_fields == "reject":
         keys = F.col("_keys")
         extra = F.array_except(keys, F.array(*[F.lit(n) for n, _, _ in fields]))

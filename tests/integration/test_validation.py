@@ -83,6 +83,8 @@ CASES: list[tuple[str, bytes | None, str | None]] = [
     ("empty id", ev(transaction_id=""), "missing_field:transaction_id"),
     ("null entity", ev(card_id=None), "missing_field:card_id"),
     ("absent entity", without("card_id"), "missing_field:card_id"),
+    ("escaped NUL in the entity", ev(card_id="card_1\u0000x"), "control_character:card_id"),
+    ("escaped newline in the id", ev(transaction_id="t\n1"), "control_character:transaction_id"),
     ("extra field", ev(x={"y": 1}), "extra_field:x"),
     ("out of range", ev(amount=60000), "out_of_range:amount"),
     ("unknown strict category", ev(channel="teleport"), "unknown_category:channel"),
