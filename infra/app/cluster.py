@@ -190,7 +190,7 @@ def _start(settings: Settings, timeout: float) -> dict:
         cmd = [stack._bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port)]
         cmd += ["--workers", "1", "--backend-store-uri", f"postgresql://{db}/mlflow"]
         cmd += ["--artifacts-destination", str((root / "artifacts").resolve())]
-        _daemon(settings, "mlflow", cmd, env, url=mlflow_url)
+        _daemon(settings, "mlflow", cmd, env | stack.mlflow_server_env(), url=mlflow_url)
         prefect_api = f"http://127.0.0.1:{prefect_port}/api"
         cmd = [stack._bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)]
         prefect_env = env | {

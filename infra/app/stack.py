@@ -40,6 +40,17 @@ class Service:
     health: Callable[[], bool] = lambda: False
 
 
+def mlflow_server_env() -> dict[str, str]:
+    """Environment of the MLflow servers rtml starts: without MLflow's job execution.
+
+    MLflow 3's server starts a job runner and seven huey consumers for its GenAI jobs (trace rollups,
+    prompt optimisation), which rtml never submits: measured 8 processes, 2.0 GB RSS and ≈25 s of CPU
+    at every start. Kept when the environment sets ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` itself.
+    """
+    key = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+    return {} if key in os.environ else {key: "false"}
+
+
 def _bin(name: str) -> str:
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
@@ -133,6 +144,7 @@ def services(settings: Settings) -> list[Service]:
             "--artifacts-destination",
             str(state / "mlflow" / "artifacts"),
         ]
+        mlf.env = mlflow_server_env()
     out.append(mlf)
 
     ext = settings.prefect.api_url is not None

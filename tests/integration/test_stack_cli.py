@@ -46,6 +46,9 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         assert again["topics_created"] == []
         groups = {pid: group_members(pid) for pid in pids.values()}
         assert all(groups.values())
+        # MLflow's server runs without its GenAI job runner and huey consumers (≈2 GB it never uses)
+        commands = [Path(f"/proc/{p}/cmdline").read_bytes() for p in groups[pids["mlflow"]]]
+        assert not [c for c in commands if b"_job_runner" in c or b"huey" in c], commands
     finally:
         code, down, _ = rtml("down", "--json", env=env)
     assert code == 0 and set(down["stopped"]) == {"kafka", "mlflow", "prefect"}
