@@ -134,7 +134,11 @@ class ScoringSupervisor:
             )
         self.report.starts += 1
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.pid_file.write_text(json.dumps({"pid": self.proc.pid, "started_at_ms": int(time.time() * 1000)}))
+        # replaced whole, never truncated in place: a reader (on-call tooling, the tests) polling it
+        # during a restart read an empty file once (CI, 2026-12-02)
+        tmp = self.pid_file.with_name(f".{self.pid_file.name}.tmp")
+        tmp.write_text(json.dumps({"pid": self.proc.pid, "started_at_ms": int(time.time() * 1000)}))
+        tmp.replace(self.pid_file)
 
     def _stop_child(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
