@@ -151,21 +151,39 @@ def _rss(pid: int) -> int:
 
 
 class TreeRss:
-    """Peak of the summed RSS of a process tree, sampled every ``every`` seconds while in use."""
+    """Peaks of the summed RSS and PSS of a process tree, sampled every ``every`` seconds while in use.
+
+    RSS counts a page shared by forked processes once in each of them (Spark's forked Python workers,
+    and a JVM that forks to start a process is counted twice for a moment); PSS divides shared pages
+    among their processes, so its sum is the tree's share of the machine's memory."""
 
     def __init__(self, root: int, every: float = 0.25) -> None:
         self.root, self.every = root, every
-        self.peak, self.peak_processes = 0, 0
+        self.peak, self.peak_processes, self.peak_pss = 0, 0, 0
+        self.peak_parts: dict[int, tuple[int, int, str]] = {}
+        self.cpu_seconds = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        tick = 0
         while not self._stop.is_set():
-            pids = _tree(self.root)
-            total = sum(_rss(p) for p in pids)
+            pids = [p for p in _tree(self.root) if not _jvm_fork(p)]
+            rss = {p: _rss(p) for p in pids}
+            total = sum(rss.values())
+            # PSS costs ≈10 ms per large process (smaps_rollup walks the page tables): read every 4th
+            # sample, and whenever RSS reaches a new peak, so the sampler stays off the measured cores
+            if tick % 4 == 0 or total > self.peak:
+                sizes = {p: (r, _pss(p)) for p, r in rss.items()}
+                pss = sum(s for _, s in sizes.values())
+                if pss > self.peak_pss:
+                    self.peak_pss = pss
+                    self.peak_parts = {p: (r, s, _kind(p)) for p, (r, s) in sizes.items()}
             if total > self.peak:
                 self.peak, self.peak_processes = total, len(pids)
+            tick += 1
             self._stop.wait(self.every)
+        self.cpu_seconds = time.thread_time()
 
     def __enter__(self) -> TreeRss:
         self._thread.start()
@@ -176,7 +194,65 @@ class TreeRss:
         self._thread.join()
 
     def report(self) -> dict[str, Any]:
-        return {"peak_rss_mb": round(self.peak / 2**20, 1), "processes_at_peak": self.peak_processes}
+        """Peak RSS and the number of processes then; peak PSS and, at that moment, RSS and PSS by
+        kind of process."""
+        parts: dict[str, list[float]] = {}
+        for pid, (rss, pss, kind) in self.peak_parts.items():
+            part = parts.setdefault("root" if pid == self.root else kind, [0, 0.0, 0.0])
+            part[0] += 1
+            part[1] += rss / 2**20
+            part[2] += pss / 2**20
+        by_pss = sorted(parts.items(), key=lambda kv: -kv[1][2])
+        mb = {k: {"n": n, "rss_mb": round(r, 1), "pss_mb": round(s, 1)} for k, (n, r, s) in by_pss}
+        return {
+            "peak_rss_mb": round(self.peak / 2**20, 1),
+            "processes_at_peak": self.peak_processes,
+            "peak_pss_mb": round(self.peak_pss / 2**20, 1) if self.peak_pss else None,  # None: unreadable
+            "at_pss_peak": mb,
+            "sampler_cpu_seconds": round(self.cpu_seconds, 2),
+        }
+
+
+def _jvm_fork(pid: int) -> bool:
+    """A java process whose parent is java: the JVM's (v)fork about to exec a command, whose memory
+    is the JVM's (counted twice otherwise: ≈0.8 GB for a moment)."""
+    if _kind(pid) != "jvm":  # most processes: no stat read
+        return False
+    try:
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return False
+    return _kind(parent) == "jvm"
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size in bytes (shared pages divided among their processes); 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+def _kind(pid: int) -> str:
+    """A short name for a process of the tree: jvm, pyspark daemon/worker, or its program's name."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    words = [a.decode(errors="replace") for a in argv if a]
+    if not words:
+        return "?"
+    if Path(words[0]).name == "java":
+        return "jvm"
+    for w in words[1:3]:
+        if w.startswith("pyspark.") or w.endswith(("daemon.py", "worker.py")):
+            return w
+    if not Path(words[0]).name.startswith("python") or len(words) < 2:
+        return Path(words[0]).name
+    return words[2] if words[1] == "-m" and len(words) > 2 else Path(words[1]).name
 
 
 def _peer_cmd(python: Path, settings: Settings, model: Path, group: str) -> list[str]:
@@ -210,7 +286,7 @@ def peer_throughput(
     if rc != 0:
         raise SystemExit(f"(p) peer failed ({rc}): {(work / 'peer-throughput.log').read_text()[-2000:]}")
     wall = time.monotonic() - t0
-    r = json.loads(out.read_text())
+    r, tree = json.loads(out.read_text()), rss.report()
     marks = r["marks"]
     steady = (n - warmup_events) / (marks["last"] - marks["warm"])
     result = {
@@ -229,7 +305,8 @@ def peer_throughput(
         "cpu_seconds": r["cpu_seconds"],
         "cpu_seconds_per_1000_events": round(r["cpu_seconds"] / n * 1000, 4),
         "peak_rss_mb": r["peak_rss_mb"],
-        "sampled_every_0.25s": rss.report(),
+        "peak_pss_mb": tree["peak_pss_mb"],
+        "sampled_every_0.25s": tree,
     }
     return result, r
 

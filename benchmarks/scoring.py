@@ -282,7 +282,10 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
 
     spec = load_spec()
     stop = threading.Event()
-    runner = threading.Thread(target=run_scoring, args=(settings, spec), kwargs={"stop": stop})
+    progress: list[dict] = []
+    runner = threading.Thread(
+        target=run_scoring, args=(settings, spec), kwargs={"stop": stop, "on_batch": progress.append}
+    )
     runner.start()
     time.sleep(25)  # JVM start-up and the first (empty) batch
     t_start_ms = int(time.time() * 1000)
@@ -313,7 +316,35 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
         "warmup_events": int(len(cold)),
         "warmup_latency_ms_p50": float(np.percentile(cold, 50)) if len(cold) else None,
         "warmup_latency_ms_p99": float(np.percentile(cold, 99)) if len(cold) else None,
+        "per_batch_ms": batch_breakdown(settings, progress, steady_from),
     }
+
+
+def batch_breakdown(settings: Settings, progress: list[dict], since_ms: float) -> dict:
+    """Where a steady micro-batch goes, medians in ms: Spark's durations and rtml's phases."""
+    steady = [
+        p
+        for p in progress
+        if p.get("numInputRows") and pd.Timestamp(p["timestamp"]).value // 10**6 >= since_ms
+    ]
+    spark = pd.DataFrame([p["durationMs"] for p in steady])
+    ids = {p["batchId"] for p in steady}
+    records = [json.loads(f.read_text()) for f in sorted((settings.sink_root / "_batches").glob("*.json"))]
+    ours = pd.DataFrame(
+        [{"rtml_seconds": r["seconds"], **r["phases"]} for r in records if r["batch_id"] in ids]
+    )
+    out = {f"spark_{k}": float(v) for k, v in spark.median().items()} if len(spark) else {}
+    out |= (
+        {
+            f"rtml_{k}" if k != "rtml_seconds" else "rtml_total": round(float(v) * 1000, 1)
+            for k, v in ours.median().items()
+        }
+        if len(ours)
+        else {}
+    )
+    out["batches"] = len(steady)
+    out["events_per_batch"] = float(np.median([p["numInputRows"] for p in steady])) if steady else None
+    return out
 
 
 def main() -> None:
@@ -436,6 +467,8 @@ def _peer_ratios(result: dict) -> dict:
         "throughput_rtml_over_peer": round(c["steady_events_per_s"] / p["steady_events_per_s"], 3),
         "rtml_process_tree_peak_rss_mb": c["process_tree"]["peak_rss_mb"],
         "peer_peak_rss_mb": p["peak_rss_mb"],
+        "rtml_process_tree_peak_pss_mb": c["process_tree"]["peak_pss_mb"],
+        "peer_peak_pss_mb": p.get("peak_pss_mb"),
         "scores_max_abs_diff": p["scores_vs_rtml"]["max_abs_diff"],
     }
     if "d_latency" in result and "latency" in p:
