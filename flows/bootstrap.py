@@ -22,8 +22,10 @@ def bootstrap(
     seed: int = 7,
     from_file: Path | None = None,
     force: bool = False,
+    now_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Train, register and alias the first champion (skipped if a champion exists, unless force)."""
+    """Train, register and alias the first champion (skipped if a champion exists, unless force).
+    Generated history is placed relative to ``now_ms`` (default the clock)."""
     return training.bootstrap(
-        settings, spec, lambda: history_frame(spec, n, seed, from_file), seed=seed, force=force
+        settings, spec, lambda: history_frame(spec, n, seed, from_file, now_ms), seed=seed, force=force
     )

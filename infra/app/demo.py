@@ -127,10 +127,11 @@ def _demo_body(
             f"stack up; run {run}; {len(deployed['deployments'])} deployments registered; "
             "training the first champion"
         )
-        boot = bootstrap(s, spec, n=30_000, force=True)
+        now_ms = demo_clock(int(time.time() * 1000))
+        boot = bootstrap(s, spec, n=30_000, force=True, now_ms=now_ms)
         plan = [(events, 11, drift_at), (events, 12, 0)]
-        # one continuous timeline (2 simulated events/s) ending about now, across both rounds
-        start_ms = int(time.time() * 1000) - (200 + sum(n for n, _, _ in plan)) * 500
+        # one continuous timeline (2 simulated events/s) ending at the demo's clock, across both rounds
+        start_ms = now_ms - (200 + sum(n for n, _, _ in plan)) * 500
         supervised: dict[str, Any] = {}
 
         def supervise() -> None:
@@ -268,3 +269,18 @@ def _demo_body(
             "kafka": settings.kafka_bootstrap,
         },
     }
+
+
+def demo_clock(now_ms: int) -> int:
+    """Where the demo's simulated timeline ends: now, except in the UTC night (00:00-06:00), when it
+    ends at 23:59 the day before. The generator's fraud prefers the night until its drift, so a
+    timeline ending in the night put the drifted events on hours the first champions had seen fraud
+    at, and the demo's second retrain was (rightly) refused by the label-consistency gate.
+
+    >>> demo_clock(86_400_000 * 3 + 3_600_000 * 14) == 86_400_000 * 3 + 3_600_000 * 14  # 14:00: now
+    True
+    >>> demo_clock(86_400_000 * 3 + 3_600_000 * 2) == 86_400_000 * 3 - 60_000  # 02:00: 23:59 the day before
+    True
+    """
+    into_day = now_ms % 86_400_000
+    return now_ms if into_day >= 6 * 3_600_000 else now_ms - into_day - 60_000
