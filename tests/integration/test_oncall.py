@@ -30,6 +30,7 @@ from rtml.pipelines.producer import generated_frames, stream_frames
 from rtml.pipelines.score_job import PROGRESS_FILE, run_scoring
 from tests.helpers import (
     RTML,
+    flow_run_processes,
     free_port,
     group_members,
     overrides_of,
@@ -233,6 +234,10 @@ def test_serve_sigterm_keeps_schedules_and_stops_the_job(stack, tmp_path: Path) 
         wait_for(lambda: final()["state"]["type"] in ("FAILED", "COMPLETED", "CRASHED"), 180)
         assert final()["state"]["type"] == "FAILED"
         assert "expect_column_values_to_be_unique(transaction_id)" in final()["state"]["message"]
+        # Prefect's runner cancels, on shutdown, every run whose process it still tracks, with force:
+        # a run that has just reported FAILED and whose process has not exited yet becomes CANCELLED
+        # (CI, 2026-12-02). The stop tested here comes after the failed run's process has ended.
+        wait_for(lambda: not flow_run_processes(run["id"]), 60, lambda: str(flow_run_processes(run["id"])))
         serve.send_signal(signal.SIGTERM)
         out, err = serve.communicate(timeout=150)
     finally:
