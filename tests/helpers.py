@@ -70,6 +70,20 @@ def pids_alive(pids: list[int]) -> list[int]:
     return alive
 
 
+def flow_run_processes(flow_run_id: str) -> list[int]:
+    """Every live process a Prefect runner started for flow_run_id (by its PREFECT__FLOW_RUN_ID)."""
+    mark = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if mark in (d / "environ").read_bytes().split(b"\0"):
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
 def group_members(pgid: int) -> list[int]:
     """Every live process in process group pgid (the service and its children)."""
     out = []
@@ -200,6 +214,31 @@ def sink_frame(settings, kind: str = "scores"):  # noqa: ANN001, ANN201
 def overrides_of(settings) -> dict:  # noqa: ANN001
     """Non-default settings as JSON-able overrides (e.g. flow parameters); tests hold no secrets."""
     return settings.model_dump(mode="json", exclude_defaults=True)
+
+
+def afternoon_ms() -> int:
+    """A whole hour between 10:00 and 20:00 UTC at most 14 h ago, in epoch ms: the latest such hour
+    (``PYTEST_RTML_ANCHOR_MS`` overrides).
+
+    The generator's fraud prefers the night before its drift and ``hour`` is a model feature, so a
+    test whose outcome depends on how a model trained on generated history scores generated events
+    places both at one time of day (a history of a few hours before the anchor stays after 06:00)
+    instead of the hour the suite happens to run at. Windows on event time (``drift.performance_window``,
+    1 day) still hold data placed at the anchor."""
+    import time as _time
+
+    forced = os.environ.get("PYTEST_RTML_ANCHOR_MS")
+    if forced:
+        return int(forced)
+    hour = 3_600_000
+    now = int(_time.time() * 1000)
+    at = now - now % hour
+    midnight = now - now % 86_400_000
+    if at >= midnight + 20 * hour:
+        return midnight + 20 * hour
+    if at < midnight + 10 * hour:
+        return midnight - 4 * hour  # yesterday 20:00
+    return at
 
 
 def labelled_batch(n: int, seed: int, start_ms: int | None = None, drift_at: int | None = None):  # noqa: ANN201

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rtml.expectations.gate import validate
@@ -75,7 +76,8 @@ def test_each_poison_is_blocked_and_named(kind: str, clean, reference: dict) -> 
 
 def test_raw_events_suite_catches_future_times_unknown_columns_and_categories(clean) -> None:
     events = clean.drop(columns=["is_fraud"]).head(500).copy()
-    events.loc[events.index[:5], "event_time"] = "2031-01-01T00:00:00.000Z"
+    in_a_year = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=365)  # well past spec.max_future_seconds
+    events.loc[events.index[:5], "event_time"] = in_a_year.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     events.loc[events.index[5:10], "channel"] = "teleport"
     events["surprise"] = 1
     failed = validate(events, "raw_events", SPEC, SETTINGS, render=False).failed_names()

@@ -18,7 +18,7 @@ from rtml.infra.config.clients import prefect_api
 from rtml.infra.config.spec import load_spec
 from rtml.pipelines.producer import generated_frames, stream_frames
 from rtml.pipelines.score_job import run_scoring
-from tests.helpers import overrides_of, scoped_settings
+from tests.helpers import afternoon_ms, overrides_of, scoped_settings
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,9 @@ def receiver() -> Iterator[WebhookReceiver]:
     r = WebhookReceiver()
     yield r
     r.close()
+
+
+_ANCHOR: dict[str, int] = {}  # model name -> the time its world's history and streams end at
 
 
 def _world(stack, tmp_path: Path, receiver: WebhookReceiver, **drift):  # noqa: ANN001, ANN202
@@ -41,14 +44,19 @@ def _world(stack, tmp_path: Path, receiver: WebhookReceiver, **drift):  # noqa: 
     s.alerts.notification_block = f"oncall-{s.mlflow.model_name}"
     with prefect_api(s):
         assert ensure_alerting(s)["severities"] == ["warning", "critical"]
-    assert bootstrap(s, load_spec(), n=20_000)["champion"] == "1"
+    # history and streams at one time of day (tests/helpers.py::afternoon_ms): a 2.8 h history that
+    # spans 06:00 against 10-minute streams after it looked like prediction drift at 06:00-08:50 UTC
+    _ANCHOR[s.mlflow.model_name] = afternoon_ms()
+    assert bootstrap(s, load_spec(), n=20_000, now_ms=_ANCHOR[s.mlflow.model_name])["champion"] == "1"
     return s
 
 
 def _stream(s, n: int, seed: int, drift_at: int | None = None, amount_x: float = 1.0) -> None:  # noqa: ANN001
     spec = load_spec()
+    start = _ANCHOR[s.mlflow.model_name] - n * 500  # each stream ends at the anchor (2 events/s)
     frames = (
-        f.assign(amount=f["amount"] * amount_x) for f in generated_frames(spec, n, seed, drift_at, 1000)
+        f.assign(amount=f["amount"] * amount_x)
+        for f in generated_frames(spec, n, seed, drift_at, 1000, start_ms=start)
     )
     stream_frames(s, spec, frames, seed=seed)
     assert run_scoring(s, spec, available_now=True)["read"] == n

@@ -14,7 +14,7 @@ from rtml.infra.config.spec import load_spec
 from rtml.models.lifecycle.registry import client
 from rtml.pipelines.producer import generated_frames, stream_frames
 from rtml.pipelines.score_job import run_scoring
-from tests.helpers import overrides_of, scoped_settings, sink_frame, valid_and_malformed
+from tests.helpers import afternoon_ms, overrides_of, scoped_settings, sink_frame, valid_and_malformed
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,15 @@ def test_family_scores_and_retrains_through_the_platform(
         promotion={"min_holdout": 300, "min_positives": 3},
     )
     spec = load_spec()
-    boot = bootstrap(s, spec, n=10_000)
+    at = afternoon_ms()  # one time of day for history and stream (the generator's concept has hours)
+    boot = bootstrap(s, spec, n=10_000, now_ms=at)
     assert boot["champion"] == "1"
     c = client(s)
     v1_run = c.get_run(c.get_model_version(s.mlflow.model_name, "1").run_id)
     assert v1_run.data.params["family"] == family
 
-    stream_frames(s, spec, generated_frames(spec, 4000, 61, 1500, 1000), malformed_rate=0.03, seed=61)
+    stream = generated_frames(spec, 4000, 61, 1500, 1000, start_ms=at - 2_000_000)
+    stream_frames(s, spec, stream, malformed_rate=0.03, seed=61)
     summary = run_scoring(s, spec, available_now=True)
     valid, bad = valid_and_malformed(s)
     assert summary["scored"] == len(valid) and summary["quarantined"] == len(bad)

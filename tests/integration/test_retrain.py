@@ -22,7 +22,15 @@ from rtml.models.lifecycle.aliases import (
 from rtml.models.lifecycle.registry import CHAMPION, PREVIOUS, alias_version, client
 from rtml.pipelines.producer import generated_frames, stream_frames
 from rtml.pipelines.score_job import run_scoring
-from tests.helpers import RTML, overrides_of, scoped_settings, settings_env, sink_frame, wait_for
+from tests.helpers import (
+    RTML,
+    afternoon_ms,
+    overrides_of,
+    scoped_settings,
+    settings_env,
+    sink_frame,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,15 +58,17 @@ def world(stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
         spark={"max_events_per_trigger": 10_000},
     )
     spec = load_spec()
-    bootstrap(s, spec, n=10_000)
+    at = afternoon_ms()  # one time of day: a pre-drift chunk at 06:00-08:00 UTC was rejected as noise
+    bootstrap(s, spec, n=10_000, now_ms=at)
     stop = threading.Event()
     runner = threading.Thread(target=run_scoring, args=(s, spec), kwargs={"stop": stop})
     runner.start()
     try:
-        stream_frames(s, spec, generated_frames(spec, 16_000, 41, 2_000, 2_000), seed=41)
+        drifting = generated_frames(spec, 16_000, 41, 2_000, 2_000, start_ms=at - 8_500_000)
+        stream_frames(s, spec, drifting, seed=41)
         wait_for(lambda: _scored(s) >= 15_000, 300)
         first = _retrain(s)
-        stream_frames(s, spec, generated_frames(spec, 1_000, 42, 0, 1_000), seed=42)
+        stream_frames(s, spec, generated_frames(spec, 1_000, 42, 0, 1_000, start_ms=at - 500_000), seed=42)
         wait_for(lambda: sink_frame(s, "scores")["transaction_id"].str.startswith("tx-42-").sum() >= 900, 180)
     finally:
         stop.set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ from rtml.pipelines.history import history_frame
 from rtml.pipelines.producer import generated_frames, stream_frames
 from rtml.pipelines.score_job import run_scoring
 from rtml.pipelines.tables import open_table
-from tests.helpers import overrides_of, rtml, scoped_settings, settings_env, sink_frame
+from tests.helpers import afternoon_ms, overrides_of, rtml, scoped_settings, settings_env, sink_frame
 
 pytestmark = pytest.mark.integration
 
@@ -107,10 +106,12 @@ def test_promotion_shadow_shadows_the_held_back_candidate_and_live_evidence_prom
     )
     spec = load_spec()
     env = settings_env(s)
-    bootstrap(s, spec, n=8_000)  # v1: the concept before the drift
+    # everything in the afternoon: at night the stale champion's night-fraud habit flags drifted
+    # events too and the evidence depends on the hour the suite runs at (CI failed at 06:12 UTC)
+    end = afternoon_ms()  # the live stream's 10,000 events (5,000 s) end here
+    bootstrap(s, spec, n=8_000, now_ms=end)  # v1: the concept before the drift, same hours 4 days ago
     batch = tmp_path / "drifted.parquet"
-    two_hours_ago = int(time.time() * 1000) - 7_200_000  # 8,000 events end before now
-    labelled_batch(8_000, 61, start_ms=two_hours_ago, drift_at=0).to_parquet(batch)
+    labelled_batch(8_000, 61, start_ms=end - 9_100_000, drift_at=0).to_parquet(batch)  # then the stream
     with prefect_api(s):
         first = retrain_flow(overrides=overrides_of(s), trigger="manual", batch_file=str(batch))
     assert first["challenger"] == "2" and first["champion_after"] == "1" and first["outcome"] == "reject"
@@ -123,7 +124,8 @@ def test_promotion_shadow_shadows_the_held_back_candidate_and_live_evidence_prom
     on = [v for k, v in v2.tags.items() if k.startswith("rtml.shadow.")]
     assert len(on) == 1 and "automatic (promotion.shadow)" in on[0] and "rtml-retrain" in on[0]
 
-    stream_frames(s, spec, generated_frames(spec, 10_000, 62, 0, 5_000), seed=62)  # drifted, labelled
+    stream = generated_frames(spec, 10_000, 62, 0, 5_000, start_ms=end - 5_000_000)
+    stream_frames(s, spec, stream, seed=62)  # drifted, labelled
     assert run_scoring(s, spec, available_now=True)["scored"] == 10_000
     assert set(open_table(s, "shadow").to_pandas()["model_version"]) == {"2"}
     with prefect_api(s):
