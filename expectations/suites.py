@@ -28,6 +28,7 @@ SUITES = ("raw_events", "training_batch", "scores")
 SHIPPED = Path(__file__).parent / "suite_files"
 NUMERIC_TYPES = ["float64", "float32", "int64", "int32", "Float64", "Int64"]
 _BIG = 1e300  # "unbounded" for a parameter without a reference
+UNBOUNDED = _BIG
 
 
 def _e(kind: str, **kwargs: Any) -> dict[str, Any]:

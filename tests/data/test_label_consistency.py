@@ -161,3 +161,35 @@ def test_a_window_the_champion_cannot_score_fails_with_the_reason(champion: tupl
     result = validate(bad, "training_batch", SPEC, SETTINGS, profile, render=False, champion=model)
     [failure] = [f for f in result.failures if f.expectation == EXPECTATION]
     assert "cannot featurise the batch" in failure.describe()
+
+
+@pytest.fixture(scope="module")
+def anomaly_champion() -> tuple:
+    """A streaming k-means champion: its scores are distances, its top scores unusual events."""
+    history = labelled_batch(10_000, seed=3, start_ms=NOW - 4 * 86_400_000)
+    params = {"k": 6, "half_life": 20.0}
+    learner, _, X, y = train_initial(SPEC, history, seed=7, family="streaming_kmeans", params=params)
+    profile = build_profile(X, SPEC, scores=learner.score(X), labels=y)
+    return _pyfunc_class()(learner, list(X.columns)), profile
+
+
+def test_an_anomaly_champion_checks_only_its_confident_negatives(anomaly_champion: tuple) -> None:
+    """After the generator's drift every confident positive of a k-means champion was labelled negative
+    (16/16 with this history): legitimate events that now look unusual, not poisoning."""
+    model, profile = anomaly_champion
+    drifted = _window(4_000, seed=31, drift_at=0)
+    result = validate(drifted, "training_batch", SPEC, SETTINGS, profile, render=False, champion=model)
+    assert result.passed, result.failed_names()
+    [(name, why)] = result.skipped.items()
+    assert name == f"{EXPECTATION} (confident positives)" and "not checked for an anomaly model" in why
+    assert any("anomaly model" in s for s in result.summary()["skipped"])
+    details = _label_result(result)["result"]["details"]
+    assert details["high"]["rows"] == 0 and details["low"]["rows"] > 2_000
+    assert result.parameters["label_high_cut"] > 1  # no score reaches it
+    # poisoning still fails, on the confident negatives
+    flipped = _flip_negatives(_window(4_000, seed=12), 0.05, 12)
+    swapped = _swap(_window(4_000, seed=21, fraud_rate=0.1), 0.05, 21)
+    for bad in (flipped, swapped):
+        result = validate(bad, "training_batch", SPEC, SETTINGS, profile, render=False, champion=model)
+        assert result.failed_names() == [EXPECTATION]
+        assert "confident negatives labelled positive" in result.failures[0].describe()
