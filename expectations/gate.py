@@ -236,7 +236,7 @@ def validate(
         frame, definition, spec, settings, reference, champion
     )
     checked = any(e["type"] == LABELS for e in definition["expectations"])
-    if checked and _anomaly_scores(champion):
+    if checked and score_error is None and _anomaly_scores(champion):
         params["label_high_cut"] = UNBOUNDED  # no row is a confident positive
         skipped[f"{LABELS} (confident positives)"] = HIGH_SIDE_SKIPPED
     ge_suite = gx.ExpectationSuite(**definition)

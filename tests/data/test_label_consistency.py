@@ -193,3 +193,8 @@ def test_an_anomaly_champion_checks_only_its_confident_negatives(anomaly_champio
         result = validate(bad, "training_batch", SPEC, SETTINGS, profile, render=False, champion=model)
         assert result.failed_names() == [EXPECTATION]
         assert "confident negatives labelled positive" in result.failures[0].describe()
+    # a window it cannot score fails with the reason, and nothing is reported as skipped beside it
+    unscorable = _window(1_000, seed=51).drop(columns=["card_id"])
+    result = validate(unscorable, "training_batch", SPEC, SETTINGS, profile, render=False, champion=model)
+    [failure] = [f for f in result.failures if f.expectation == EXPECTATION]
+    assert "cannot featurise the batch" in failure.describe() and result.skipped == {}
