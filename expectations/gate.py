@@ -162,6 +162,21 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
 
 
+HIGH_SIDE_SKIPPED = (
+    "not checked for an anomaly model: its confident positives are unusual events, which a drift in "
+    "legitimate traffic fills with negatives (confident negatives labelled positive are checked)"
+)
+
+
+def _anomaly_scores(champion: Any) -> bool:
+    """Whether the champion's scores are anomaly scores (its learner declares the anomaly task).
+
+    On the generator's drift with clean labels every k-means champion tried (4 histories) had 100% of
+    its confident positives labelled negative; a 5% flip or swap of labels still failed the other side.
+    """
+    return "anomaly" in getattr(getattr(champion, "learner", None), "tasks", ())
+
+
 def _label_check(
     frame: pd.DataFrame,
     definition: dict[str, Any],
@@ -169,9 +184,11 @@ def _label_check(
     settings: Any,
     reference: dict[str, Any] | None,
     champion: Any,
+    params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, str], str | None]:
     """Add the champion's scores for the label-consistency expectation, or take the expectation out
     of the suite and say why (no champion given, checks off, a champion profile without labels).
+    For an anomaly champion the confident-positive side is switched off in ``params`` and listed.
     Returns the frame, the suite, what was skipped, and why scoring failed (if it did)."""
     from rtml.expectations.label_consistency import EXPECTATION, SCORE_COLUMN, champion_scores
     from rtml.models.monitoring.profile import label_reference
@@ -189,24 +206,14 @@ def _label_check(
         kept = [e for e in definition["expectations"] if e["type"] != EXPECTATION]
         return frame, {**definition, "expectations": kept}, {EXPECTATION: why}, None
     try:
-        return frame.assign(**{SCORE_COLUMN: champion_scores(frame, spec, champion)}), definition, {}, None
+        scores = champion_scores(frame, spec, champion)
     except ValueError as exc:  # the expectation then sees no scored row and fails; the reason is kept
         return frame.assign(**{SCORE_COLUMN: float("nan")}), definition, {}, str(exc)
-
-
-HIGH_SIDE_SKIPPED = (
-    "not checked for an anomaly model: its confident positives are unusual events, which a drift in "
-    "legitimate traffic fills with negatives (confident negatives labelled positive are checked)"
-)
-
-
-def _anomaly_scores(champion: Any) -> bool:
-    """Whether the champion's scores are anomaly scores (its learner declares the anomaly task).
-
-    On the generator's drift with clean labels every k-means champion tried (4 histories) had 100% of
-    its confident positives labelled negative; a 5% flip or swap of labels still failed the other side.
-    """
-    return champion is not None and "anomaly" in getattr(getattr(champion, "learner", None), "tasks", ())
+    skipped: dict[str, str] = {}
+    if _anomaly_scores(champion):
+        params["label_high_cut"] = UNBOUNDED  # no row is a confident positive
+        skipped[f"{EXPECTATION} (confident positives)"] = HIGH_SIDE_SKIPPED
+    return frame.assign(**{SCORE_COLUMN: scores}), definition, skipped, None
 
 
 def validate(
@@ -233,12 +240,8 @@ def validate(
     params = parameters(spec, settings, reference, now_ms)
     definition = load_suite(spec, suite, settings.quality.suites_dir)
     frame, definition, skipped, score_error = _label_check(
-        frame, definition, spec, settings, reference, champion
+        frame, definition, spec, settings, reference, champion, params
     )
-    checked = any(e["type"] == LABELS for e in definition["expectations"])
-    if checked and score_error is None and _anomaly_scores(champion):
-        params["label_high_cut"] = UNBOUNDED  # no row is a confident positive
-        skipped[f"{LABELS} (confident positives)"] = HIGH_SIDE_SKIPPED
     ge_suite = gx.ExpectationSuite(**definition)
     with _LOCK:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
