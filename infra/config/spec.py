@@ -24,6 +24,10 @@ from rtml.infra.config.settings import ConfigError, format_validation_error
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 UNKNOWN_CATEGORY = "__unknown__"
+# The derived time features' units: learners scale them by at least one unit (an hour, a day). A
+# short history can hold nearly one value of the hour (a single row past the hour's end among
+# thousands), and the next hour's events then sat dozens of standard deviations away.
+TIME_FEATURE_MIN_SCALE = {"event_hour": 1.0, "event_dayofweek": 1.0}
 
 
 class _Strict(BaseModel):

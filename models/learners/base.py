@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
-from rtml.infra.config.spec import UNKNOWN_CATEGORY, StreamSpec
+from rtml.infra.config.spec import TIME_FEATURE_MIN_SCALE, UNKNOWN_CATEGORY, StreamSpec
 from rtml.models.learners.explain import Contributions, Explanation
 
 #: The tasks a stream spec may declare (``StreamSpec.task``); a family's ``tasks`` are drawn from these.
@@ -183,7 +183,9 @@ class IncrementalEncoder:
     """Numeric columns scaled with running mean/variance; categoricals one-hot on the spec's categories.
 
     Missing and non-finite numeric values become the running mean (0 after scaling); unseen
-    categories map to a dedicated unknown column.
+    categories map to a dedicated unknown column. A time feature is scaled by at least its unit
+    (:data:`TIME_FEATURE_MIN_SCALE`): nearly constant in a short history, it must not put the next
+    hour's events dozens of standard deviations away.
     """
 
     def __init__(self, numeric: list[str], categories: dict[str, list[str]]) -> None:
@@ -207,6 +209,8 @@ class IncrementalEncoder:
         if np.isnan(num).all(axis=0).any() and not self._fitted:
             num = np.nan_to_num(num)
         self.scaler.partial_fit(num)
+        floor = np.array([TIME_FEATURE_MIN_SCALE.get(c, 0.0) for c in self.numeric])
+        self.scaler.scale_ = np.maximum(self.scaler.scale_, floor)
         self._fitted = True
         counts = getattr(self, "category_counts", None)
         if counts is not None:  # encoders pickled before explanations have none: reference without it

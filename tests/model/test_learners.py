@@ -281,6 +281,24 @@ def test_learning_on_a_learnable_stream_improves_the_metric(family: str) -> None
     assert late.n_seen == 20 * 500
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_next_hour_scores_like_the_hour_learnt_from(family: str) -> None:
+    """A short history can hold one hour of the day but for a single row: the next hour's events
+    must not land dozens of standard deviations away (the pricing example's R^2 was -5.3 when its
+    training rows ended 0.5 s past an hour)."""
+    learner = FAMILIES[family]([*NUMERIC, "event_hour"], CATS, seed=0)
+    for i in range(10):
+        X, y = learnable(family, 500, seed=i)
+        X["event_hour"] = 12.0
+        if i == 0:  # early, while the model's errors are large
+            X.loc[X.index[0], "event_hour"] = 13.0
+        learner.learn(X, y)
+    X_test, y_test = learnable(family, 4000, seed=1234)
+    same, next_hour = X_test.assign(event_hour=12.0), X_test.assign(event_hour=13.0)
+    q_same, q_next = quality(family, learner, same, y_test), quality(family, learner, next_hour, y_test)
+    assert q_same > 0.9 and q_next > q_same - 0.02, (q_same, q_next)
+
+
 def test_unknown_family_and_wrong_task_are_one_line_errors() -> None:
     from rtml.infra.config.spec import load_spec
 
