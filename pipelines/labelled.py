@@ -87,6 +87,7 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
 
     # 1. newly scored events, with the labels that were waiting for them
     consumed: set[str] = set()
+    oldest_new: int | None = None
     if len(new_scores):
         rows = new_scores.drop(columns=["batch_id", DATE], errors="ignore")
         rows = rows.assign(**{eid: rows[eid].astype(str)}).drop_duplicates(eid, keep="last")
@@ -96,6 +97,7 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
         rows[field] = rows[field].astype(_LABEL_DTYPE[spec.label.type])
         consumed = set(rows.loc[rows[field].notna(), eid])
         out["new_scored"], out["labelled"] = int(len(rows)), len(consumed)
+        oldest_new = int(rows[EVENT_MS].min())
         dt = _insert(settings, dt, rows, vs, eid)
     elif vs is not None and dt is not None and (_txn(dt, APP_SCORES) or -1) < vs:
         # only non-inserts were read (a retention delete, a compaction): record the progress, so
@@ -144,8 +146,14 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
     if dt is not None:
         clock = now_ms if now_ms is not None else _max_event(dt)
         cut = int(clock - horizon_ms)
-        if cut_prev is None or cut > cut_prev:
-            expired = _expire(dt, spec, cut, cut_prev)
+        # an event scored after an earlier cut passed it (a late partition, a replay) closes now:
+        # the lower day bound reaches back to it, else it stayed pending and uncounted for good
+        if cut_prev is None:
+            expired = _expire(dt, spec, cut, None)
+        elif cut > cut_prev:
+            expired = _expire(dt, spec, cut, cut_prev if oldest_new is None else min(cut_prev, oldest_new))
+        elif oldest_new is not None and oldest_new <= cut_prev:
+            expired = _expire(dt, spec, cut_prev, oldest_new)
         dt = open_table(settings, TABLE)
         out["pending"] = _count_pending(dt, cut)
     else:

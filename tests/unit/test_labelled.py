@@ -105,6 +105,38 @@ def test_replayed_history_expires_by_event_time(tmp_path: Path) -> None:
     assert sorted(read_labelled(s)[ID]) == sorted(f"e{i}" for i in range(10))
 
 
+def _events(times: dict[str, int]) -> pa.Table:
+    ids, at = list(times), list(times.values())
+    zeros = [0] * len(ids)
+    return pa.table(
+        {ID: ids, "score": [0.1] * len(ids), "decision": zeros, "scored_at_ms": at, "_event_ms": at}
+    )
+
+
+def test_an_event_scored_after_the_cut_passed_it_expires_whatever_its_day(tmp_path: Path) -> None:
+    """A late partition or a replay scores an event older than a cut already taken: it closes at
+    the next refresh, also on a UTC day before the last cut's (it stayed pending and uncounted)."""
+    from rtml.infra.config.spec import parse_duration_seconds
+
+    s = _settings(tmp_path)
+    horizon = parse_duration_seconds(SPEC.label.horizon) * 1000
+    day = 86_400_000
+    newest = T0 - T0 % day + 2 * day + HOUR // 2  # 00:30 UTC: the cut falls at 00:30 too
+    commit_batch(s, "scores", _events({"a": newest - 3 * day, "b": newest}), "q-scores", 0)
+    assert refresh_labelled(s, SPEC)["expired"] == 1
+    cut = newest - horizon
+    # older than the cut already taken, on the UTC day before it; the cut moves on 10 minutes
+    commit_batch(s, "scores", _events({"late": cut - HOUR, "c": newest + 600_000}), "q-scores", 1)
+    r = refresh_labelled(s, SPEC)
+    assert r["expired"] == r["unlabelled_as_negative"] == 1 and r["pending"] == 2
+    # the same while the cut stays where it is (nothing newer arrived)
+    commit_batch(s, "scores", _events({"later": cut - 2 * day}), "q-scores", 2)
+    r = refresh_labelled(s, SPEC)
+    assert r["expired"] == 1 and r["pending"] == 2
+    assert sorted(read_labelled(s)[ID]) == ["a", "late", "later"]
+    assert refresh_labelled(s, SPEC)["expired"] == 0  # nothing new: nothing closes again
+
+
 def test_a_label_ingest_replayed_after_a_crash_commits_nothing(tmp_path: Path) -> None:
     from rtml.pipelines.labels import _append_labels
 
