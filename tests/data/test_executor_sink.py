@@ -78,7 +78,9 @@ def _commit(s, files, batch_id: int) -> dict[str, bool]:  # noqa: ANN001
 
 
 def _rows(s, name: str) -> pa.Table:  # noqa: ANN001
-    frame = read_table(s, name).drop(columns=["quarantined_at_ms"], errors="ignore")
+    frame = read_table(s, name)
+    if "quarantined_at_ms" in frame:  # the write's clock, and its UTC day partitions the table
+        frame = frame.drop(columns=["quarantined_at_ms", "event_date"], errors="ignore")
     return frame.sort_values(sorted(frame.columns)).reset_index(drop=True)
 
 
