@@ -168,6 +168,14 @@ def send_labels(settings: Any, spec: Any, frame: pd.DataFrame) -> None:
     deliver(producer, [(settings.kafka.topics.labels, None, v, None, None) for v in encode_events(records)])
 
 
+def _live(evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """The round's live-evidence verdict on the @shadow (``--evidence shadow|both``), short."""
+    if "outcome" not in evidence:
+        return None
+    live = evidence.get("live") or {}
+    return {"version": evidence.get("version"), "outcome": evidence["outcome"], "n": live.get("n")}
+
+
 def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> dict[str, Any]:
     from rtml.flows.bootstrap import bootstrap
     from rtml.flows.retrain import retrain_flow
@@ -198,7 +206,14 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
         "metrics": {"port": _free_port()},
         "scoring": {"dedup_horizon_seconds": 0},
         "model": {"family": args.learners[name]},
-        "promotion": {"min_holdout": 200, "min_positives": 20},
+        # --evidence shadow|both: the best candidate not promoted becomes @shadow, the next round's
+        # scoring scores it beside the champion, and live labelled events decide its promotion
+        "promotion": {
+            "min_holdout": 200,
+            "min_positives": 20,
+            "shadow": args.evidence != "holdout",
+            "evidence": args.evidence,
+        },
         "retrain": {
             "min_new_rows": args.retrain_every // 2,
             "candidates": args.candidates.split(","),
@@ -231,6 +246,8 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
                     "outcome": out["outcome"],
                     "reason": out.get("reason", "")[:120],
                     "champion": out.get("champion_after"),
+                    "live": _live(out.get("evidence", {})),
+                    "shadow_set": (out.get("shadow") or {}).get("set"),
                     "change_point": out.get("change_point", {}).get("change_rows_before")
                     if out.get("change_point", {}).get("change") == "detected"
                     else None,
@@ -278,6 +295,12 @@ def main() -> None:
         "--learner",
         default="",
         help=f"bootstrap learner per stream, stream=family[,...] (defaults: {DEFAULT_LEARNERS})",
+    )
+    ap.add_argument(
+        "--evidence",
+        choices=["holdout", "shadow", "both"],
+        default="holdout",
+        help="promotion.evidence (shadow and both also set promotion.shadow)",
     )
     ap.add_argument("--label-check", action="store_true", help="keep the label-consistency gate on")
     ap.add_argument("--seed", type=int, default=7)
