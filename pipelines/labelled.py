@@ -87,7 +87,6 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
 
     # 1. newly scored events, with the labels that were waiting for them
     consumed: set[str] = set()
-    oldest_new: int | None = None
     if len(new_scores):
         rows = new_scores.drop(columns=["batch_id", DATE], errors="ignore")
         rows = rows.assign(**{eid: rows[eid].astype(str)}).drop_duplicates(eid, keep="last")
@@ -95,9 +94,9 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
         rows[STATE] = rows[field].notna().map({True: "labelled", False: "pending"})
         rows[AT] = rows[AT].astype("Int64")
         rows[field] = rows[field].astype(_LABEL_DTYPE[spec.label.type])
+        out["expired_on_arrival"] = _close_late(rows, spec, _txn(dt, APP_CUT))
         consumed = set(rows.loc[rows[field].notna(), eid])
         out["new_scored"], out["labelled"] = int(len(rows)), len(consumed)
-        oldest_new = int(rows[EVENT_MS].min())
         dt = _insert(settings, dt, rows, vs, eid)
     elif vs is not None and dt is not None and (_txn(dt, APP_SCORES) or -1) < vs:
         # only non-inserts were read (a retention delete, a compaction): record the progress, so
@@ -146,21 +145,32 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
     if dt is not None:
         clock = now_ms if now_ms is not None else _max_event(dt)
         cut = int(clock - horizon_ms)
-        # an event scored after an earlier cut passed it (a late partition, a replay) closes now:
-        # the lower day bound reaches back to it, else it stayed pending and uncounted for good
-        if cut_prev is None:
-            expired = _expire(dt, spec, cut, None)
-        elif cut > cut_prev:
-            expired = _expire(dt, spec, cut, cut_prev if oldest_new is None else min(cut_prev, oldest_new))
-        elif oldest_new is not None and oldest_new <= cut_prev:
-            expired = _expire(dt, spec, cut_prev, oldest_new)
+        if cut_prev is None or cut > cut_prev:
+            expired = _expire(dt, spec, cut, cut_prev)
         dt = open_table(settings, TABLE)
         out["pending"] = _count_pending(dt, cut)
     else:
         out["pending"] = 0
+    expired += out.pop("expired_on_arrival", 0)
     out["expired"] = expired
     out["unlabelled_as_negative"] = expired if spec.label.unlabelled_after_horizon == "negative" else 0
     return out
+
+
+def _close_late(rows: pd.DataFrame, spec: StreamSpec, cut: int | None) -> int:
+    """Close, in place, new unlabelled rows the last cut has already passed (a late partition, a
+    replay): they are inserted expired (or dropped), in the insert's own commit. Expiry reads only
+    the days from the last cut's on, so such a row left pending stayed pending and uncounted."""
+    assert spec.label is not None
+    if cut is None:
+        return 0
+    late = (rows[STATE] == "pending") & (rows[EVENT_MS] <= cut)
+    if late.any():
+        negative = spec.label.unlabelled_after_horizon == "negative"
+        rows.loc[late, STATE] = "expired" if negative else "dropped"
+        if negative:
+            rows.loc[late, spec.label.field] = _negative(spec)
+    return int(late.sum())
 
 
 def _insert(settings: Settings, dt: Any, rows: pd.DataFrame, vs: int | None, eid: str) -> Any:
