@@ -115,6 +115,11 @@ class StreamSpec(_Strict):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"field(s) declared twice: {sorted(dupes)}")
+        clash = sorted(set(names) & {*TIME_FEATURE_MIN_SCALE, *self.aggregate_names})
+        if clash:
+            raise ValueError(
+                f"field(s) {clash} take the name of a derived feature (time feature or aggregate)"
+            )
         if self.label and self.label.field in names:
             raise ValueError(f"label field '{self.label.field}' is also declared as a feature")
         if self.aggregates and self.aggregates.sum_of and self.aggregates.sum_of not in self.numeric_names:

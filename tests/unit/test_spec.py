@@ -51,6 +51,11 @@ def test_user_spec_without_fraud_columns(tmp_path: Path) -> None:
         ("  - {name: 'bad name', type: double}\n", "identifier"),
         ("  - {name: demand, type: float}\n", "features.0.type"),
         ("  - {name: demand, type: double, colour: red}\n", "unknown setting"),
+        ("  - {name: event_hour, type: double}\n", "['event_hour'] take the name of a derived feature"),
+        (
+            "  - {name: sku_count_1h, type: double}\naggregates: {windows: [1h]}\n",
+            "['sku_count_1h'] take the name of a derived feature",
+        ),
     ],
 )
 def test_bad_specs_are_rejected_with_reason(tmp_path: Path, features: str, needle: str) -> None:
