@@ -248,6 +248,7 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
                     "champion": out.get("champion_after"),
                     "live": _live(out.get("evidence", {})),
                     "shadow_set": (out.get("shadow") or {}).get("set"),
+                    "shadow_kept": (out.get("shadow") or {}).get("kept"),
                     "change_point": out.get("change_point", {}).get("change_rows_before")
                     if out.get("change_point", {}).get("change") == "detected"
                     else None,

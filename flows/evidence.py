@@ -83,10 +83,15 @@ def auto_shadow(
     champion_after: str,
     candidate: str,
     decision: Any,
+    waiting: str | None = None,
 ) -> dict[str, Any]:
     """After a decision: a promotion clears a ``@shadow`` that is now the champion (always) or older
     than it (with ``promotion.shadow``); with ``promotion.shadow`` the round's best candidate, when
-    it was not promoted, becomes ``@shadow``. Both through the audited path of ``rtml shadow``."""
+    it was not promoted, becomes ``@shadow``. Both through the audited path of ``rtml shadow``.
+
+    ``waiting`` names a ``@shadow`` whose live evidence this round had too few labelled events to
+    decide: it stays, and the candidate is not shadowed (replaced every round, a shadow was never
+    judged when labels take longer than one round to arrive)."""
     from rtml.models.lifecycle.audit import LifecycleError
     from rtml.models.lifecycle.registry import SHADOW, alias_version
     from rtml.models.lifecycle.shadow import clear_shadow, set_shadow
@@ -109,7 +114,11 @@ def auto_shadow(
             settings, f"automatic: the retrain promoted v{champion_after}; shadow v{before} is {now}", USER
         )
         out["cleared"] = before
-    if auto and candidate != champion_after:
+    if auto and candidate != champion_after and waiting is not None and waiting == before:
+        out["kept"] = before
+        out["reason"] = f"v{before} kept: still waiting for live evidence (v{candidate} not shadowed)"
+        get_run_logger().info(f"promotion.shadow: {out['reason']}")
+    elif auto and candidate != champion_after:
         reason = (
             f"automatic (promotion.shadow): best candidate of the retrain decision v{candidate} vs "
             f"champion v{champion_before}, {decision.outcome}: {decision.reason[:300]}"
@@ -137,6 +146,7 @@ def evidence_step(
     @shadow (``promotion.evidence: shadow | both``; may promote it) and the automatic @shadow
     (``promotion.shadow``). Returns the summary keys they set."""
     out: dict[str, Any] = {"champion_after": champion_now}
+    waiting = None
     if settings.promotion.evidence != "holdout":
         evidence = judge_live(settings, spec, champion_before)
         out["evidence"] = evidence.to_dict()
@@ -144,6 +154,10 @@ def evidence_step(
         if moved is not None:
             out.update(outcome="promote", reason=evidence.reason, promoted=evidence.version)
             out["champion_after"] = moved["champion"]
+        elif evidence.live is not None and evidence.live.outcome == "no_decision":
+            waiting = evidence.version  # too few labelled live events yet: judged in a later round
         get_run_logger().info(evidence.reason)
-    out["shadow"] = auto_shadow(settings, spec, champion_before, out["champion_after"], candidate, decision)
+    out["shadow"] = auto_shadow(
+        settings, spec, champion_before, out["champion_after"], candidate, decision, waiting
+    )
     return out

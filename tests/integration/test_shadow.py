@@ -124,6 +124,18 @@ def test_promotion_shadow_shadows_the_held_back_candidate_and_live_evidence_prom
     on = [v for k, v in v2.tags.items() if k.startswith("rtml.shadow.")]
     assert len(on) == 1 and "automatic (promotion.shadow)" in on[0] and "rtml-retrain" in on[0]
 
+    # a retrain before the shadow has scored anything: no live evidence yet, so @shadow v2 stays
+    # (replaced every round, a shadow was never judged when labels take longer than a round)
+    batch2 = tmp_path / "drifted2.parquet"
+    labelled_batch(8_000, 63, start_ms=end - 9_000_000, drift_at=0).to_parquet(batch2)
+    with prefect_api(s):
+        waits = retrain_flow(overrides=overrides_of(s), trigger="manual", batch_file=str(batch2))
+    assert waits["challenger"] == "3" and waits["champion_after"] == "1", waits
+    assert waits["evidence"]["live"]["outcome"] == "no_decision" and waits["evidence"]["live"]["n"] == 0
+    assert (
+        waits["shadow"]["kept"] == "2" and waits["shadow"]["set"] is None and alias_version(s, SHADOW) == "2"
+    )
+
     stream = generated_frames(spec, 10_000, 62, 0, 5_000, start_ms=end - 5_000_000)
     stream_frames(s, spec, stream, seed=62)  # drifted, labelled
     assert run_scoring(s, spec, available_now=True)["scored"] == 10_000
@@ -138,8 +150,8 @@ def test_promotion_shadow_shadows_the_held_back_candidate_and_live_evidence_prom
         assert live[m]["champion"] is None or live[m]["challenger"] > live[m]["champion"], live
     assert all(live[m]["p_better"] >= s.promotion.confidence for m in live)
     assert second["outcome"] == "promote" and second["promoted"] == "2" and second["champion_after"] == "2"
-    assert second["challenger"] == "3" and second["shadow"]["cleared"] == "2"  # now the champion
-    assert second["shadow"]["set"] == "3" and alias_version(s, SHADOW) == "3"
+    assert second["challenger"] == "4" and second["shadow"]["cleared"] == "2"  # now the champion
+    assert second["shadow"]["set"] == "4" and alias_version(s, SHADOW) == "4"
     assert alias_version(s, CHAMPION) == "2"
     assert any(r.get("to") == "2" and "promotion.evidence=shadow" in r["reason"] for r in audit_trail(s, "2"))
 
@@ -154,7 +166,8 @@ def test_promotion_shadow_shadows_the_held_back_candidate_and_live_evidence_prom
     )
     assert rows["2"]["evidence"]["live"]["outcome"] == "promote"
     assert rows["2"]["evidence"]["live"]["live"]["n"] == 10_000
-    assert rows["3"]["decision"] == "reject" and rows["3"]["evidence"]["mode"] == "shadow"
+    assert rows["3"]["evidence"]["mode"] == "shadow"  # held back, never shadowed (v2 was waiting)
+    assert rows["4"]["decision"] == "reject" and rows["4"]["evidence"]["mode"] == "shadow"
     v2 = client(s).get_model_version(s.mlflow.model_name, "2")
     assert v2.description.startswith("Promoted on live evidence (promotion.evidence=shadow)")
     assert "live labelled events (10000 rows" in v2.description
