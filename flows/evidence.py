@@ -133,6 +133,37 @@ def auto_shadow(
     return out
 
 
+def _waiting(settings: Settings, evidence: Any, champion: str) -> str | None:
+    """The ``@shadow`` to keep for a later round: its live evidence had too few labelled events to
+    decide, it can still win (under ``both`` its own holdout decision promotes against this
+    champion), and it was shadowed less than ``drift.performance_window`` ago (the live rows' window:
+    past it, more rounds will not decide it, and it is replaced with a warning)."""
+    import json
+    import time
+
+    from rtml.infra.config.spec import parse_duration_seconds
+    from rtml.models.lifecycle.registry import client
+    from rtml.models.lifecycle.shadow import SHADOW_RECORD
+
+    live, version = evidence.live, evidence.version
+    if version is None or live is None or live.outcome != "no_decision":
+        return None
+    own = (evidence.holdout_verdict, evidence.holdout_against)
+    if evidence.mode == "both" and own != ("promote", champion):
+        return None  # it cannot be promoted: the next candidate may
+    tags = client(settings).get_model_version(settings.mlflow.model_name, version).tags or {}
+    records = [json.loads(v) for k, v in tags.items() if k.startswith(SHADOW_RECORD)]
+    on = [r.get("at_ms", 0) for r in records if r.get("action") == "on"]
+    window_ms = parse_duration_seconds(settings.drift.performance_window) * 1000
+    if on and time.time() * 1000 - max(on) > window_ms:
+        get_run_logger().warning(
+            f"promotion.shadow: v{version} undecided for longer than drift.performance_window "
+            f"({settings.drift.performance_window}): {live.reason}; replaced"
+        )
+        return None
+    return version
+
+
 def evidence_step(
     settings: Settings,
     spec: StreamSpec,
@@ -154,10 +185,12 @@ def evidence_step(
         if moved is not None:
             out.update(outcome="promote", reason=evidence.reason, promoted=evidence.version)
             out["champion_after"] = moved["champion"]
-        elif evidence.live is not None and evidence.live.outcome == "no_decision":
-            waiting = evidence.version  # too few labelled live events yet: judged in a later round
+        else:
+            waiting = _waiting(settings, evidence, champion_before)
         get_run_logger().info(evidence.reason)
     out["shadow"] = auto_shadow(
         settings, spec, champion_before, out["champion_after"], candidate, decision, waiting
     )
+    if out["shadow"].get("kept"):
+        out["shadow"]["reason"] += f": {evidence.live.reason}"
     return out

@@ -464,7 +464,11 @@ def retrain(
             console.print(f"live evidence ({ev['mode']}): [bold]{ev['outcome']}[/]: {ev['reason']}")
         if sh.get("set") or sh.get("cleared"):
             was, now = (f"v{sh[k]}" if sh.get(k) else "none" for k in ("before", "after"))
-            console.print(f"@shadow: {was} -> {now}" + (f" ({sh['error']})" if sh.get("error") else ""))
+            console.print(f"@shadow: {was} -> {now}")
+        elif sh.get("kept"):
+            console.print(f"@shadow: {sh['reason']}")
+        if sh.get("error"):
+            console.print(f"@shadow not set: {sh['error']}")
 
     emit(result, as_json, render)
 

@@ -132,6 +132,7 @@ def test_promotion_shadow_shadows_the_held_back_candidate_and_live_evidence_prom
         waits = retrain_flow(overrides=overrides_of(s), trigger="manual", batch_file=str(batch2))
     assert waits["challenger"] == "3" and waits["champion_after"] == "1", waits
     assert waits["evidence"]["live"]["outcome"] == "no_decision" and waits["evidence"]["live"]["n"] == 0
+    assert "kept" in waits["shadow"]["reason"] and "0 labelled events" in waits["shadow"]["reason"]
     assert (
         waits["shadow"]["kept"] == "2" and waits["shadow"]["set"] is None and alias_version(s, SHADOW) == "2"
     )

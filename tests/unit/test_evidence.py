@@ -145,3 +145,19 @@ def test_evidence_settings_default_to_todays_behaviour_and_are_validated(tmp_pat
     cfg.write_text("promotion: {shadow: maybe}\n")
     with pytest.raises(ConfigError, match="promotion.shadow"):
         load_settings(cfg)
+
+
+def test_only_a_shadow_that_can_still_win_waits_for_live_evidence() -> None:
+    """promotion.shadow keeps an undecided @shadow for a later round only when more labels can
+    promote it: under ``both`` its own holdout decision must promote against this champion."""
+    from rtml.flows.evidence import _waiting
+
+    s = load_settings(use_default_file=False)
+    few = _live(live_rows(50, 5, (5, 0), (5, 0)))
+    assert few.outcome == "no_decision"
+    decided = judge_shadow("shadow", "1", "2", _live(live_rows(600, 40, (20, 30), (20, 30))))
+    assert decided.live.outcome != "no_decision" and _waiting(s, decided, "1") is None
+    for verdict, against in (("reject", "1"), (None, None), ("promote", "0")):  # cannot win under both
+        both = judge_shadow("both", "1", "2", few, holdout_verdict=verdict, holdout_against=against)
+        assert _waiting(s, both, "1") is None
+    assert _waiting(s, judge_shadow("shadow", "1", None, None), "1") is None  # no shadow
