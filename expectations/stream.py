@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from rtml.features.featurise import EVENT_MS
+from rtml.infra.config.files import replace_file
 from rtml.infra.config.spec import StreamSpec
 
 log = logging.getLogger(__name__)
@@ -119,11 +120,7 @@ class StreamGate:
         return out
 
     def _write(self, batch_id: int, record: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"batch_id={batch_id:09d}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, default=str))
-        tmp.replace(path)
+        replace_file(self.root / f"batch_id={batch_id:09d}.json", json.dumps(record, default=str))
 
     def close(self) -> None:
         """Wait for the checks in flight."""

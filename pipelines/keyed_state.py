@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rtml.infra.config.files import replace_file
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.entity_state import featurise_once, idle_after_ms, pseudonymise, without_features
 from rtml.pipelines.entity_store import ID_HASH, EntityStore, StoreMismatchError, hash_ids
@@ -60,10 +61,7 @@ def resolve_buckets(checkpoint: Path, setting: int | None, store: str) -> int:
             )
         return before
     buckets = setting or DEFAULT_BUCKETS[store]
-    checkpoint.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(".entity_buckets.tmp")
-    tmp.write_text(f"{buckets}\n")
-    tmp.replace(marker)
+    replace_file(marker, f"{buckets}\n")
     return buckets
 
 

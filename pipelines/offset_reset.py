@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rtml.infra.config.files import replace_file
+
 POLICIES = ("fail", "earliest", "latest")
 RECORDS_DIR = "_offset_resets"  # under the scoring job's sink root
 Key = tuple[str, int]
@@ -226,9 +228,7 @@ def record(
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{entry['id']}.json"
         if not path.exists():
-            tmp = d / f".{entry['id']}.tmp"
-            tmp.write_text(json.dumps(entry, sort_keys=True))
-            tmp.replace(path)
+            replace_file(path, json.dumps(entry, sort_keys=True))
     return entry
 
 

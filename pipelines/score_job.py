@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rtml.infra.config.files import replace_file
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 
@@ -181,10 +182,7 @@ def write_progress(settings: Settings, progress: dict[str, Any]) -> None:
         "written_at_ms": int(time.time() * 1000),
     }
     path = settings.sink_root / PROGRESS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(keep, default=str))
-    tmp.replace(path)
+    replace_file(path, json.dumps(keep, default=str))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 from rtml.expectations.stream import StreamGate
+from rtml.infra.config.files import replace_file
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.champion_guard import ChampionGuard
@@ -125,10 +126,7 @@ class BatchSink:
         resets = for_batch(self.root / RECORDS_DIR, stats_file)  # the source's resets go on record
         stats["offset_resets"] = resets
         stats["offsets_skipped"] = sum(e["offsets_skipped"] for e in resets)
-        stats_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stats_file.with_name(f".{stats_file.name}.tmp")  # readers never see a half-written record
-        tmp.write_text(json.dumps(stats))
-        tmp.replace(stats_file)
+        replace_file(stats_file, json.dumps(stats))  # readers never see a half-written record
         mark_taken(self.root / RECORDS_DIR, resets)  # after the record holds them: a crash keeps them pending
         self.batches.append(stats)
         if self.metrics is not None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtml.infra.config.files import replace_file
 from rtml.infra.config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,12 +134,11 @@ class ScoringSupervisor:
                 self.command, env=self.env, stdout=log, stderr=log, start_new_session=True
             )
         self.report.starts += 1
-        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         # replaced whole, never truncated in place: a reader (on-call tooling, the tests) polling it
         # during a restart read an empty file once (CI, 2026-12-02)
-        tmp = self.pid_file.with_name(f".{self.pid_file.name}.tmp")
-        tmp.write_text(json.dumps({"pid": self.proc.pid, "started_at_ms": int(time.time() * 1000)}))
-        tmp.replace(self.pid_file)
+        replace_file(
+            self.pid_file, json.dumps({"pid": self.proc.pid, "started_at_ms": int(time.time() * 1000)})
+        )
 
     def _stop_child(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

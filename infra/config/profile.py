@@ -9,11 +9,12 @@ an endpoint you configure yourself always wins. ``rtml down`` removes the file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from rtml.infra.config.files import replace_file
 
 PROFILES = ("local", "cluster")
 
@@ -46,14 +47,8 @@ def read_profile(state_dir: Path) -> dict[str, Any] | None:
 
 
 def write_profile(state_dir: Path, record: dict[str, Any]) -> None:
-    path = profile_file(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it may hold storage credentials
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-    tmp.replace(path)
+    # private: it may hold storage credentials
+    replace_file(profile_file(state_dir), json.dumps(record, indent=2, sort_keys=True), private=True)
 
 
 def remove_profile(state_dir: Path) -> None:
