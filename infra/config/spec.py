@@ -28,6 +28,17 @@ UNKNOWN_CATEGORY = "__unknown__"
 # short history can hold nearly one value of the hour (a single row past the hour's end among
 # thousands), and the next hour's events then sat dozens of standard deviations away.
 TIME_FEATURE_MIN_SCALE = {"event_hour": 1.0, "event_dayofweek": 1.0}
+# Columns rtml adds beside the event's own (Kafka record, score rows, sink tables, labelled table):
+# a declared field with one of these names was overwritten, dropped or failed the sink write.
+RESERVED_FIELDS = frozenset(
+    {
+        *("_event_ms", "_reason", "_bucket", "key", "value", "topic", "partition", "offset", "timestamp"),
+        *("score", "decision", "model_version", "scored_at_ms", "latency_ms", "kafka_timestamp_ms"),
+        *("shadow_version", "shadow_score", "shadow_decision", "batch_id", "event_date"),
+        *("label_state", "labelled_at_ms"),
+    }
+)
+RESERVED_PREFIXES = ("explain_",)
 
 
 class _Strict(BaseModel):
@@ -115,10 +126,18 @@ class StreamSpec(_Strict):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"field(s) declared twice: {sorted(dupes)}")
-        clash = sorted(set(names) & {*TIME_FEATURE_MIN_SCALE, *self.aggregate_names})
+        declared = [*names, *([self.label.field] if self.label else [])]
+        derived = {*(f"event_{t}" for t in self.time_features), *self.aggregate_names}
+        clash = sorted(set(declared) & derived)
         if clash:
             raise ValueError(
                 f"field(s) {clash} take the name of a derived feature (time feature or aggregate)"
+            )
+        reserved = sorted(n for n in declared if n in RESERVED_FIELDS or n.startswith(RESERVED_PREFIXES))
+        if reserved:
+            raise ValueError(
+                f"field(s) {reserved} take the name of a column rtml adds (score, decision, "
+                "model_version, event_date, ...)"
             )
         if self.label and self.label.field in names:
             raise ValueError(f"label field '{self.label.field}' is also declared as a feature")

@@ -51,7 +51,12 @@ def test_user_spec_without_fraud_columns(tmp_path: Path) -> None:
         ("  - {name: 'bad name', type: double}\n", "identifier"),
         ("  - {name: demand, type: float}\n", "features.0.type"),
         ("  - {name: demand, type: double, colour: red}\n", "unknown setting"),
-        ("  - {name: event_hour, type: double}\n", "['event_hour'] take the name of a derived feature"),
+        (
+            "  - {name: event_hour, type: double}\ntime_features: [hour]\n",
+            "['event_hour'] take the name of a derived feature",
+        ),
+        ("  - {name: score, type: double}\n", "['score'] take the name of a column rtml adds"),
+        ("  - {name: explain_base, type: double}\n", "['explain_base'] take the name of a column rtml adds"),
         (
             "  - {name: sku_count_1h, type: double}\naggregates: {windows: [1h]}\n",
             "['sku_count_1h'] take the name of a derived feature",
@@ -92,3 +97,16 @@ def test_epoch_seconds_event_time(tmp_path: Path) -> None:
     frame = pd.DataFrame({"event_time": [1764547200.25, "soon"]})
     assert prepare(frame, spec)["_event_ms"].tolist()[0] == 1764547200250
     assert pd.isna(prepare(frame, spec)["_event_ms"].tolist()[1])  # not a number: flagged, not guessed
+
+
+def test_the_label_may_not_take_a_derived_or_reserved_name(tmp_path: Path) -> None:
+    base = BASE.replace("label: {field: price, type: double}", "label: {field: %s, type: double}")
+    features = "  - {name: demand, type: double}\n"
+    with pytest.raises(ConfigError, match=r"\['event_hour'\] take the name of a derived feature"):
+        load_spec(_write(tmp_path, base % "event_hour" + features + "time_features: [hour]\n"))
+    with pytest.raises(ConfigError, match=r"\['decision'\] take the name of a column rtml adds"):
+        load_spec(_write(tmp_path, base % "decision" + features))
+    # without the hour as a time feature, a field of that name is the user's own
+    assert load_spec(_write(tmp_path, BASE + "  - {name: event_hour, type: double}\n")).numeric_names == [
+        "event_hour"
+    ]
