@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from rtml.infra.config.files import replace_file
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
 
@@ -47,7 +48,7 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         positions, ends, entry = _checked_positions(settings, consumer, tps, done, root)
         done = {str(p): o for (_, p), o in positions.items()}  # a reset's position is kept, read or not
-        offsets_file.write_text(json.dumps({**done, "_seq": seq}))
+        replace_file(offsets_file, json.dumps({**done, "_seq": seq}))
         consumer.assign(tps)
         for tp in tps:
             start = done[str(tp.partition)]
@@ -66,7 +67,7 @@ def ingest_labels(settings: Settings, spec: StreamSpec) -> dict[str, int]:
             done[str(tp.partition)] = end
             _append_labels(settings, spec, frame, seq, {**done, "_seq": seq})
             new += len(frame)
-            offsets_file.write_text(json.dumps({**done, "_seq": seq}))
+            replace_file(offsets_file, json.dumps({**done, "_seq": seq}))
     finally:
         consumer.close()
     out = {"new_labels": new}

@@ -29,6 +29,7 @@ from rtml.infra.app import stack
 from rtml.infra.app.objectstore import ObjectStoreError, start_object_store
 from rtml.infra.app.postgres import PostgresError, start_postgres, stop_postgres
 from rtml.infra.app.stack import StackError, _alive, _proc_start, _stop_group
+from rtml.infra.config.files import replace_file
 from rtml.infra.config.profile import read_profile, remove_profile, write_profile
 from rtml.infra.config.settings import Settings
 
@@ -59,8 +60,7 @@ def _ours(settings: Settings, name: str) -> dict | None:
 
 def _record(settings: Settings, name: str, pid: int, **extra: object) -> dict:
     rec = {"name": name, "pid": pid, "proc_start": _proc_start(pid), "started_at": time.time(), **extra}
-    _dir(settings).mkdir(parents=True, exist_ok=True)
-    (_dir(settings) / f"{name}.json").write_text(json.dumps(rec))
+    replace_file(_dir(settings) / f"{name}.json", json.dumps(rec))
     return rec
 
 

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import requests
 
+from rtml.infra.config.files import replace_file
 from rtml.infra.config.settings import Settings
 
 
@@ -231,7 +232,7 @@ def _start(settings: Settings, svc: Service) -> dict:
         "started_at": time.time(),
         "log": str((logs / f"{svc.name}.log").resolve()),
     }
-    _pidfile(settings, svc.name).write_text(json.dumps(rec))
+    replace_file(_pidfile(settings, svc.name), json.dumps(rec))
     return rec
 
 
