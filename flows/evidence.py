@@ -7,6 +7,7 @@ labelled live rows) and :mod:`rtml.models.lifecycle` (audited alias moves); thes
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,12 @@ def judge_live(settings: Settings, spec: StreamSpec, champion_version: str) -> A
     from rtml.models.evaluation.evidence import judge_shadow, live_decision
     from rtml.models.evaluation.tasks import is_regression, targets
     from rtml.models.lifecycle.registry import SHADOW, alias_version, client
+    from rtml.models.lifecycle.shadow import shadowed_at_ms
     from rtml.models.training.retrain import policy_of
     from rtml.pipelines.shadow import labelled_live_rows
 
     shadow = alias_version(settings, SHADOW)
-    live = verdict = against = None
+    live = verdict = against = since = None
     if shadow is not None and shadow != champion_version:
         rows, _ = labelled_live_rows(settings, spec, shadow, champion_version=champion_version)
         regression = is_regression(spec)
@@ -45,7 +47,9 @@ def judge_live(settings: Settings, spec: StreamSpec, champion_version: str) -> A
         tags = client(settings).get_model_version(settings.mlflow.model_name, shadow).tags or {}
         verdict = tags.get("rtml.holdout_verdict", tags.get("rtml.decision"))
         against = tags.get("rtml.compared_with")
-    return judge_shadow(settings.promotion.evidence, champion_version, shadow, live, verdict, against)
+        since = shadowed_at_ms(tags)
+    evidence = judge_shadow(settings.promotion.evidence, champion_version, shadow, live, verdict, against)
+    return replace(evidence, shadowed_at_ms=since)
 
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
@@ -138,12 +142,9 @@ def _waiting(settings: Settings, evidence: Any, champion: str) -> str | None:
     decide, it can still win (under ``both`` its own holdout decision promotes against this
     champion), and it was shadowed less than ``drift.performance_window`` ago (the live rows' window:
     past it, more rounds will not decide it, and it is replaced with a warning)."""
-    import json
     import time
 
     from rtml.infra.config.spec import parse_duration_seconds
-    from rtml.models.lifecycle.registry import client
-    from rtml.models.lifecycle.shadow import SHADOW_RECORD
 
     live, version = evidence.live, evidence.version
     if version is None or live is None or live.outcome != "no_decision":
@@ -151,11 +152,9 @@ def _waiting(settings: Settings, evidence: Any, champion: str) -> str | None:
     own = (evidence.holdout_verdict, evidence.holdout_against)
     if evidence.mode == "both" and own != ("promote", champion):
         return None  # it cannot be promoted: the next candidate may
-    tags = client(settings).get_model_version(settings.mlflow.model_name, version).tags or {}
-    records = [json.loads(v) for k, v in tags.items() if k.startswith(SHADOW_RECORD)]
-    on = [r.get("at_ms", 0) for r in records if r.get("action") == "on"]
+    since = evidence.shadowed_at_ms
     window_ms = parse_duration_seconds(settings.drift.performance_window) * 1000
-    if on and time.time() * 1000 - max(on) > window_ms:
+    if since is not None and time.time() * 1000 - since > window_ms:
         get_run_logger().warning(
             f"promotion.shadow: v{version} undecided for longer than drift.performance_window "
             f"({settings.drift.performance_window}): {live.reason}; replaced"

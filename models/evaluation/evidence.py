@@ -81,6 +81,7 @@ class Evidence:
     live: Decision | None = None
     holdout_verdict: str | None = None  # both: the shadow's own holdout decision ...
     holdout_against: str | None = None  # ... and the champion it was made against
+    shadowed_at_ms: int | None = None  # when the judged version was made @shadow (its audit record)
 
     @property
     def promote(self) -> bool:

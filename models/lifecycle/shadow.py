@@ -20,6 +20,13 @@ from rtml.models.lifecycle.registry import CHAMPION, SHADOW, client, tag_version
 SHADOW_RECORD = "rtml.shadow."
 
 
+def shadowed_at_ms(tags: dict[str, str]) -> int | None:
+    """When the version was last made ``@shadow``, from its audit records (its MLflow tags)."""
+    records = [json.loads(v) for k, v in tags.items() if k.startswith(SHADOW_RECORD)]
+    on = [r.get("at_ms", 0) for r in records if r.get("action") == "on"]
+    return max(on) if on else None
+
+
 def _record(settings: Settings, version: str, action: str, reason: str, user: str | None) -> dict[str, Any]:
     at = int(time.time() * 1000)
     record = {"action": action, "user": user or getpass.getuser(), "reason": reason, "at_ms": at}
