@@ -84,9 +84,11 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
     orphans = _read_orphans(settings)
     candidates = _newest_labels(pd.concat([orphans, new_labels], ignore_index=True), spec)
     out = {"new_scored": 0, "new_labels": int(len(new_labels)), "labelled": 0, "orphan_labels": 0}
+    cut_prev = _txn(dt, APP_CUT)  # the last horizon cut (inserts and label merges leave it)
 
     # 1. newly scored events, with the labels that were waiting for them
     consumed: set[str] = set()
+    closed_on_arrival = 0
     if len(new_scores):
         rows = new_scores.drop(columns=["batch_id", DATE], errors="ignore")
         rows = rows.assign(**{eid: rows[eid].astype(str)}).drop_duplicates(eid, keep="last")
@@ -94,7 +96,7 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
         rows[STATE] = rows[field].notna().map({True: "labelled", False: "pending"})
         rows[AT] = rows[AT].astype("Int64")
         rows[field] = rows[field].astype(_LABEL_DTYPE[spec.label.type])
-        out["expired_on_arrival"] = _close_late(rows, spec, _txn(dt, APP_CUT))
+        closed_on_arrival = _close_late(rows, spec, cut_prev)
         consumed = set(rows.loc[rows[field].notna(), eid])
         out["new_scored"], out["labelled"] = int(len(rows)), len(consumed)
         dt = _insert(settings, dt, rows, vs, eid)
@@ -105,7 +107,6 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
 
     # 2. labels for events scored before: merged into the open window; the rest wait as orphans
     horizon_ms = parse_duration_seconds(spec.label.horizon) * 1000
-    cut_prev = _txn(dt, APP_CUT)
     remaining = candidates[~candidates[eid].isin(consumed)]
     matched: set[str] = set()
     if dt is not None and len(remaining):
@@ -151,7 +152,7 @@ def refresh_labelled(settings: Settings, spec: StreamSpec, now_ms: int | None = 
         out["pending"] = _count_pending(dt, cut)
     else:
         out["pending"] = 0
-    expired += out.pop("expired_on_arrival", 0)
+    expired += closed_on_arrival
     out["expired"] = expired
     out["unlabelled_as_negative"] = expired if spec.label.unlabelled_after_horizon == "negative" else 0
     return out
