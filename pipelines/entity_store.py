@@ -80,11 +80,15 @@ def hash_ids(ids: pd.Series) -> np.ndarray:
     return np.where(ids.notna().to_numpy(), hashed, np.uint64(0))
 
 
-class EntityStore:
-    """The keyed state of one bucket: ``read`` the history of some entities, ``write`` theirs back."""
+class KeyedStore:
+    """What every keyed store shares: the packed record layout of an entity's kept history, how a
+    batch's history is encoded into one row per entity, and how read rows are decoded and checked
+    against the running micro-batch. Subclasses keep the rows (:class:`EntityStore`: SQLite;
+    :class:`rtml.pipelines.entity_store_pg.PgEntityStore`: PostgreSQL)."""
 
-    def __init__(self, root: str | Path, bucket: int, key: str, sum_of: str | None, with_ids: bool) -> None:
-        self.path = Path(root) / f"bucket-{bucket:04d}.sqlite"
+    where = "entity state"  # names the store in errors
+
+    def __init__(self, key: str, sum_of: str | None, with_ids: bool) -> None:
         self.key = key
         fields = [(EVENT_MS, "<i8")]
         if sum_of:
@@ -93,6 +97,89 @@ class EntityStore:
             fields.append((ID_HASH, "<u8"))
         self.record = np.dtype(fields)
         self.columns = [key, *self.record.names]
+
+    def _wanted(self, entities: pd.Series) -> list[bytes]:
+        """The distinct keys of ``entities`` as UTF-8 bytes (stores compare them as blobs: text
+        comparisons stop at a NUL character)."""
+        return [k.encode() for k in pd.unique(entities.astype(str).to_numpy(dtype=object))]
+
+    def _decode(self, rows: list[tuple], batch_id: int) -> pd.DataFrame:
+        """Rows ``(entity, version, value, prev_value)`` as the history before ``batch_id``."""
+        ahead = [r for r in rows if r[1] > batch_id]  # writes are monotonic: prev_version < version
+        if ahead:
+            raise StoreAheadError(
+                f"{self.where} holds micro-batch {max(r[1] for r in ahead)} but the "
+                f"checkpoint is at {batch_id}: the checkpoint was rewound or restored without its "
+                "state; restore both or start both afresh"
+            )
+        names, blobs = [], []
+        for entity, version, value, prev_value in rows:
+            blob = prev_value if version == batch_id else value  # a replay starts where it started
+            if blob:
+                names.append(bytes(entity).decode())
+                blobs.append(bytes(blob))
+        return self._frame(names, blobs)
+
+    def _encode(self, history: pd.DataFrame, batch_id: int) -> list[tuple[bytes, int, int, bytes]]:
+        """One ``(entity, batch_id, newest event ms, packed records)`` row per entity of ``history``."""
+        codes, uniques = pd.factorize(history[self.key], use_na_sentinel=False)
+        order = np.argsort(codes, kind="stable")  # an entity's rows stay in their order
+        records = np.empty(len(history), dtype=self.record)
+        for name in self.record.names:
+            records[name] = history[name].to_numpy(dtype=self.record[name])[order]
+        counts = np.bincount(codes, minlength=len(uniques))
+        ends = np.cumsum(counts) * self.record.itemsize
+        starts = ends - counts * self.record.itemsize
+        last = np.full(len(uniques), np.iinfo(np.int64).min)
+        np.maximum.at(last, codes, history[EVENT_MS].to_numpy(dtype=np.int64))
+        buf = records.tobytes()
+        return [
+            (str(u).encode(), batch_id, int(t), buf[s:e])
+            for u, t, s, e in zip(uniques, last.tolist(), starts.tolist(), ends.tolist(), strict=True)
+        ]
+
+    def _refused(self, refused: int, batch_id: int) -> StoreAheadError:
+        return StoreAheadError(
+            f"{self.where}: {refused} entities were written by a later micro-batch than {batch_id}; "
+            "this write is not applied"
+        )
+
+    def _old_layout(self, layout: str) -> np.dtype:
+        """The record layout recorded as ``layout``; an error when it has other columns than
+        this store's (beyond the event-id hash, which de-duplication adds or drops)."""
+        old = np.dtype([tuple(f) for f in json.loads(layout)])
+        if set(old.names) - {ID_HASH} != set(self.record.names) - {ID_HASH}:
+            raise StoreMismatchError(
+                f"{self.where} was written for the columns {list(old.names)}, "
+                f"this spec needs {list(self.record.names)}: start a new checkpoint"
+            )
+        return old
+
+    def _convert(self, blob: bytes | None, old: np.dtype) -> bytes | None:
+        if blob is None:
+            return None
+        records = np.frombuffer(blob, dtype=old)
+        new = np.zeros(len(records), dtype=self.record)  # ids not kept before: hash 0, never seen
+        for name in self.record.names:
+            if name in old.names:
+                new[name] = records[name]
+        return new.tobytes()
+
+    def _frame(self, names: list[str], blobs: list[bytes]) -> pd.DataFrame:
+        records = np.frombuffer(b"".join(blobs), dtype=self.record)
+        counts = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
+        frame = pd.DataFrame({name: records[name] for name in self.record.names})
+        frame.insert(0, self.key, np.repeat(np.asarray(names, dtype=object), counts // self.record.itemsize))
+        return frame
+
+
+class EntityStore(KeyedStore):
+    """The keyed state of one bucket in SQLite: ``read`` some entities' history, ``write`` theirs."""
+
+    def __init__(self, root: str | Path, bucket: int, key: str, sum_of: str | None, with_ids: bool) -> None:
+        super().__init__(key, sum_of, with_ids)
+        self.path = Path(root) / f"bucket-{bucket:04d}.sqlite"
+        self.where = f"entity state {self.path}"
         self._con: sqlite3.Connection | None = None
 
     @property
@@ -118,12 +205,7 @@ class EntityStore:
         try:
             row = con.execute("SELECT value FROM meta WHERE name = 'layout'").fetchone()
             if row is not None and row[0] != layout:
-                old = np.dtype([tuple(f) for f in json.loads(row[0])])
-                if set(old.names) - {ID_HASH} != set(self.record.names) - {ID_HASH}:
-                    raise StoreMismatchError(
-                        f"entity state {self.path} was written for the columns {list(old.names)}, "
-                        f"this spec needs {list(self.record.names)}: start a new checkpoint"
-                    )
+                old = self._old_layout(row[0])
                 rows = con.execute("SELECT entity, value, prev_value FROM entities").fetchall()
                 con.executemany(
                     "UPDATE entities SET value = ?, prev_value = ? WHERE entity = ?",
@@ -136,16 +218,6 @@ class EntityStore:
                 con.execute("ROLLBACK")
             raise
 
-    def _convert(self, blob: bytes | None, old: np.dtype) -> bytes | None:
-        if blob is None:
-            return None
-        records = np.frombuffer(blob, dtype=old)
-        new = np.zeros(len(records), dtype=self.record)  # ids not kept before: hash 0, never seen
-        for name in self.record.names:
-            if name in old.names:
-                new[name] = records[name]
-        return new.tobytes()
-
     def close(self) -> None:
         if self._con is not None:
             self._con.close()
@@ -153,9 +225,7 @@ class EntityStore:
 
     def read(self, entities: pd.Series, batch_id: int) -> pd.DataFrame:
         """The kept history of ``entities`` as it was before micro-batch ``batch_id`` (one query)."""
-        # keys as UTF-8 blobs: SQLite's text functions and comparisons stop at a NUL character
-        wanted = [k.encode() for k in pd.unique(entities.astype(str).to_numpy(dtype=object))]
-        rows = []
+        wanted, rows = self._wanted(entities), []
         for i in range(0, len(wanted), _CHUNK):  # a list of keys, not JSON: keys may hold any character
             part = wanted[i : i + _CHUNK]
             rows += self.con.execute(
@@ -163,49 +233,19 @@ class EntityStore:
                 f"WHERE entity IN ({','.join('?' * len(part))})",
                 part,
             ).fetchall()
-        ahead = [r for r in rows if r[1] > batch_id]  # writes are monotonic: prev_version < version
-        if ahead:
-            raise StoreAheadError(
-                f"entity state {self.path} holds micro-batch {max(r[1] for r in ahead)} but the "
-                f"checkpoint is at {batch_id}: the checkpoint was rewound or restored without its "
-                "state; restore both or start both afresh"
-            )
-        names, blobs = [], []
-        for entity, version, value, prev_value in rows:
-            blob = prev_value if version == batch_id else value  # a replay starts where it started
-            if blob:
-                names.append(entity.decode())
-                blobs.append(blob)
-        return self._frame(names, blobs)
+        return self._decode(rows, batch_id)
 
     def write(self, history: pd.DataFrame, batch_id: int) -> None:
         """Replace the kept history of every entity in ``history`` (one transaction)."""
         if not len(history):
             return
-        codes, uniques = pd.factorize(history[self.key], use_na_sentinel=False)
-        order = np.argsort(codes, kind="stable")  # an entity's rows stay in their order
-        records = np.empty(len(history), dtype=self.record)
-        for name in self.record.names:
-            records[name] = history[name].to_numpy(dtype=self.record[name])[order]
-        counts = np.bincount(codes, minlength=len(uniques))
-        ends = np.cumsum(counts) * self.record.itemsize
-        starts = ends - counts * self.record.itemsize
-        last = np.full(len(uniques), np.iinfo(np.int64).min)
-        np.maximum.at(last, codes, history[EVENT_MS].to_numpy(dtype=np.int64))
-        buf = records.tobytes()
-        params = [
-            (str(u).encode(), batch_id, int(t), buf[s:e])
-            for u, t, s, e in zip(uniques, last.tolist(), starts.tolist(), ends.tolist(), strict=True)
-        ]
+        params = self._encode(history, batch_id)
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
             changed = con.executemany(_UPSERT, params).rowcount
             if changed != len(params):
-                raise StoreAheadError(
-                    f"entity state {self.path}: {len(params) - changed} entities were written by a "
-                    f"later micro-batch than {batch_id}; this write is not applied"
-                )
+                raise self._refused(len(params) - changed, batch_id)
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
@@ -224,10 +264,3 @@ class EntityStore:
             "DELETE FROM entities WHERE last_ms <= ? AND version < ?", (newest - idle_ms, batch_id)
         )
         return cur.rowcount
-
-    def _frame(self, names: list[str], blobs: list[bytes]) -> pd.DataFrame:
-        records = np.frombuffer(b"".join(blobs), dtype=self.record)
-        counts = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
-        frame = pd.DataFrame({name: records[name] for name in self.record.names})
-        frame.insert(0, self.key, np.repeat(np.asarray(names, dtype=object), counts // self.record.itemsize))
-        return frame

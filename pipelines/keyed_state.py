@@ -1,9 +1,11 @@
-"""The scoring job's per-entity state in the keyed store (``scoring.state_store``): which store a
-query uses, and the ``applyInPandas`` function of one micro-batch (:class:`EntityStore` per bucket).
+"""The scoring job's per-entity state in a keyed store (``scoring.state_store``): which store a
+query uses, and the ``applyInPandas`` function of one micro-batch (one store per bucket: SQLite files
+on a local master, a PostgreSQL table on any master).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,35 +14,71 @@ import pandas as pd
 from rtml.infra.config.files import replace_file
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.entity_state import featurise_once, idle_after_ms, pseudonymise, without_features
-from rtml.pipelines.entity_store import ID_HASH, EntityStore, StoreMismatchError, hash_ids
+from rtml.pipelines.entity_store import ID_HASH, EntityStore, KeyedStore, StoreMismatchError, hash_ids
+from rtml.pipelines.entity_store_pg import PgTarget
 
 KEYED_DIR = "entity_state"
+PG_MARKER = "entity_state_postgres"  # the name of the checkpoint's PostgreSQL table
 
 
-def store_mode(setting: str, master: str, checkpoint: Path | None = None) -> str:
-    """``spark`` or ``sqlite``: ``auto`` is sqlite on a local master, Spark's store elsewhere or when
-    the ``checkpoint`` already keeps its state there (a checkpoint keeps its store); sqlite on a master
-    whose tasks may run on other hosts is an error (the files are on the driver's disk).
+def kept_store(checkpoint: Path | None) -> str | None:
+    """The store a checkpoint already keeps its entity state in (``None``: none yet)."""
+    if checkpoint is None:
+        return None
+    marks = (("spark", "state"), ("sqlite", KEYED_DIR), ("postgres", PG_MARKER))
+    return next((store for store, mark in marks if (checkpoint / mark).exists()), None)
+
+
+def store_mode(setting: str, master: str, checkpoint: Path | None = None, url: bool = False) -> str:
+    """``spark``, ``sqlite`` or ``postgres``. A checkpoint keeps the store it started with; else
+    ``auto`` is sqlite on a local master, and elsewhere postgres when ``scoring.state_url`` is set
+    (``url``), else Spark's store. sqlite on a master whose tasks may run on other hosts is an error
+    (the files are on the driver's disk), and so is postgres without a URL.
 
     >>> store_mode("auto", "local[2]"), store_mode("auto", "spark://h:7077"), store_mode("spark", "local")
     ('sqlite', 'spark', 'spark')
+    >>> store_mode("auto", "spark://h:7077", url=True)
+    'postgres'
     """
     local = master == "local" or master.startswith("local[")
     if setting == "auto":
-        spark_state = checkpoint is not None and (checkpoint / "state").exists()
-        return "sqlite" if local and not spark_state else "spark"
+        kept = kept_store(checkpoint)
+        setting = kept or ("sqlite" if local else "postgres" if url else "spark")
     if setting == "sqlite" and not local:
         raise StoreMismatchError(
             f"scoring.state_store: sqlite keeps entity state on the driver's disk and needs a local "
-            f"master; this job's master is {master}: use spark (or auto)"
+            f"master; this job's master is {master}: use postgres (with scoring.state_url) or spark"
+        )
+    if setting == "postgres" and not url:
+        raise StoreMismatchError(
+            "scoring.state_store is postgres but scoring.state_url is not set: set it to the "
+            "server's postgresql:// URL"
         )
     return setting
 
 
+def check_store(checkpoint: Path, store: str) -> None:
+    """An error when the checkpoint keeps its entity state in another store than ``store``
+    (switching would start every entity afresh)."""
+    kept = kept_store(checkpoint)
+    if kept is None or kept == store:
+        return
+    where = {
+        "spark": "Spark's store",
+        "sqlite": str(checkpoint / KEYED_DIR),
+        "postgres": f"PostgreSQL ({checkpoint / PG_MARKER})",
+    }[kept]
+    raise StoreMismatchError(
+        f"scoring.state_store is {store} but the checkpoint {checkpoint} keeps entity state in "
+        f"{where}: set scoring.state_store: {kept}, or start a new checkpoint"
+    )
+
+
 # Spark's store moves a group's whole state per call: 8 groups keep each call's state small. The sqlite
 # store reads only the batch's entities: one group is one file and one commit per micro-batch (at
-# 2,000 events/s, 8 groups: p50/p99 1.56/2.60 s, 1 group: 0.98/1.57 s; README "Benchmarks")
-DEFAULT_BUCKETS = {"spark": 8, "sqlite": 1}
+# 2,000 events/s, 8 groups: p50/p99 1.56/2.60 s, 1 group: 0.98/1.57 s; README "Benchmarks"). The
+# postgres store runs on clusters: 4 groups let up to 4 tasks share a micro-batch's state work.
+DEFAULT_BUCKETS = {"spark": 8, "sqlite": 1, "postgres": 4}
 
 
 def resolve_buckets(checkpoint: Path, setting: int | None, store: str) -> int:
@@ -66,30 +104,37 @@ def resolve_buckets(checkpoint: Path, setting: int | None, store: str) -> int:
 
 
 def keyed_root(checkpoint: Path) -> Path:
-    """Where the ``sqlite`` store of this query's checkpoint lives; an error when the checkpoint
-    already keeps its entity state in Spark's store (switching would start every entity afresh)."""
-    if (checkpoint / "state").exists():
-        raise StoreMismatchError(
-            f"scoring.state_store is sqlite but the checkpoint {checkpoint} keeps entity state in "
-            "Spark's store: set scoring.state_store: spark, or start a new checkpoint"
-        )
+    """Where the ``sqlite`` store of this query's checkpoint lives (after :func:`check_store`)."""
+    check_store(checkpoint, "sqlite")
     return checkpoint / KEYED_DIR
 
 
-def check_spark_store(checkpoint: Path) -> None:
-    """An error when the checkpoint keeps its entity state in the ``sqlite`` store."""
-    if (checkpoint / KEYED_DIR).exists():
-        raise StoreMismatchError(
-            f"scoring.state_store is spark but the checkpoint {checkpoint} keeps entity state in "
-            f"{checkpoint / KEYED_DIR}: set scoring.state_store: sqlite, or start a new checkpoint"
-        )
+def pg_target(checkpoint: Path, url: str) -> PgTarget:
+    """The ``postgres`` store of this query's checkpoint: the table named in the checkpoint, or a
+    new table's name recorded there on the first start (after :func:`check_store`)."""
+    check_store(checkpoint, "postgres")
+    marker = checkpoint / PG_MARKER
+    if not marker.exists():
+        replace_file(marker, f"rtml_entity_state_{uuid.uuid4().hex[:16]}\n")
+    return PgTarget(url, marker.read_text().strip())
+
+
+def open_store(
+    root: str | Path | PgTarget, bucket: int, key: str, sum_of: str | None, with_ids: bool
+) -> KeyedStore:
+    """The keyed store of one bucket: SQLite files under ``root``, or the PostgreSQL table."""
+    if isinstance(root, PgTarget):
+        from rtml.pipelines.entity_store_pg import PgEntityStore
+
+        return PgEntityStore(root, bucket, key, sum_of, with_ids)
+    return EntityStore(root, bucket, key, sum_of, with_ids)
 
 
 def make_keyed_fn(
     spec: StreamSpec,
     pseudonym_key: str | None,
     finish: Callable[[pd.DataFrame], pd.DataFrame],
-    root: str | Path,
+    root: str | Path | PgTarget,
     batch_id: int,
     dedup_horizon_s: int = 0,
     idle_ttl_s: int = 0,
@@ -109,7 +154,7 @@ def make_keyed_fn(
             return finish(without_features(frame, spec))
         if pseudonym_key:
             frame[spec.entity_key] = pseudonymise(frame[spec.entity_key], pseudonym_key)
-        store = EntityStore(root, bucket, spec.entity_key, sum_of, with_ids=bool(horizon_ms))
+        store = open_store(root, bucket, spec.entity_key, sum_of, with_ids=bool(horizon_ms))
         try:
             history = store.read(frame[spec.entity_key], batch_id)
             if horizon_ms:

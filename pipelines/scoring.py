@@ -248,8 +248,8 @@ def read_batch_records(settings: Settings) -> list[dict[str, Any]]:
 
 
 class KeyedStage:
-    """foreachBatch target of the ``sqlite`` state store: the micro-batch's state and scores (one
-    ``applyInPandas`` per bucket, told the batch id), then the sink, in the same Spark job."""
+    """foreachBatch target of the keyed state stores (sqlite, postgres): the micro-batch's state and
+    scores (one ``applyInPandas`` per bucket, told the batch id), then the sink, in the same Spark job."""
 
     def __init__(self, sink: Callable[[Any, int], None], make_fn: Callable[..., Any], ddl: str) -> None:
         self.sink, self.make_fn, self.ddl = sink, make_fn, ddl
@@ -266,9 +266,10 @@ def build_query(
 
     from rtml.pipelines.entity_state import STATE_SCHEMA, make_state_fn
     from rtml.pipelines.keyed_state import (
-        check_spark_store,
+        check_store,
         keyed_root,
         make_keyed_fn,
+        pg_target,
         resolve_buckets,
         store_mode,
     )
@@ -292,11 +293,14 @@ def build_query(
     )
     if spec.aggregates or spec.time_features:
         checkpoint = settings.checkpoint_root / "scoring"
-        store = store_mode(settings.scoring.state_store, spark.sparkContext.master, checkpoint)
+        url = settings.scoring.state_url
+        store = store_mode(settings.scoring.state_store, spark.sparkContext.master, checkpoint, bool(url))
         if store == "sqlite":
             root = keyed_root(checkpoint)
+        elif store == "postgres":
+            root = pg_target(checkpoint, url.get_secret_value())  # type: ignore[union-attr]
         else:
-            check_spark_store(checkpoint)
+            check_store(checkpoint, "spark")
         buckets = resolve_buckets(checkpoint, settings.spark.entity_buckets, store)
         events = events.withColumn(
             "_bucket",
@@ -304,7 +308,7 @@ def build_query(
         )
         scorer = make_frame_scorer(tracking_uri, model_name, spec, top_k)
         horizon, idle = settings.scoring.dedup_horizon_seconds, settings.scoring.state_idle_ttl_seconds
-        if store == "sqlite":  # state and scores inside foreachBatch
+        if store != "spark":  # state and scores inside foreachBatch
             make_fn = partial(
                 make_keyed_fn, spec, key, scorer, root, dedup_horizon_s=horizon, idle_ttl_s=idle
             )

@@ -47,3 +47,18 @@ def stack(session_dir: Path) -> Iterator:
         yield settings
     finally:
         stack_mod.down(settings)
+
+
+@pytest.fixture(scope="session")
+def pg_state_url() -> Iterator[str]:
+    """A private PostgreSQL server (127.0.0.1, a free port) with a database for the postgres entity
+    state store; its postgresql:// URL."""
+    from rtml.infra.app.postgres import INSTALL_HINT, pg_bin, start_postgres, stop_postgres
+
+    if pg_bin() is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    pg = start_postgres(free_port(), ("rtml_state",))
+    try:
+        yield f"postgresql://postgres:{pg['password']}@127.0.0.1:{pg['port']}/rtml_state"
+    finally:
+        stop_postgres(pg["pid"], pg["base"])

@@ -180,7 +180,7 @@ def _start(settings: Settings, timeout: float) -> dict:
             _daemon(settings, f"spark-worker{i}", cmd, env, url=webui, webui=webui)
         pg_port = _free_port()
         try:  # while the JVMs start
-            pg = start_postgres(pg_port, ("mlflow", "prefect"))
+            pg = start_postgres(pg_port, ("mlflow", "prefect", "rtml_state"))
         except PostgresError as exc:
             raise StackError(str(exc)) from None
         _record(settings, "postgres", pg["pid"], url=f"postgresql://127.0.0.1:{pg_port}", base=pg["base"])
@@ -201,6 +201,7 @@ def _start(settings: Settings, timeout: float) -> dict:
         }
         _daemon(settings, "prefect", cmd, prefect_env, url=prefect_api)
         values |= {"mlflow": {"tracking_uri": mlflow_url}, "prefect": {"api_url": prefect_api}}
+        values["scoring"] = {"state_url": f"postgresql://{db}/rtml_state"}  # entity state, any executor
         keys = {"access_key": secrets.token_hex(8), "secret_key": secrets.token_hex(20)}
         try:  # Delta tables (scores, quarantine, labelled) on S3 while the servers start
             store = start_object_store(root / "objectstore", bucket="rtml", **keys, timeout_s=timeout)

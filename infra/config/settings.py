@@ -238,13 +238,19 @@ class ScoringSettings(_Section):
         "its state bucket is evicted from state (at least the longest aggregate window, so in-order "
         "aggregates stay exact); keeps state bounded by the active entities. 0 keeps every entity forever.",
     )
-    state_store: Literal["auto", "spark", "sqlite"] = Field(
+    state_store: Literal["auto", "spark", "sqlite", "postgres"] = Field(
         default="auto",
         description="Where per-entity state lives. sqlite: one SQLite file per bucket under the checkpoint, "
         "keyed by entity, so a micro-batch reads and writes only its own entities (local master only). "
-        "spark: Spark's RocksDB state store, which moves every bucket's whole state each micro-batch (cost "
-        "grows with the state) and works on a cluster. auto: sqlite on a local master, else spark. A "
-        "checkpoint keeps the store it started with.",
+        "postgres: the same rows in one PostgreSQL table per checkpoint at scoring.state_url, which every "
+        "executor reaches (any master). spark: Spark's RocksDB state store, which moves every bucket's "
+        "whole state each micro-batch (cost grows with the state). auto: sqlite on a local master, else "
+        "postgres when scoring.state_url is set, else spark. A checkpoint keeps the store it started with.",
+    )
+    state_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql:// URL of the postgres entity state store (`rtml up --profile cluster` "
+        "sets it to its own server).",
     )
     quarantine_raw: Literal["encrypt", "drop", "keep"] | None = Field(
         default=None,

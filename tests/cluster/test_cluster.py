@@ -1,6 +1,6 @@
-"""The scoring loop on a Spark standalone cluster (master + 2 workers) with MLflow and Prefect on
-PostgreSQL: executors run the tasks, a SIGKILLed driver loses and duplicates nothing, the lifecycle
-works against the external servers, and spark-submit's flags reach the job."""
+"""The scoring loop on a Spark standalone cluster (master + 2 workers) with MLflow, Prefect and the
+per-entity state on PostgreSQL: executors run the tasks, a SIGKILLed driver loses and duplicates
+nothing, the lifecycle works against the external servers, and spark-submit's flags reach the job."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from rtml.flows.bootstrap import bootstrap
 from rtml.infra.config.spec import load_spec
@@ -71,10 +73,13 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, 
             "table_root": root,
             "storage_options": store,
         },
+        # per-entity state in the profile's PostgreSQL (auto picks it on a cluster when it is set)
+        scoring={"state_url": cluster.settings.scoring.state_url.get_secret_value()},
     )
     spec = load_spec()
     assert bootstrap(s, spec, n=8000)["champion"] == "1"  # registered in the PostgreSQL-backed MLflow
     env = {**settings_env(s), "RTML_SPARK__STORAGE_OPTIONS": json.dumps(store)}
+    env["RTML_SCORING__STATE_URL"] = s.scoring.state_url.get_secret_value()
     produced = _produce(s, 8000, seed=51, malformed_rate=0.02)
     completed_before = len(_apps(cluster, "completedapps"))
     log_path = tmp_path / "score.log"
@@ -92,7 +97,7 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, 
     assert cluster.state()["coresused"] == 2
     feeder_out: dict = {}
     feeder = threading.Thread(
-        target=lambda: feeder_out.update(_produce(s, 12_000, 52, malformed_rate=0.02, rate=800))
+        target=lambda: feeder_out.update(_produce(s, 12_000, 52, malformed_rate=0.02, rate=600))
     )
     feeder.start()
     wait_for(lambda: n_batches() >= 4, 180, why)
@@ -138,6 +143,15 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, 
     assert not list(tmp_path.rglob("_delta_log")), "tables written to local disk, not the object store"
     records = read_batch_records(s)  # one record per batch id: a replayed batch overwrote its own
     assert sum(b["read"] for b in records) == 20_000 == len(scores) + len(quarantine)
+    # the entity state is in PostgreSQL, one row per card that was scored, across the kill
+    checkpoint = s.checkpoint_root / "scoring"
+    assert not (checkpoint / "state").exists() and not (checkpoint / "entity_state").exists()
+    with psycopg.connect(s.scoring.state_url.get_secret_value()) as con:
+        table = sql.Identifier((checkpoint / "entity_state_postgres").read_text().strip())
+        [(entities, buckets)] = con.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT bucket) FROM {}").format(table)
+        )
+    assert entities == scores[spec.entity_key].nunique() and buckets > 1
 
     first_job = [b for b in records if b["ended_at_ms"] < t_kill * 1000]
     figures = {

@@ -85,6 +85,8 @@ def test_up_starts_healthy_servers_on_postgres_that_later_commands_find(cluster)
     assert out["settings"]["spark"]["master"] == cluster.master_url
     assert out["settings"]["spark"]["table_root"] == "s3://rtml/tables"
     assert set(out["settings"]["spark"]["storage_options"].values()) == {"**********"}  # masked
+    assert out["settings"]["scoring"]["state_url"] == "**********"  # the entity state's PostgreSQL
+    assert cluster.settings.scoring.state_url.get_secret_value().endswith("/rtml_state")
     assert out["endpoints"]["mlflow"] == up["services"]["mlflow"]["url"]
     assert out["endpoints"]["prefect"] == up["services"]["prefect"]["url"]
     assert out["endpoints"]["kafka"] == up["services"]["kafka"]["url"]

@@ -38,14 +38,15 @@ def _short(scores: pd.DataFrame, ref: pd.DataFrame, names: list[str]) -> dict[st
     return {n: round(float((ref[n] - got[n]).clip(lower=0).sum()), 2) for n in names}
 
 
-@pytest.mark.parametrize("store", ["spark", "sqlite"])
+@pytest.mark.parametrize("store", ["spark", "sqlite", "postgres"])
 def test_backlog_aggregates_equal_reference_and_duplicates_count_once(
-    stack, tmp_path: Path, store: str
+    stack, tmp_path: Path, store: str, request: pytest.FixtureRequest
 ) -> None:
+    url = request.getfixturevalue("pg_state_url") if store == "postgres" else None
     s = scoped_settings(
         stack,
         tmp_path,
-        scoring={"state_store": store},
+        scoring={"state_store": store, "state_url": url},
         # two buckets, and Arrow chunks of 2,500 rows: each bucket reaches the state function in
         # several chunks, one Kafka partition after another, as a 50k-event backlog batch does at
         # the default 10,000-row chunks
@@ -65,6 +66,9 @@ def test_backlog_aggregates_equal_reference_and_duplicates_count_once(
 
     first = run_scoring(s, spec, available_now=True)
     assert first["read"] == first["scored"] == 12_000 and first["batches"] == 1  # one batch, ≈37 h
+    marks = {"spark": "state", "sqlite": "entity_state", "postgres": "entity_state_postgres"}
+    kept = [m for m in marks.values() if (s.checkpoint_root / "scoring" / m).exists()]
+    assert kept == [marks[store]]  # the state is in the store under test
     [record] = read_batch_records(s)
     assert record["duplicates"] == 0
     scores = sink_frame(s, "scores")

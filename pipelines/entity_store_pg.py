@@ -1,0 +1,173 @@
+"""Per-entity state in PostgreSQL (``scoring.state_store: postgres``): the keyed store every executor
+of a cluster reaches, so a micro-batch reads and writes only the entities it contains on any master.
+
+The rows, their meaning and the exactly-once rule are those of the SQLite store
+(:mod:`rtml.pipelines.entity_store`): one row per entity holding its kept history as packed records,
+the micro-batch that wrote it and the value it replaced, so a re-run of the last micro-batch computes
+the same aggregates and a row newer than the running batch is an error. Here the rows of all buckets
+of one checkpoint are one table, keyed by ``(bucket, entity)``; the table's name is recorded in the
+checkpoint (:func:`rtml.pipelines.keyed_state.pg_target`), so a new checkpoint starts a new table.
+
+A bucket's read is one query (``entity = ANY(keys)``); its write is one transaction: the rows are
+copied in (binary ``COPY``) and upserted in one statement that refuses a write from an older
+micro-batch than a row's. Tasks of one micro-batch write different buckets, so they never wait on
+each other; a stray second attempt of a task waits on the first one's row locks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from rtml.pipelines.entity_store import KeyedStore
+
+META = "rtml_entity_state_meta"  # one row per state table: its record layout
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """Where a checkpoint's entity state lives in PostgreSQL: the server and the table."""
+
+    url: str = field(repr=False)  # holds the password: never printed
+    table: str
+
+
+def _sql(text: str, table: str) -> Any:
+    from psycopg import sql
+
+    return sql.SQL(text).format(t=sql.Identifier(table), i=sql.Identifier(f"{table}_by_last"))
+
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS {t} (
+    bucket integer NOT NULL, entity bytea NOT NULL, version bigint NOT NULL, last_ms bigint NOT NULL,
+    value bytea NOT NULL, prev_version bigint, prev_last_ms bigint, prev_value bytea,
+    PRIMARY KEY (bucket, entity)
+);
+CREATE INDEX IF NOT EXISTS {i} ON {t} (bucket, last_ms);
+"""
+_UPSERT = """
+INSERT INTO {t} AS s (bucket, entity, version, last_ms, value)
+SELECT %s, entity, version, last_ms, value FROM rtml_incoming
+ON CONFLICT (bucket, entity) DO UPDATE SET
+    prev_version = CASE WHEN s.version = excluded.version THEN s.prev_version ELSE s.version END,
+    prev_last_ms = CASE WHEN s.version = excluded.version THEN s.prev_last_ms ELSE s.last_ms END,
+    prev_value = CASE WHEN s.version = excluded.version THEN s.prev_value ELSE s.value END,
+    version = excluded.version, last_ms = excluded.last_ms, value = excluded.value
+WHERE excluded.version >= s.version
+"""
+
+
+class PgEntityStore(KeyedStore):
+    """The keyed state of one bucket in PostgreSQL: ``read`` some entities' history, ``write`` theirs."""
+
+    def __init__(self, target: PgTarget, bucket: int, key: str, sum_of: str | None, with_ids: bool) -> None:
+        super().__init__(key, sum_of, with_ids)
+        self.target, self.bucket, self.table = target, bucket, target.table
+        self.where = f"entity state (PostgreSQL table {target.table}, bucket {bucket})"
+        self._con: Any = None
+
+    @property
+    def con(self) -> Any:
+        if self._con is None:
+            import psycopg
+
+            self._con = psycopg.connect(self.target.url, autocommit=True, connect_timeout=30)
+            self._check_layout()
+        return self._con
+
+    def _check_layout(self) -> None:
+        """Create the table on first use; rows written with another record layout (de-duplication
+        switched on or off since) are converted once; another sum column is an error."""
+        layout = json.dumps(self.record.descr)
+        if self._layout() == layout:
+            return
+        with self._con.transaction():  # one task of the first micro-batch creates or converts
+            self._con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (META,))
+            self._con.execute(
+                f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)"
+            )
+            self._con.execute(_sql(_CREATE, self.table))
+            before = self._layout()
+            if before is not None and before != layout:
+                old = self._old_layout(before)
+                rows = self._con.execute(
+                    _sql("SELECT bucket, entity, value, prev_value FROM {t}", self.table)
+                )
+                with self._con.cursor() as cur:
+                    cur.executemany(
+                        _sql(
+                            "UPDATE {t} SET value = %s, prev_value = %s WHERE bucket = %s AND entity = %s",
+                            self.table,
+                        ),
+                        [
+                            (self._convert(v, old), self._convert(p, old), b, e)
+                            for b, e, v, p in rows.fetchall()
+                        ],
+                    )
+            self._con.execute(
+                f"INSERT INTO {META} VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET layout = excluded.layout",
+                (self.table, layout),
+            )
+
+    def _layout(self) -> str | None:
+        if self._con.execute("SELECT to_regclass(%s)", (META,)).fetchone()[0] is None:
+            return None
+        row = self._con.execute(f"SELECT layout FROM {META} WHERE name = %s", (self.table,)).fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def read(self, entities: pd.Series, batch_id: int) -> pd.DataFrame:
+        """The kept history of ``entities`` as it was before micro-batch ``batch_id`` (one query)."""
+        rows = self.con.execute(
+            _sql(
+                "SELECT entity, version, value, prev_value FROM {t} WHERE bucket = %s AND entity = ANY(%s)",
+                self.table,
+            ),
+            (self.bucket, self._wanted(entities)),
+        ).fetchall()
+        return self._decode(rows, batch_id)
+
+    def write(self, history: pd.DataFrame, batch_id: int) -> None:
+        """Replace the kept history of every entity in ``history`` (one transaction)."""
+        if not len(history):
+            return
+        params = self._encode(history, batch_id)
+        con = self.con
+        with con.transaction(), con.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE rtml_incoming (entity bytea, version bigint, last_ms bigint, value bytea) "
+                "ON COMMIT DROP"
+            )
+            with cur.copy("COPY rtml_incoming FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["bytea", "int8", "int8", "bytea"])
+                for row in params:
+                    copy.write_row(row)
+            changed = cur.execute(_sql(_UPSERT, self.table), (self.bucket,)).rowcount
+            if changed != len(params):
+                raise self._refused(len(params) - changed, batch_id)  # rolls the transaction back
+
+    def evict_idle(self, idle_ms: int, batch_id: int) -> int:
+        """Delete the bucket's entities whose newest event is ``idle_ms`` or more older than the
+        bucket's newest (index range, O(evicted)); rows this batch wrote stay until a later one."""
+        if not idle_ms:
+            return 0
+        table = self.table
+        newest = self.con.execute(
+            _sql("SELECT max(last_ms) FROM {t} WHERE bucket = %s", table), (self.bucket,)
+        ).fetchone()[0]
+        if newest is None:
+            return 0
+        cur = self.con.execute(
+            _sql("DELETE FROM {t} WHERE bucket = %s AND last_ms <= %s AND version < %s", table),
+            (self.bucket, newest - idle_ms, batch_id),
+        )
+        return cur.rowcount
