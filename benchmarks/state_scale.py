@@ -24,7 +24,7 @@ The ratios (largest size / smallest) are printed for both.
     python benchmarks/state_scale.py [--cards 50000,500000] [--per-card 4] [--batch 20000]
                                      [--measured 5] [--warmup-batches 3] [--fill-batch 200000]
                                      [--buckets N] [--phases micro,spark] [--baseline REV]
-                                     [--stores spark,sqlite]
+                                     [--stores spark,sqlite,postgres]
 
 ``--baseline REV`` (micro) times the state function of git revision REV too, in the same run (only
 ``pipelines/entity_state.py`` and ``features/featurise.py`` are taken from REV; any other rtml module
@@ -222,7 +222,10 @@ def spark_size(
     overrides = {
         **base,
         "kafka": {"topics": {"events": topic}},
-        "scoring": {"state_store": store},
+        "scoring": {
+            "state_store": store,
+            **({"state_url": base["state_url"]} if store == "postgres" else {}),
+        },
         "spark": {
             **base.get("spark", {}),
             "checkpoint_root": str(root / "cp"),
@@ -306,7 +309,11 @@ def main() -> None:
     ap.add_argument("--buckets", type=int, default=None, help="spark.entity_buckets (default: the store's)")
     ap.add_argument("--repeat", type=int, default=5, help="(micro) repetitions")
     ap.add_argument("--phases", default="micro,spark")
-    ap.add_argument("--stores", default="spark,sqlite", help="(spark) scoring.state_store values to run")
+    ap.add_argument(
+        "--stores",
+        default="spark,sqlite",
+        help="(spark) scoring.state_store values to run (spark, sqlite, postgres)",
+    )
     ap.add_argument("--baseline", default=None, help="(micro) also time entity_state at this git revision")
     args = ap.parse_args()
     sizes = [int(x) for x in args.cards.split(",")]
@@ -345,7 +352,14 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
     }
     settings = load_settings(use_default_file=False, overrides=base)
     stack.up(settings)
+    pg = None
     try:
+        if "postgres" in args.stores.split(","):  # the postgres store's server, on a free port
+            from rtml.infra.app.postgres import start_postgres
+
+            pg = start_postgres(_free_port(), ("rtml_state",))
+            url = f"postgresql://postgres:{pg['password']}@127.0.0.1:{pg['port']}/rtml_state"
+            base["scoring"] = {"state_url": url}
         with contextlib.redirect_stdout(sys.stderr):
             spec = load_spec()
             topics = settings.kafka.topics.all()
@@ -359,6 +373,10 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
                     print(json.dumps(runs[st][-1]), file=sys.stderr)
     finally:
         stack.down(settings)
+        if pg is not None:
+            from rtml.infra.app.postgres import stop_postgres
+
+            stop_postgres(pg["pid"], pg["base"])
         shutil.rmtree(workdir, ignore_errors=True)  # >1 GB of checkpoints at 500k cards
     return {st: _ratios(r) for st, r in runs.items()}
 
