@@ -222,10 +222,7 @@ def spark_size(
     overrides = {
         **base,
         "kafka": {"topics": {"events": topic}},
-        "scoring": {
-            "state_store": store,
-            **({"state_url": base["state_url"]} if store == "postgres" else {}),
-        },
+        "scoring": {**base.get("scoring", {}), "state_store": store},
         "spark": {
             **base.get("spark", {}),
             "checkpoint_root": str(root / "cp"),
