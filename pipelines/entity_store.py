@@ -20,9 +20,9 @@ One writer per bucket file: a bucket is one group of the micro-batch's ``applyIn
 by one task at a time; SQLite's file lock serialises a stray second attempt, and a write from an
 older micro-batch than a row's is refused (:class:`StoreAheadError`), never applied. The files live
 on the driver's checkpoint path, so the store is for a local master only (``auto`` picks it there,
-:func:`rtml.pipelines.keyed_state.store_mode`); on a cluster, Spark's RocksDB state store keeps the
-state. The record layout is recorded in the file: switching de-duplication on or off converts the
-rows once.
+:func:`rtml.pipelines.keyed_state.store_mode`); on a cluster the same rows live in PostgreSQL
+(:mod:`rtml.pipelines.entity_store_pg`) or the state in Spark's RocksDB store. The record layout
+is recorded in the file: switching de-duplication on or off converts the rows once.
 
 """
 

@@ -8,10 +8,14 @@ the same aggregates and a row newer than the running batch is an error. Here the
 of one checkpoint are one table, keyed by ``(bucket, entity)``; the table's name is recorded in the
 checkpoint (:func:`rtml.pipelines.keyed_state.pg_target`), so a new checkpoint starts a new table.
 
-A bucket's read is one query (``entity = ANY(keys)``); its write is one transaction: the rows are
-copied in (binary ``COPY``) and upserted in one statement that refuses a write from an older
-micro-batch than a row's. Tasks of one micro-batch write different buckets, so they never wait on
-each other; a stray second attempt of a task waits on the first one's row locks.
+The driver creates the table when the checkpoint first names it (:func:`create_table`); after that
+a missing table (a new server, its data removed, another ``scoring.state_url``) is an error, never a
+silent start from empty state. A bucket's read is one query (``entity = ANY(keys)``); its write is one
+transaction: the rows are copied in (binary ``COPY``) and upserted in one statement that refuses a
+write from an older micro-batch than a row's. Tasks of one micro-batch write different buckets, so
+they never wait on each other; a stray second attempt of a task (speculation, a lost executor) waits
+for the first one's transaction (a transaction-level advisory lock per bucket), as SQLite's file lock
+serialises them.
 """
 
 from __future__ import annotations
@@ -22,9 +26,45 @@ from typing import Any
 
 import pandas as pd
 
-from rtml.pipelines.entity_store import KeyedStore
+from rtml.pipelines.entity_store import KeyedStore, StoreMismatchError
 
 META = "rtml_entity_state_meta"  # one row per state table: its record layout
+LOCK_TIMEOUT = "300s"  # a lock held longer fails the task (SQLite's busy timeout is 300 s too)
+
+
+class StateUrlError(ValueError):
+    """``scoring.state_url`` is not a usable PostgreSQL URL, or its server cannot be reached."""
+
+
+def connect(url: str) -> Any:
+    """A connection to the state store's database (autocommit; locks wait at most LOCK_TIMEOUT).
+
+    Errors never carry the URL's password: libpq quotes parts of a malformed URL in its messages."""
+    try:
+        import psycopg
+    except ImportError:
+        raise StateUrlError(
+            "scoring.state_store postgres needs psycopg: pip install 'rtml[postgres]'"
+        ) from None
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise StateUrlError("scoring.state_url must be a postgresql:// URL")
+    try:
+        password = str(conninfo_to_dict(url).get("password") or "")
+    except psycopg.ProgrammingError:
+        raise StateUrlError(
+            "scoring.state_url is not a valid URL (postgresql://user:password@host:port/database, "
+            "with special characters in the password percent-encoded)"
+        ) from None
+    try:
+        return psycopg.connect(
+            url, autocommit=True, connect_timeout=30, options=f"-c lock_timeout={LOCK_TIMEOUT}"
+        )
+    except psycopg.OperationalError as exc:
+        text = " ".join(str(exc).split())
+        text = text.replace(password, "***") if password else text
+        raise StateUrlError(f"entity state store at scoring.state_url: {text}") from None
 
 
 @dataclass(frozen=True)
@@ -49,9 +89,10 @@ CREATE TABLE IF NOT EXISTS {t} (
 );
 CREATE INDEX IF NOT EXISTS {i} ON {t} (bucket, last_ms);
 """
+# rows in key order: two attempts of one bucket never lock rows in opposite orders
 _UPSERT = """
 INSERT INTO {t} AS s (bucket, entity, version, last_ms, value)
-SELECT %s, entity, version, last_ms, value FROM rtml_incoming
+SELECT %s, entity, version, last_ms, value FROM rtml_incoming ORDER BY entity
 ON CONFLICT (bucket, entity) DO UPDATE SET
     prev_version = CASE WHEN s.version = excluded.version THEN s.prev_version ELSE s.version END,
     prev_last_ms = CASE WHEN s.version = excluded.version THEN s.prev_last_ms ELSE s.last_ms END,
@@ -59,6 +100,25 @@ ON CONFLICT (bucket, entity) DO UPDATE SET
     version = excluded.version, last_ms = excluded.last_ms, value = excluded.value
 WHERE excluded.version >= s.version
 """
+
+
+def create_table(target: PgTarget) -> None:
+    """Create the checkpoint's state table (the driver, when the checkpoint first names it)."""
+    with connect(target.url) as con, con.transaction():
+        con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (META,))
+        con.execute(f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)")
+        con.execute(_sql(_CREATE, target.table))
+
+
+def check_table(target: PgTarget, checkpoint: object) -> None:
+    """An error when the checkpoint's state table is not in the database (the driver, at start)."""
+    with connect(target.url) as con:
+        if con.execute("SELECT to_regclass(%s)", (target.table,)).fetchone()[0] is None:
+            raise StoreMismatchError(
+                f"the checkpoint {checkpoint} keeps its entity state in the PostgreSQL table "
+                f"{target.table}, which the database at scoring.state_url does not have (another "
+                "server, or its data was removed): restore both or start both afresh"
+            )
 
 
 class PgEntityStore(KeyedStore):
@@ -73,24 +133,23 @@ class PgEntityStore(KeyedStore):
     @property
     def con(self) -> Any:
         if self._con is None:
-            import psycopg
-
-            self._con = psycopg.connect(self.target.url, autocommit=True, connect_timeout=30)
+            self._con = connect(self.target.url)
             self._check_layout()
         return self._con
 
     def _check_layout(self) -> None:
-        """Create the table on first use; rows written with another record layout (de-duplication
-        switched on or off since) are converted once; another sum column is an error."""
+        """Rows written with another record layout (de-duplication switched on or off since) are
+        converted once; another sum column is an error; a missing table is an error."""
         layout = json.dumps(self.record.descr)
         if self._layout() == layout:
             return
-        with self._con.transaction():  # one task of the first micro-batch creates or converts
+        with self._con.transaction():  # one task of the first micro-batch records or converts
             self._con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (META,))
-            self._con.execute(
-                f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)"
-            )
-            self._con.execute(_sql(_CREATE, self.table))
+            if self._con.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0] is None:
+                raise StoreMismatchError(
+                    f"{self.where}: the table is not in the database at scoring.state_url (another "
+                    "server, or its data was removed): restore both or start both afresh"
+                )
             before = self._layout()
             if before is not None and before != layout:
                 old = self._old_layout(before)
@@ -143,6 +202,7 @@ class PgEntityStore(KeyedStore):
         params = self._encode(history, batch_id)
         con = self.con
         with con.transaction(), con.cursor() as cur:
+            self._lock(cur)
             cur.execute(
                 "CREATE TEMP TABLE rtml_incoming (entity bytea, version bigint, last_ms bigint, value bytea) "
                 "ON COMMIT DROP"
@@ -160,14 +220,20 @@ class PgEntityStore(KeyedStore):
         bucket's newest (index range, O(evicted)); rows this batch wrote stay until a later one."""
         if not idle_ms:
             return 0
-        table = self.table
-        newest = self.con.execute(
-            _sql("SELECT max(last_ms) FROM {t} WHERE bucket = %s", table), (self.bucket,)
-        ).fetchone()[0]
-        if newest is None:
-            return 0
-        cur = self.con.execute(
-            _sql("DELETE FROM {t} WHERE bucket = %s AND last_ms <= %s AND version < %s", table),
-            (self.bucket, newest - idle_ms, batch_id),
-        )
-        return cur.rowcount
+        table, con = self.table, self.con
+        with con.transaction(), con.cursor() as cur:
+            self._lock(cur)
+            newest = cur.execute(
+                _sql("SELECT max(last_ms) FROM {t} WHERE bucket = %s", table), (self.bucket,)
+            ).fetchone()[0]
+            if newest is None:
+                return 0
+            cur.execute(
+                _sql("DELETE FROM {t} WHERE bucket = %s AND last_ms <= %s AND version < %s", table),
+                (self.bucket, newest - idle_ms, batch_id),
+            )
+            return cur.rowcount
+
+    def _lock(self, cur: Any) -> None:
+        """The bucket's write lock, held to the end of the transaction (one writer per bucket)."""
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (self.table, self.bucket))

@@ -41,20 +41,23 @@ def store_mode(setting: str, master: str, checkpoint: Path | None = None, url: b
     'postgres'
     """
     local = master == "local" or master.startswith("local[")
-    if setting == "auto":
-        kept = kept_store(checkpoint)
-        setting = kept or ("sqlite" if local else "postgres" if url else "spark")
-    if setting == "sqlite" and not local:
+    kept = kept_store(checkpoint) if setting == "auto" else None
+    store = kept or setting
+    if store == "auto":
+        store = "sqlite" if local else "postgres" if url else "spark"
+    why = f"the checkpoint {checkpoint} keeps its entity state in that store" if kept else "set"
+    if store == "sqlite" and not local:
         raise StoreMismatchError(
-            f"scoring.state_store: sqlite keeps entity state on the driver's disk and needs a local "
-            f"master; this job's master is {master}: use postgres (with scoring.state_url) or spark"
+            f"scoring.state_store: sqlite ({why}) keeps entity state on the driver's disk and needs a "
+            f"local master; this job's master is {master}: "
+            + ("use a local master, or start a new checkpoint" if kept else "use postgres or spark")
         )
-    if setting == "postgres" and not url:
+    if store == "postgres" and not url:
         raise StoreMismatchError(
-            "scoring.state_store is postgres but scoring.state_url is not set: set it to the "
+            f"scoring.state_store: postgres ({why}) needs scoring.state_url: set it to the "
             "server's postgresql:// URL"
         )
-    return setting
+    return store
 
 
 def check_store(checkpoint: Path, store: str) -> None:
@@ -112,11 +115,18 @@ def keyed_root(checkpoint: Path) -> Path:
 def pg_target(checkpoint: Path, url: str) -> PgTarget:
     """The ``postgres`` store of this query's checkpoint: the table named in the checkpoint, or a
     new table's name recorded there on the first start (after :func:`check_store`)."""
+    from rtml.pipelines.entity_store_pg import check_table, create_table
+
     check_store(checkpoint, "postgres")
     marker = checkpoint / PG_MARKER
-    if not marker.exists():
-        replace_file(marker, f"rtml_entity_state_{uuid.uuid4().hex[:16]}\n")
-    return PgTarget(url, marker.read_text().strip())
+    if marker.exists():
+        target = PgTarget(url, marker.read_text().strip())
+        check_table(target, checkpoint)  # its state is still there
+        return target
+    target = PgTarget(url, f"rtml_entity_state_{uuid.uuid4().hex[:16]}")
+    create_table(target)  # before the checkpoint names it: a failed start pins no store
+    replace_file(marker, f"{target.table}\n")
+    return target
 
 
 def open_store(
@@ -141,7 +151,7 @@ def make_keyed_fn(
 ) -> Callable[[tuple, pd.DataFrame], pd.DataFrame]:
     """The function for micro-batch ``batch_id``'s ``groupBy('_bucket').applyInPandas``: the same
     features, de-duplication and scores as :func:`rtml.pipelines.entity_state.make_state_fn`, with
-    the state of the bucket's touched entities read from and written to its :class:`EntityStore`.
+    the state of the bucket's touched entities read from and written to its keyed store (:func:`open_store`).
     """
     horizon_ms = dedup_horizon_s * 1000
     carry = (ID_HASH,) if horizon_ms else ()

@@ -249,8 +249,10 @@ class ScoringSettings(_Section):
     )
     state_url: SecretStr | None = Field(
         default=None,
-        description="postgresql:// URL of the postgres entity state store (`rtml up --profile cluster` "
-        "sets it to its own server).",
+        description="postgresql://user:password@host:port/database of the postgres entity state store "
+        "(special characters in the password percent-encoded; a secret: set it in the YAML file or "
+        "RTML_SCORING__STATE_URL, not on a command line). `rtml up --profile cluster` sets it to its "
+        "own server.",
     )
     quarantine_raw: Literal["encrypt", "drop", "keep"] | None = Field(
         default=None,

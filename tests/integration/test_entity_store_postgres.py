@@ -9,14 +9,19 @@ has: several buckets in one table, and a task of another process reading what on
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
+from psycopg import sql
 
 from rtml.features.featurise import EVENT_MS
-from rtml.pipelines.entity_store_pg import PgTarget
-from rtml.pipelines.keyed_state import open_store
+from rtml.pipelines.entity_store import StoreMismatchError
+from rtml.pipelines.entity_store_pg import PgTarget, StateUrlError, create_table
+from rtml.pipelines.keyed_state import open_store, pg_target
+from tests.helpers import free_port
 from tests.unit import test_entity_store as unit
 
 pytestmark = pytest.mark.integration
@@ -27,7 +32,9 @@ KEY = unit.KEY
 @pytest.fixture
 def root(pg_state_url: str) -> PgTarget:
     """A new table per test, as a new checkpoint would have."""
-    return PgTarget(pg_state_url, f"rtml_entity_state_{uuid.uuid4().hex[:16]}")
+    target = PgTarget(pg_state_url, f"rtml_entity_state_{uuid.uuid4().hex[:16]}")
+    create_table(target)  # as the driver does when a checkpoint first names it
+    return target
 
 
 test_aggregates_equal_the_reference_across_micro_batches = (
@@ -73,6 +80,38 @@ def test_another_connection_reads_what_a_write_committed(root: PgTarget) -> None
     reader = open_store(root, 3, KEY, "amount", with_ids=False)  # as the next micro-batch's task
     try:
         got = reader.read(pd.Series(keys[::7]), 1)
-        assert len(got) == len(keys[::7]) and got[EVENT_MS].tolist() == list(range(0, 5_000, 7))
+        assert sorted(got[EVENT_MS].tolist()) == list(range(0, 5_000, 7))  # each card's one row
     finally:
         reader.close()
+
+
+def test_a_checkpoint_names_its_table_once_and_misses_it_loudly(pg_state_url: str, tmp_path: Path) -> None:
+    first = pg_target(tmp_path, pg_state_url)  # the first start: the table, then the checkpoint's record
+    assert first.table.startswith("rtml_entity_state_") and "postgres:" not in repr(first)
+    assert (tmp_path / "entity_state_postgres").read_text().strip() == first.table
+    assert pg_target(tmp_path, pg_state_url) == first  # later starts keep it
+    with psycopg.connect(pg_state_url, autocommit=True) as con:  # the server's data lost, or another one
+        con.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(first.table)))
+    with pytest.raises(StoreMismatchError, match="does not have .* restore both or start both afresh"):
+        pg_target(tmp_path, pg_state_url)
+    store = open_store(first, 0, KEY, None, with_ids=False)  # an executor of a job already running
+    with pytest.raises(StoreMismatchError, match="the table is not in the database"):
+        store.read(pd.Series(["a"]), 0)
+    store.close()
+
+
+def test_a_bad_url_is_one_line_without_its_password_and_pins_nothing(
+    pg_state_url: str, tmp_path: Path
+) -> None:
+    password = pg_state_url.split(":")[2].split("@")[0]
+    wrong_port = pg_state_url.replace(pg_state_url.rsplit(":", 1)[1].split("/")[0], str(free_port()))
+    for url, match in [
+        (pg_state_url.removeprefix("postgresql://"), "must be a postgresql:// URL"),
+        (pg_state_url.replace(password, password + "%zz"), "not a valid URL"),
+        (wrong_port, "entity state store at scoring.state_url: .*"),
+        (pg_state_url.replace(password, "wrong"), "password authentication failed"),
+    ]:
+        with pytest.raises(StateUrlError, match=match) as err:
+            pg_target(tmp_path, url)
+        assert password not in str(err.value) and "\n" not in str(err.value)
+        assert not (tmp_path / "entity_state_postgres").exists()  # a failed first start pins no store

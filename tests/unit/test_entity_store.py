@@ -24,7 +24,6 @@ from rtml.pipelines.keyed_state import (
     keyed_root,
     make_keyed_fn,
     open_store,
-    pg_target,
     resolve_buckets,
     store_mode,
 )
@@ -202,24 +201,22 @@ def test_the_store_a_checkpoint_uses(tmp_path: Path) -> None:
     with pytest.raises(StoreMismatchError, match="keeps entity state in Spark's store"):
         keyed_root(tmp_path)
     with pytest.raises(StoreMismatchError, match="state_store: spark, or start a new checkpoint"):
-        pg_target(tmp_path, "postgresql://x")
+        check_store(tmp_path, "postgres")
     (tmp_path / "state").rmdir()
     (tmp_path / "entity_state").mkdir()
     with pytest.raises(StoreMismatchError, match="keeps entity state in .*entity_state: set"):
         check_store(tmp_path, "spark")
-    with pytest.raises(StoreMismatchError, match="needs a local master"):  # the sqlite checkpoint's
-        store_mode("auto", "spark://h:7077", tmp_path, url=True)
+    with pytest.raises(StoreMismatchError, match="use a local master, or start a new checkpoint"):
+        store_mode("auto", "spark://h:7077", tmp_path, url=True)  # the checkpoint's sqlite store
 
 
-def test_a_checkpoint_names_its_postgres_table_once(tmp_path: Path) -> None:
+def test_a_postgres_checkpoint_keeps_its_store(tmp_path: Path) -> None:
     assert store_mode("auto", "spark://h:7077", tmp_path, url=True) == "postgres"
-    with pytest.raises(StoreMismatchError, match="state_url is not set"):
+    with pytest.raises(StoreMismatchError, match="postgres \\(set\\) needs scoring.state_url"):
         store_mode("postgres", "local[2]")
-    first = pg_target(tmp_path, "postgresql://u:secret@h/db")
-    assert first.table.startswith("rtml_entity_state_") and "secret" not in repr(first)
-    assert pg_target(tmp_path, "postgresql://u:other@h/db").table == first.table  # kept by the checkpoint
+    (tmp_path / "entity_state_postgres").write_text("rtml_entity_state_x\n")  # what pg_target records
     assert store_mode("auto", "local[2]", tmp_path, url=True) == "postgres"  # a checkpoint keeps its store
-    with pytest.raises(StoreMismatchError, match="state_url is not set"):
+    with pytest.raises(StoreMismatchError, match="keeps its entity state in that store.*state_url"):
         store_mode("auto", "local[2]", tmp_path)
     with pytest.raises(StoreMismatchError, match=r"keeps entity state in PostgreSQL .*state_store: postgres"):
         keyed_root(tmp_path)
