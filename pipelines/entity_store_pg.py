@@ -21,6 +21,7 @@ serialises them.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +31,12 @@ from rtml.pipelines.entity_store import KeyedStore, StoreMismatchError
 
 META = "rtml_entity_state_meta"  # one row per state table: its record layout
 LOCK_TIMEOUT = "300s"  # a lock held longer fails the task (SQLite's busy timeout is 300 s too)
+# per session: a lock waits at most LOCK_TIMEOUT; a task whose executor vanished mid-transaction
+# (a partition, not a death) releases its bucket's lock after as long
+SESSION = (f"lock_timeout={LOCK_TIMEOUT}", f"idle_in_transaction_session_timeout={LOCK_TIMEOUT}")
 
 
-class StateUrlError(ValueError):
+class StateUrlError(RuntimeError):
     """``scoring.state_url`` is not a usable PostgreSQL URL, or its server cannot be reached."""
 
 
@@ -48,23 +52,39 @@ def connect(url: str) -> Any:
         ) from None
     from psycopg.conninfo import conninfo_to_dict
 
+    bad = StateUrlError(
+        "scoring.state_url is not a valid URL (postgresql://user:password@host:port/database, "
+        "with special characters such as @ / % : in the password percent-encoded)"
+    )
     if not url.startswith(("postgresql://", "postgres://")):
         raise StateUrlError("scoring.state_url must be a postgresql:// URL")
     try:
-        password = str(conninfo_to_dict(url).get("password") or "")
+        parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
-        raise StateUrlError(
-            "scoring.state_url is not a valid URL (postgresql://user:password@host:port/database, "
-            "with special characters in the password percent-encoded)"
-        ) from None
+        raise bad from None
+    authority = url.split("://", 1)[1].split("/", 1)[0]
+    # an unencoded @ or / in the password moves its rest into the host, port or database name,
+    # which libpq quotes in its errors
+    if authority.count("@") > 1 or any(c in str(parts.get("dbname", "")) for c in "@/:"):
+        raise bad
+    if not all(p.isdigit() for p in str(parts.get("port", "0")).split(",")):
+        raise bad
+    password = str(parts.get("password") or "")
+    options = " ".join(
+        [str(parts.get("options") or os.environ.get("PGOPTIONS", "")), *(f"-c {o}" for o in SESSION)]
+    )
     try:
-        return psycopg.connect(
-            url, autocommit=True, connect_timeout=30, options=f"-c lock_timeout={LOCK_TIMEOUT}"
-        )
-    except psycopg.OperationalError as exc:
-        text = " ".join(str(exc).split())
-        text = text.replace(password, "***") if password else text
-        raise StateUrlError(f"entity state store at scoring.state_url: {text}") from None
+        return psycopg.connect(url, autocommit=True, connect_timeout=30, options=options.strip())
+    except psycopg.Error as exc:
+        raise redacted(exc, password) from None
+
+
+def redacted(exc: Exception, password: str) -> StateUrlError:
+    """``exc`` as one line naming the state store, the password (if any) masked."""
+    text = " ".join(str(exc).split())
+    return StateUrlError(
+        f"entity state store at scoring.state_url: {text.replace(password, '***') if password else text}"
+    )
 
 
 @dataclass(frozen=True)
@@ -104,16 +124,21 @@ WHERE excluded.version >= s.version
 
 def create_table(target: PgTarget) -> None:
     """Create the checkpoint's state table (the driver, when the checkpoint first names it)."""
-    with connect(target.url) as con, con.transaction():
-        con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (META,))
-        con.execute(f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)")
-        con.execute(_sql(_CREATE, target.table))
+    import psycopg
+
+    try:
+        with connect(target.url) as con, con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (META,))
+            con.execute(f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)")
+            con.execute(_sql(_CREATE, target.table))
+    except psycopg.Error as exc:  # e.g. no CREATE right on the schema
+        raise redacted(exc, "") from None
 
 
 def check_table(target: PgTarget, checkpoint: object) -> None:
     """An error when the checkpoint's state table is not in the database (the driver, at start)."""
     with connect(target.url) as con:
-        if con.execute("SELECT to_regclass(%s)", (target.table,)).fetchone()[0] is None:
+        if con.execute("SELECT to_regclass(%s)", (target.table,)).fetchone()[0] is None:  # noqa: SIM102
             raise StoreMismatchError(
                 f"the checkpoint {checkpoint} keeps its entity state in the PostgreSQL table "
                 f"{target.table}, which the database at scoring.state_url does not have (another "
@@ -144,7 +169,11 @@ class PgEntityStore(KeyedStore):
         if self._layout() == layout:
             return
         with self._con.transaction():  # one task of the first micro-batch records or converts
+            self._con.execute("SET LOCAL lock_timeout = 0")  # a conversion may take long: wait for it
             self._con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (META,))
+            self._con.execute(
+                f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)"
+            )
             if self._con.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0] is None:
                 raise StoreMismatchError(
                     f"{self.where}: the table is not in the database at scoring.state_url (another "
@@ -174,7 +203,11 @@ class PgEntityStore(KeyedStore):
             )
 
     def _layout(self) -> str | None:
-        if self._con.execute("SELECT to_regclass(%s)", (META,)).fetchone()[0] is None:
+        """The layout recorded for this table; None when the table or the record is missing."""
+        meta, table = self._con.execute(
+            "SELECT to_regclass(%s), to_regclass(%s)", (META, self.table)
+        ).fetchone()
+        if meta is None or table is None:
             return None
         row = self._con.execute(f"SELECT layout FROM {META} WHERE name = %s", (self.table,)).fetchone()
         return None if row is None else row[0]

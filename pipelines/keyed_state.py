@@ -41,7 +41,9 @@ def store_mode(setting: str, master: str, checkpoint: Path | None = None, url: b
     'postgres'
     """
     local = master == "local" or master.startswith("local[")
-    kept = kept_store(checkpoint) if setting == "auto" else None
+    kept = kept_store(checkpoint)
+    if checkpoint is not None and setting != "auto":
+        check_store(checkpoint, setting)  # the checkpoint's store first: it decides
     store = kept or setting
     if store == "auto":
         store = "sqlite" if local else "postgres" if url else "spark"

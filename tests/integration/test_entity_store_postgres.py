@@ -90,6 +90,9 @@ def test_a_checkpoint_names_its_table_once_and_misses_it_loudly(pg_state_url: st
     assert first.table.startswith("rtml_entity_state_") and "postgres:" not in repr(first)
     assert (tmp_path / "entity_state_postgres").read_text().strip() == first.table
     assert pg_target(tmp_path, pg_state_url) == first  # later starts keep it
+    written = open_store(first, 0, KEY, None, with_ids=False)  # the first micro-batch records its layout
+    written.write(pd.DataFrame({KEY: ["a"], EVENT_MS: [1]}), 0)
+    written.close()
     with psycopg.connect(pg_state_url, autocommit=True) as con:  # the server's data lost, or another one
         con.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(first.table)))
     with pytest.raises(StoreMismatchError, match="does not have .* restore both or start both afresh"):
@@ -108,6 +111,8 @@ def test_a_bad_url_is_one_line_without_its_password_and_pins_nothing(
     for url, match in [
         (pg_state_url.removeprefix("postgresql://"), "must be a postgresql:// URL"),
         (pg_state_url.replace(password, password + "%zz"), "not a valid URL"),
+        (pg_state_url.replace(password, password + "@x"), "not a valid URL"),  # an unencoded @
+        (pg_state_url.replace(password, password + "/x"), "not a valid URL"),  # an unencoded /
         (wrong_port, "entity state store at scoring.state_url: .*"),
         (pg_state_url.replace(password, "wrong"), "password authentication failed"),
     ]:
