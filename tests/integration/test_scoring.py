@@ -145,8 +145,8 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(stack, tmp_path: Path)
 
     wait_for(lambda: n_batches() >= 1, 180, lambda: (tmp_path / "score.log").read_text()[-3000:])
     feeder = threading.Thread(
-        target=_produce, args=(s, 6000, 22), kwargs={"malformed_rate": 0.02, "rate": 600}
-    )
+        target=_produce, args=(s, 6000, 22), kwargs={"malformed_rate": 0.02, "rate": 300}
+    )  # 20 s of events: the kill below lands within them on a slow machine too
     feeder.start()
     wait_for(lambda: n_batches() >= 3, 120, lambda: (tmp_path / "score.log").read_text()[-3000:])
     assert feeder.is_alive(), "the kill should land while events are still arriving"
