@@ -30,6 +30,7 @@ import pandas as pd
 from rtml.pipelines.entity_store import KeyedStore, StoreMismatchError
 
 META = "rtml_entity_state_meta"  # one row per state table: its record layout
+_CREATE_META = f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)"
 LOCK_TIMEOUT = "300s"  # a lock held longer fails the task (SQLite's busy timeout is 300 s too)
 # per session: a lock waits at most LOCK_TIMEOUT; a task whose executor vanished mid-transaction
 # (a partition, not a death) releases its bucket's lock after as long
@@ -122,6 +123,10 @@ WHERE excluded.version >= s.version
 """
 
 
+def _has_table(con: Any, table: str) -> bool:
+    return con.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
+
+
 def create_table(target: PgTarget) -> None:
     """Create the checkpoint's state table (the driver, when the checkpoint first names it)."""
     import psycopg
@@ -129,7 +134,7 @@ def create_table(target: PgTarget) -> None:
     try:
         with connect(target.url) as con, con.transaction():
             con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (META,))
-            con.execute(f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)")
+            con.execute(_CREATE_META)
             con.execute(_sql(_CREATE, target.table))
     except psycopg.Error as exc:  # e.g. no CREATE right on the schema
         raise redacted(exc, "") from None
@@ -138,7 +143,7 @@ def create_table(target: PgTarget) -> None:
 def check_table(target: PgTarget, checkpoint: object) -> None:
     """An error when the checkpoint's state table is not in the database (the driver, at start)."""
     with connect(target.url) as con:
-        if con.execute("SELECT to_regclass(%s)", (target.table,)).fetchone()[0] is None:  # noqa: SIM102
+        if not _has_table(con, target.table):
             raise StoreMismatchError(
                 f"the checkpoint {checkpoint} keeps its entity state in the PostgreSQL table "
                 f"{target.table}, which the database at scoring.state_url does not have (another "
@@ -171,10 +176,8 @@ class PgEntityStore(KeyedStore):
         with self._con.transaction():  # one task of the first micro-batch records or converts
             self._con.execute("SET LOCAL lock_timeout = 0")  # a conversion may take long: wait for it
             self._con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (META,))
-            self._con.execute(
-                f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, layout text NOT NULL)"
-            )
-            if self._con.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0] is None:
+            self._con.execute(_CREATE_META)
+            if not _has_table(self._con, self.table):
                 raise StoreMismatchError(
                     f"{self.where}: the table is not in the database at scoring.state_url (another "
                     "server, or its data was removed): restore both or start both afresh"

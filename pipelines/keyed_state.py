@@ -15,7 +15,7 @@ from rtml.infra.config.files import replace_file
 from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.entity_state import featurise_once, idle_after_ms, pseudonymise, without_features
 from rtml.pipelines.entity_store import ID_HASH, EntityStore, KeyedStore, StoreMismatchError, hash_ids
-from rtml.pipelines.entity_store_pg import PgTarget
+from rtml.pipelines.entity_store_pg import PgEntityStore, PgTarget, check_table, create_table
 
 KEYED_DIR = "entity_state"
 PG_MARKER = "entity_state_postgres"  # the name of the checkpoint's PostgreSQL table
@@ -117,8 +117,6 @@ def keyed_root(checkpoint: Path) -> Path:
 def pg_target(checkpoint: Path, url: str) -> PgTarget:
     """The ``postgres`` store of this query's checkpoint: the table named in the checkpoint, or a
     new table's name recorded there on the first start (after :func:`check_store`)."""
-    from rtml.pipelines.entity_store_pg import check_table, create_table
-
     check_store(checkpoint, "postgres")
     marker = checkpoint / PG_MARKER
     if marker.exists():
@@ -136,8 +134,6 @@ def open_store(
 ) -> KeyedStore:
     """The keyed store of one bucket: SQLite files under ``root``, or the PostgreSQL table."""
     if isinstance(root, PgTarget):
-        from rtml.pipelines.entity_store_pg import PgEntityStore
-
         return PgEntityStore(root, bucket, key, sum_of, with_ids)
     return EntityStore(root, bucket, key, sum_of, with_ids)
 

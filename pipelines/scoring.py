@@ -266,7 +266,6 @@ def build_query(
 
     from rtml.pipelines.entity_state import STATE_SCHEMA, make_state_fn
     from rtml.pipelines.keyed_state import (
-        check_store,
         keyed_root,
         make_keyed_fn,
         pg_target,
@@ -294,13 +293,12 @@ def build_query(
     if spec.aggregates or spec.time_features:
         checkpoint = settings.checkpoint_root / "scoring"
         url = settings.scoring.state_url
+        # the store, refused when the checkpoint keeps its state in another one
         store = store_mode(settings.scoring.state_store, spark.sparkContext.master, checkpoint, bool(url))
         if store == "sqlite":
             root = keyed_root(checkpoint)
         elif store == "postgres":
             root = pg_target(checkpoint, url.get_secret_value())  # type: ignore[union-attr]
-        else:
-            check_store(checkpoint, "spark")
         buckets = resolve_buckets(checkpoint, settings.spark.entity_buckets, store)
         events = events.withColumn(
             "_bucket",
