@@ -12,6 +12,7 @@ Also runnable as ``spark-submit pipelines/score_job.py [--available-now]`` (sett
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -22,6 +23,8 @@ from typing import Any
 from rtml.infra.config.files import replace_file
 from rtml.infra.config.settings import Settings
 from rtml.infra.config.spec import StreamSpec
+
+_log = logging.getLogger("rtml.scoring")
 
 
 def run_scoring(
@@ -35,6 +38,7 @@ def run_scoring(
     """Run the query until stopped (or, with ``available_now``, until the topic is read); ``on_batch``
     gets Spark's progress record of each micro-batch (``numInputRows``, ``batchId``, ...)."""
     from rtml.infra.config.clients import configure_mlflow
+    from rtml.pipelines.batch_stop import BatchTracker, quiet_query_log, stop_after_batch
     from rtml.pipelines.metrics import start_metrics
     from rtml.pipelines.scoring import BatchSink, build_query
     from rtml.pipelines.spark_io import spark_session
@@ -51,10 +55,12 @@ def run_scoring(
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     last_batch = None
+    restore_log: list[Callable[[], None]] = []
     try:
         spark = spark_session(settings, "rtml-scoring")
         t0 = time.monotonic()
         tracker = BatchTracker(sink)
+        tracker.on_refuse = lambda: restore_log.append(quiet_query_log(spark))
         query = build_query(spark, settings, spec, tracker, available_now)  # type: ignore[arg-type]
 
         def report() -> None:
@@ -79,9 +85,13 @@ def run_scoring(
             report()
         report()
         error = query.exception()
-        if error is not None:
+        if error is not None and tracker.is_refusal(error):
+            _log.info("stopped before micro-batch %s (not written; a restart runs it)", tracker.refused)
+        elif error is not None:
             raise RuntimeError(f"scoring query failed: {failure_line(str(error))}")
     finally:
+        for restore in restore_log:
+            restore()
         sink.close()
         if metrics is not None:
             metrics.close()
@@ -118,47 +128,6 @@ def failure_line(text: str) -> str:
 
 
 PROGRESS_FILE = "_progress.json"
-BATCH_GRACE_S = 45.0  # longest wait for the micro-batch in progress before stopping anyway
-
-
-class BatchTracker:
-    """foreachBatch wrapper around the sink: is a micro-batch being written, which one was last."""
-
-    def __init__(self, sink: Callable[[Any, int], None]) -> None:
-        self.sink = sink
-        self.writing = False
-        self.written: int | None = None
-
-    def __call__(self, df: Any, batch_id: int) -> None:
-        self.writing = True
-        try:
-            self.sink(df, batch_id)
-            self.written = batch_id
-        finally:
-            self.writing = False
-
-
-def stop_after_batch(query: Any, tracker: BatchTracker, grace_s: float = BATCH_GRACE_S) -> None:
-    """Stop the query between micro-batches: once no batch is being written and the last one written
-    is committed (Spark reports a batch's progress after its commit), at most after ``grace_s``.
-
-    Spark's stop interrupts what runs at that moment: at best the planning of the next batch, whose
-    offsets are logged but not committed, so a restart runs it as usual. A batch whose write began in
-    the instant between the check and the stop is still written (the Python write is not interrupted)
-    and, if Spark did not commit it, rewritten identically by the restart (the sinks are idempotent per
-    batch id).
-    """
-    deadline = time.monotonic() + grace_s
-    while query.isActive and time.monotonic() < deadline:
-        try:
-            committed = (query.lastProgress or {}).get("batchId")
-        except Exception:  # noqa: BLE001 - progress unavailable: the query is ending anyway
-            break
-        done = tracker.written is None or (committed is not None and committed >= tracker.written)
-        if not tracker.writing and done:
-            break
-        time.sleep(0.02)
-    query.stop()
 
 
 def write_progress(settings: Settings, progress: dict[str, Any]) -> None:

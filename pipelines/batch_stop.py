@@ -1,0 +1,128 @@
+"""Stop a streaming query between micro-batches.
+
+Spark has no "stop after this batch": ``query.stop()`` interrupts whatever the query thread does.
+Between two batches that thread plans the next one (asks the source for offsets, logs them), and an
+interrupt does not break the source's blocking calls, so a batch planned while the stop arrives still
+reaches ``foreachBatch``, gets written, and is left uncommitted. :class:`BatchTracker` closes that
+window: once the stop is decided no batch starts writing; one that arrives is refused before it
+touches any data (:class:`BatchRefused`), so the query ends with the batch's offsets logged and
+nothing of it written or committed, exactly as when the interrupt lands in the planning. A restart
+runs that batch as usual.
+
+>>> tracker = BatchTracker(lambda df, batch_id: None)
+>>> tracker(None, 0)
+>>> tracker.written, tracker.close(committed=0), tracker.closed
+(0, True, True)
+>>> tracker(None, 1)
+Traceback (most recent call last):
+...
+rtml.pipelines.batch_stop.BatchRefused: micro-batch 1 not started: the job is stopping (a restart runs it)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+_log = logging.getLogger("rtml.scoring")
+
+BATCH_GRACE_S = 45.0  # longest wait for the micro-batch in progress before stopping anyway
+
+
+class BatchRefused(RuntimeError):
+    """A micro-batch that began after the stop was decided: not written, not committed."""
+
+
+class BatchTracker:
+    """foreachBatch wrapper around the sink: is a micro-batch being written, which one was last, and
+    once :meth:`close` succeeded, refuse every later one.
+
+    ``on_refuse`` runs on the query thread just before the refusal is raised (the scoring job uses it
+    to keep Spark from printing the expected error's stack trace).
+    """
+
+    def __init__(self, sink: Callable[[Any, int], None]) -> None:
+        self.sink = sink
+        self.writing = False
+        self.written: int | None = None
+        self.closed = False
+        self.refused: int | None = None
+        self.on_refuse: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()
+
+    def __call__(self, df: Any, batch_id: int) -> None:
+        with self._lock:
+            if self.closed:
+                self.refused = batch_id
+                self.on_refuse()
+                raise BatchRefused(
+                    f"micro-batch {batch_id} not started: the job is stopping (a restart runs it)"
+                )
+            self.writing = True
+        try:
+            self.sink(df, batch_id)
+            self.written = batch_id
+        finally:
+            self.writing = False
+
+    def close(self, committed: int | None, force: bool = False) -> bool:
+        """Close when no batch is being written and the last one written is ``committed`` (or with
+        ``force``); after that no batch starts writing. True when closed."""
+        with self._lock:
+            done = self.written is None or (committed is not None and committed >= self.written)
+            if force or (not self.writing and done):
+                self.closed = True
+            return self.closed
+
+    def is_refusal(self, error: object) -> bool:
+        """Whether the query's error is this tracker's refusal of a batch (a clean stop)."""
+        return self.refused is not None and BatchRefused.__name__ in str(error)
+
+
+def stop_after_batch(query: Any, tracker: BatchTracker, grace_s: float = BATCH_GRACE_S) -> None:
+    """Stop the query between micro-batches: once no batch is being written and the last one written
+    is committed (Spark reports a batch's progress after its commit), at most after ``grace_s``.
+
+    The tracker is closed first, so a batch Spark plans meanwhile is refused unwritten (its offsets
+    are logged, a restart runs it). Past ``grace_s`` a batch still being written is stopped anyway:
+    it is left uncommitted and the restart rewrites it identically (the sinks are idempotent per batch
+    id), which is said in a warning.
+    """
+    deadline = time.monotonic() + grace_s
+    while query.isActive and time.monotonic() < deadline:
+        try:
+            committed = (query.lastProgress or {}).get("batchId")
+        except Exception:  # noqa: BLE001 - progress unavailable: the query is ending anyway
+            break
+        if tracker.close(committed):
+            break
+        time.sleep(0.02)
+    tracker.close(None, force=True)
+    if tracker.writing:
+        _log.warning(
+            "stop: a micro-batch still being written after %.0f s; stopped anyway, a restart rewrites it",
+            grace_s,
+        )
+    query.stop()
+
+
+def quiet_query_log(spark: Any) -> Callable[[], None]:
+    """Turn off the active queries' own logger (their "terminated with error" stack trace) for the
+    refusal, which :func:`stop_after_batch` caused and the scoring job reports as a clean stop;
+    returns what puts the previous levels back."""
+    jvm = spark.sparkContext._jvm
+    log4j = jvm.org.apache.logging.log4j
+    previous = {}
+    for query in spark.streams.active:
+        name = query._jsq.streamingQuery().getClass().getName()
+        previous[name] = log4j.LogManager.getLogger(name).getLevel()
+        log4j.core.config.Configurator.setLevel(name, log4j.Level.OFF)
+
+    def restore() -> None:
+        for name, level in previous.items():
+            log4j.core.config.Configurator.setLevel(name, level)
+
+    return restore
