@@ -55,13 +55,17 @@ class BatchTracker:
 
     def __call__(self, df: Any, batch_id: int) -> None:
         with self._lock:
-            if self.closed:
+            refuse = self.closed
+            if refuse:
                 self.refused = batch_id
+            else:
+                self.writing = True
+        if refuse:
+            try:
                 self.on_refuse()
-                raise BatchRefused(
-                    f"micro-batch {batch_id} not started: the job is stopping (a restart runs it)"
-                )
-            self.writing = True
+            except Exception:  # noqa: BLE001 - only the log's looks: the refusal must stay a refusal
+                _log.debug("stop: quieting the query's log failed", exc_info=True)
+            raise BatchRefused(f"micro-batch {batch_id} not started: the job is stopping (a restart runs it)")
         try:
             self.sink(df, batch_id)
             self.written = batch_id
@@ -79,7 +83,24 @@ class BatchTracker:
 
     def is_refusal(self, error: object) -> bool:
         """Whether the query's error is this tracker's refusal of a batch (a clean stop)."""
-        return self.refused is not None and BatchRefused.__name__ in str(error)
+        wanted = f"{BatchRefused.__name__}: micro-batch {self.refused} not started"
+        return self.refused is not None and wanted in str(error)
+
+
+def committed_batch(progress: dict[str, Any] | None) -> int | None:
+    """The newest micro-batch committed, from Spark's last progress record: a batch that ran reports
+    its own id (after its commit, ``commitOffsets`` timed), an idle trigger the id of the next batch,
+    not yet run.
+
+    >>> committed_batch({"batchId": 7, "durationMs": {"addBatch": 900, "commitOffsets": 4}})
+    7
+    >>> committed_batch({"batchId": 8, "durationMs": {"latestOffset": 3, "triggerExecution": 3}})
+    7
+    """
+    if not progress or progress.get("batchId") is None:
+        return None
+    batch = int(progress["batchId"])
+    return batch if "commitOffsets" in (progress.get("durationMs") or {}) else batch - 1
 
 
 def stop_after_batch(query: Any, tracker: BatchTracker, grace_s: float = BATCH_GRACE_S) -> None:
@@ -91,20 +112,25 @@ def stop_after_batch(query: Any, tracker: BatchTracker, grace_s: float = BATCH_G
     it is left uncommitted and the restart rewrites it identically (the sinks are idempotent per batch
     id), which is said in a warning.
     """
-    deadline = time.monotonic() + grace_s
-    while query.isActive and time.monotonic() < deadline:
+    t0 = time.monotonic()
+    clean = False
+    while query.isActive and time.monotonic() - t0 < grace_s:
         try:
-            committed = (query.lastProgress or {}).get("batchId")
+            committed = committed_batch(query.lastProgress)
         except Exception:  # noqa: BLE001 - progress unavailable: the query is ending anyway
             break
         if tracker.close(committed):
+            clean = True
             break
         time.sleep(0.02)
     tracker.close(None, force=True)
-    if tracker.writing:
+    if not clean and query.isActive:
         _log.warning(
-            "stop: a micro-batch still being written after %.0f s; stopped anyway, a restart rewrites it",
-            grace_s,
+            "stop: micro-batch %s not seen committed after %.1f s (%s); stopped anyway, a restart "
+            "rewrites it",
+            tracker.written,
+            time.monotonic() - t0,
+            "still being written" if tracker.writing else "written",
         )
     query.stop()
 
@@ -115,14 +141,17 @@ def quiet_query_log(spark: Any) -> Callable[[], None]:
     returns what puts the previous levels back."""
     jvm = spark.sparkContext._jvm
     log4j = jvm.org.apache.logging.log4j
-    previous = {}
-    for query in spark.streams.active:
-        name = query._jsq.streamingQuery().getClass().getName()
-        previous[name] = log4j.LogManager.getLogger(name).getLevel()
-        log4j.core.config.Configurator.setLevel(name, log4j.Level.OFF)
+    names = [q._jsq.streamingQuery().getClass().getName() for q in spark.streams.active]
+    previous = {name: log4j.LogManager.getLogger(name).getLevel() for name in names}
 
     def restore() -> None:
         for name, level in previous.items():
             log4j.core.config.Configurator.setLevel(name, level)
 
+    try:
+        for name in previous:
+            log4j.core.config.Configurator.setLevel(name, log4j.Level.OFF)
+    except Exception:
+        restore()
+        raise
     return restore

@@ -119,11 +119,17 @@ def _check_kafka(settings: Settings) -> None:
 
 
 def failure_line(text: str) -> str:
-    """The one line that explains a failed query: rtml's own message where the source raised one
-    (Spark wraps a Python source's error in its traceback), else the first line."""
+    """The one line that explains a failed query: the message of the first rtml error in it (Spark
+    wraps an error raised in a Python source, task or foreachBatch in its tracebacks), else the first
+    line.
+
+    >>> failure_line("[X] failed: Traceback ...\\n  File ...\\nrtml.pipelines.a.AError: it broke\\n\\tat ...")
+    'it broke'
+    """
     import re
 
-    found = re.search(r"(?:OffsetResetError|KafkaConnectError): (.+)", text)
+    found = re.search(r"^rtml(?:\.\w+)+Error: (.+)$", text, flags=re.MULTILINE)
+    found = found or re.search(r"(?:OffsetResetError|KafkaConnectError): (.+)", text)
     return found.group(1).strip() if found else text.splitlines()[0]
 
 

@@ -104,3 +104,30 @@ def test_backlog_aggregates_equal_reference_and_duplicates_count_once(
         assert np.allclose(got[n].to_numpy(), ref[n].to_numpy(), atol=1e-6), n
     quarantine = sink_frame(s, "quarantine")
     assert len(quarantine) == 400 and set(quarantine["reason"]) == {"duplicate_event"}
+
+
+def test_a_checkpoint_restored_without_its_state_fails_in_one_line_and_writes_nothing(
+    stack, tmp_path: Path
+) -> None:
+    s = scoped_settings(stack, tmp_path, spark={"max_events_per_trigger": 400})
+    spec = load_spec()
+    bootstrap(s, spec, n=3000)
+    gen = CardTransactionGenerator(seed=62, n_cards=20, events_per_sim_second=1.0)
+    stream_frames(s, spec, iter([gen.batch(1200)]), seed=62)
+    first = run_scoring(s, spec, available_now=True)
+    assert first["batches"] == 3 and first["scored"] == 1200
+    assert (s.checkpoint_root / "scoring" / "entity_state").exists()  # the keyed (sqlite) store
+
+    # an operator restores the checkpoint as it was after batch 0, without the state that batch 2 wrote
+    for batch in ("1", "2"):
+        for kind in ("offsets", "commits"):
+            for name in (batch, f".{batch}.crc"):
+                (s.checkpoint_root / "scoring" / kind / name).unlink(missing_ok=True)
+    scores_before = len(sink_frame(s, "scores"))
+    with pytest.raises(RuntimeError) as failed:
+        run_scoring(s, spec, available_now=True)
+    line = str(failed.value)
+    assert "\n" not in line and "Traceback" not in line, line[:2000]
+    assert line.startswith("scoring query failed: entity state ") and "holds micro-batch 2" in line
+    assert line.endswith("restore both or start both afresh")
+    assert len(sink_frame(s, "scores")) == scores_before  # the replay wrote no scores

@@ -12,8 +12,9 @@ from rtml.pipelines.batch_stop import BatchRefused, BatchTracker, stop_after_bat
 class _Query:
     """Stands in for a StreamingQuery: commits ``written`` batches as progress after ``lag`` polls."""
 
-    def __init__(self, tracker: BatchTracker, lag: int = 3) -> None:
+    def __init__(self, tracker: BatchTracker, lag: int = 3, idle: int | None = None) -> None:
         self.tracker, self.lag, self.polls, self.stopped = tracker, lag, 0, False
+        self.idle = idle  # before the commit: an idle trigger's record, which names the next batch
 
     @property
     def isActive(self) -> bool:  # noqa: N802 - Spark's name
@@ -22,7 +23,11 @@ class _Query:
     @property
     def lastProgress(self) -> dict | None:  # noqa: N802 - Spark's name
         self.polls += 1
-        return {"batchId": self.tracker.written} if self.polls > self.lag else None
+        if self.polls > self.lag:
+            return {"batchId": self.tracker.written, "durationMs": {"addBatch": 9, "commitOffsets": 1}}
+        if self.idle is not None:
+            return {"batchId": self.idle, "durationMs": {"latestOffset": 1, "triggerExecution": 1}}
+        return None
 
     def stop(self) -> None:
         self.stopped = True
@@ -73,3 +78,26 @@ def test_past_the_grace_the_query_is_stopped_anyway_and_later_batches_refused() 
 def test_a_refusal_is_not_a_refusal_before_any_batch_was_refused() -> None:
     tracker = BatchTracker(lambda df, batch_id: None)
     assert not tracker.is_refusal(RuntimeError("BatchRefused in someone else's text"))
+
+
+def test_an_idle_triggers_record_naming_the_written_batch_is_not_its_commit() -> None:
+    # a quiet spell: Spark's last record is an idle trigger's, with the id of the batch not yet run;
+    # that batch then runs and is written, and the record still names it until its commit is reported
+    tracker = BatchTracker(lambda df, batch_id: None)
+    tracker(None, 3)
+    query = _Query(tracker, lag=5, idle=3)
+    stop_after_batch(query, tracker, grace_s=5)
+    assert query.stopped and query.polls == 6  # waited for the batch's own record
+
+
+def test_a_failing_log_hook_still_refuses() -> None:
+    tracker = BatchTracker(lambda df, batch_id: None)
+    assert tracker.close(committed=None)
+
+    def broken() -> None:
+        raise OSError("the JVM is going away")
+
+    tracker.on_refuse = broken
+    with pytest.raises(BatchRefused):
+        tracker(None, 0)
+    assert tracker.refused == 0 and not tracker.writing
