@@ -112,8 +112,9 @@ def test_a_checkpoint_restored_without_its_state_fails_in_one_line_and_writes_no
     s = scoped_settings(stack, tmp_path, spark={"max_events_per_trigger": 400})
     spec = load_spec()
     bootstrap(s, spec, n=3000)
-    gen = CardTransactionGenerator(seed=62, n_cards=20, events_per_sim_second=1.0)
-    stream_frames(s, spec, iter([gen.batch(1200)]), seed=62)
+    now = int(time.time() * 1000)
+    gen = CardTransactionGenerator(seed=62, n_cards=20, events_per_sim_second=1.0, start_ms=now - HOUR_MS)
+    stream_frames(s, spec, iter([gen.batch(1200, end_ms=now)]), seed=62)
     first = run_scoring(s, spec, available_now=True)
     assert first["batches"] == 3 and first["scored"] == 1200
     assert (s.checkpoint_root / "scoring" / "entity_state").exists()  # the keyed (sqlite) store
