@@ -209,11 +209,14 @@ def _start(settings: Settings, timeout: float) -> dict:
             raise StackError(f"objectstore: {exc}") from None
         _record(settings, "objectstore", store.pid, url=store.endpoint, log=str(store.log_path))
         values["spark"] |= {"table_root": "s3://rtml/tables", "storage_options": store.storage_options()}
-        write_profile(
-            settings.state_dir,
-            {"profile": PROFILE, "settings": values, "master_json": master_json, "workers": c.workers},
-        )
+        profile = {"profile": PROFILE, "settings": values, "master_json": master_json, "workers": c.workers}
+        write_profile(settings.state_dir, profile)
         _wait_healthy(settings, c.workers, t0 + timeout)
+        if "kafka" not in settings.ports.model_fields_set:
+            # picked again now that the servers above run: their JVMs bind ephemeral ports of their
+            # own while they start, and one took the broker's port picked before them (seen once)
+            values["ports"]["kafka"] = _free_port()
+            write_profile(settings.state_dir, profile)
         left = max(30.0, t0 + timeout - time.monotonic())
         result = stack.up(_with_profile(settings, values), timeout_s=left)  # the broker only
     except BaseException:
