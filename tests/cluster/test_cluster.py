@@ -4,12 +4,15 @@ nothing, the lifecycle works against the external servers, and spark-submit's fl
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -58,7 +61,20 @@ def _tasks_per_worker(cluster, app_id: str) -> list[int]:  # noqa: ANN001
     ]
 
 
-def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, tmp_path: Path) -> None:
+@pytest.fixture
+def groups() -> Iterator[list[int]]:
+    """Process groups the test started, SIGKILLed at teardown if still there: a failed assertion must
+    not leave a driver holding the cluster's cores (the next test's application would wait for them)."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(
+    cluster, tmp_path: Path, groups: list[int]
+) -> None:
     # the tables (scores, quarantine, labels, labelled) on the profile's S3-compatible object store;
     # its keys reach the CLI only through the environment (settings_env masks secrets)
     store = {k: v.get_secret_value() for k, v in cluster.settings.spark.storage_options.items()}
@@ -85,6 +101,7 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, 
     log_path = tmp_path / "score.log"
     log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen([RTML, "score"], env=env, start_new_session=True, stdout=log, stderr=log)
+    groups.append(proc.pid)
     batches = s.sink_root / "_batches"
 
     def n_batches() -> int:
@@ -96,8 +113,8 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, 
     assert len(running) == 1 and running[0]["cores"] == 2, running
     assert cluster.state()["coresused"] == 2
     feeder_out: dict = {}
-    feeder = threading.Thread(
-        target=lambda: feeder_out.update(_produce(s, 12_000, 52, malformed_rate=0.02, rate=600))
+    feeder = threading.Thread(  # 60 s of events: the backlog's 4 micro-batches took over 20 s here
+        target=lambda: feeder_out.update(_produce(s, 12_000, 52, malformed_rate=0.02, rate=200))
     )
     feeder.start()
     wait_for(lambda: n_batches() >= 4, 180, why)
@@ -113,6 +130,7 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(cluster, 
     proc2 = subprocess.Popen(
         [RTML, "score", "--json"], env=env, start_new_session=True, stdout=log2, stderr=log2
     )
+    groups.append(proc2.pid)
     seen = {p.name for p in batches.glob("*.json")}
     why2 = lambda: log2_path.read_text()[-3000:]  # noqa: E731
     wait_for(lambda: any(p.name not in seen for p in batches.glob("*.json")), 240, why2)
