@@ -119,17 +119,19 @@ def _check_kafka(settings: Settings) -> None:
 
 
 def failure_line(text: str) -> str:
-    """The one line that explains a failed query: the message of the first rtml error in it (Spark
-    wraps an error raised in a Python source, task or foreachBatch in its tracebacks), else the first
-    line.
+    """The one line that explains a failed query: the message of the last rtml error in it, the one
+    raised (Spark wraps an error raised in a Python source, task or foreachBatch in its tracebacks;
+    Python prints a chained error's cause first), else the first line.
 
     >>> failure_line("[X] failed: Traceback ...\\n  File ...\\nrtml.pipelines.a.AError: it broke\\n\\tat ...")
     'it broke'
     """
     import re
 
-    found = re.search(r"^rtml(?:\.\w+)+Error: (.+)$", text, flags=re.MULTILINE)
-    found = found or re.search(r"(?:OffsetResetError|KafkaConnectError): (.+)", text)
+    raised = re.findall(r"^rtml(?:\.\w+)+Error: (.+)$", text, flags=re.MULTILINE)
+    if raised:
+        return raised[-1].strip()
+    found = re.search(r"(?:OffsetResetError|KafkaConnectError): (.+)", text)
     return found.group(1).strip() if found else text.splitlines()[0]
 
 

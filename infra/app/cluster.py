@@ -149,11 +149,12 @@ def up(settings: Settings, timeout_s: float | None = None) -> dict:
             for entry in now.values():
                 entry["action"] = "reused"
             return {"profile": PROFILE, **result, "services": {**result["services"], **now}}
+    kafka_port_set = _explicit(settings, profile, "ports", "kafka")  # a left-over profile's is not
     down(settings)  # what is left of an earlier, broken run (only our own processes)
-    return _start(settings, timeout)
+    return _start(settings, timeout, kafka_port_set)
 
 
-def _start(settings: Settings, timeout: float) -> dict:
+def _start(settings: Settings, timeout: float, kafka_port_set: bool = False) -> dict:
     import pyspark
 
     c, t0 = settings.cluster, time.monotonic()
@@ -165,7 +166,7 @@ def _start(settings: Settings, timeout: float) -> dict:
     port, ui = _free_port(), _free_port()
     master, master_json = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui}/json/"
     deploy = "org.apache.spark.deploy"
-    kafka_port = settings.ports.kafka if "kafka" in settings.ports.model_fields_set else _free_port()
+    kafka_port = settings.ports.kafka if kafka_port_set else _free_port()
     values = {"spark": {"master": master}, "ports": {"kafka": kafka_port}}
     try:
         cmd = [spark_class, f"{deploy}.master.Master", "--host", "127.0.0.1", "--port", str(port)]
@@ -212,7 +213,7 @@ def _start(settings: Settings, timeout: float) -> dict:
         profile = {"profile": PROFILE, "settings": values, "master_json": master_json, "workers": c.workers}
         write_profile(settings.state_dir, profile)
         _wait_healthy(settings, c.workers, t0 + timeout)
-        if "kafka" not in settings.ports.model_fields_set:
+        if not kafka_port_set:
             # picked again now that the servers above run: their JVMs bind ephemeral ports of their
             # own while they start, and one took the broker's port picked before them (seen once)
             values["ports"]["kafka"] = _free_port()

@@ -62,18 +62,21 @@ def _tasks_per_worker(cluster, app_id: str) -> list[int]:  # noqa: ANN001
 
 
 @pytest.fixture
-def groups() -> Iterator[list[int]]:
-    """Process groups the test started, SIGKILLed at teardown if still there: a failed assertion must
-    not leave a driver holding the cluster's cores (the next test's application would wait for them)."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+def groups() -> Iterator[list[subprocess.Popen]]:
+    """Process groups the test started, SIGKILLed at teardown while their leader was not reaped: a
+    failed assertion must not leave a driver holding the cluster's cores (the next test's application
+    would wait for them). A reaped leader's pid may belong to another process by then: left alone."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:  # not reaped: its pid, and so its group id, is still its own
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(
-    cluster, tmp_path: Path, groups: list[int]
+    cluster, tmp_path: Path, groups: list[subprocess.Popen]
 ) -> None:
     # the tables (scores, quarantine, labels, labelled) on the profile's S3-compatible object store;
     # its keys reach the CLI only through the environment (settings_env masks secrets)
@@ -101,7 +104,7 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(
     log_path = tmp_path / "score.log"
     log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen([RTML, "score"], env=env, start_new_session=True, stdout=log, stderr=log)
-    groups.append(proc.pid)
+    groups.append(proc)
     batches = s.sink_root / "_batches"
 
     def n_batches() -> int:
@@ -130,7 +133,7 @@ def test_score_on_executors_survive_sigkill_then_lifecycle_on_postgres(
     proc2 = subprocess.Popen(
         [RTML, "score", "--json"], env=env, start_new_session=True, stdout=log2, stderr=log2
     )
-    groups.append(proc2.pid)
+    groups.append(proc2)
     seen = {p.name for p in batches.glob("*.json")}
     why2 = lambda: log2_path.read_text()[-3000:]  # noqa: E731
     wait_for(lambda: any(p.name not in seen for p in batches.glob("*.json")), 240, why2)

@@ -131,3 +131,17 @@ def test_a_failed_query_is_reported_by_the_sources_own_line() -> None:
     line = failure_line(spark_text)
     assert line.startswith("the Kafka log no longer holds") and line.endswith("(log start 0)")
     assert failure_line("plain error\nmore") == "plain error"
+
+
+def test_a_chained_error_is_reported_by_the_one_raised() -> None:
+    from rtml.pipelines.score_job import failure_line
+
+    text = (
+        "[FOREACH_BATCH_USER_FUNCTION_ERROR] ... Traceback (most recent call last):\n"
+        "rtml.pipelines.outbox.KafkaSendError: timed out\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "Traceback (most recent call last):\n"
+        "rtml.pipelines.outbox.DeliveryError: batch_id=000000007: 3 of 10 records not delivered\n"
+        "\tat org.apache.spark..."
+    )
+    assert failure_line(text) == "batch_id=000000007: 3 of 10 records not delivered"
