@@ -88,6 +88,7 @@ def auto_shadow(
     candidate: str,
     decision: Any,
     waiting: str | None = None,
+    waiting_why: str = "",
 ) -> dict[str, Any]:
     """After a decision: a promotion clears a ``@shadow`` that is now the champion (always) or older
     than it (with ``promotion.shadow``); with ``promotion.shadow`` the round's best candidate, when
@@ -95,7 +96,8 @@ def auto_shadow(
 
     ``waiting`` names a ``@shadow`` whose live evidence this round had too few labelled events to
     decide: it stays, and the candidate is not shadowed (replaced every round, a shadow was never
-    judged when labels take longer than one round to arrive)."""
+    judged when labels take longer than one round to arrive); ``waiting_why`` is its live evidence's
+    reason (how many labelled events it has), said in the log line and the summary."""
     from rtml.models.lifecycle.audit import LifecycleError
     from rtml.models.lifecycle.registry import SHADOW, alias_version
     from rtml.models.lifecycle.shadow import clear_shadow, set_shadow
@@ -121,6 +123,7 @@ def auto_shadow(
     if auto and candidate != champion_after and waiting is not None and waiting == before:
         out["kept"] = before
         out["reason"] = f"v{before} kept: still waiting for live evidence (v{candidate} not shadowed)"
+        out["reason"] += f": {waiting_why}" if waiting_why else ""
         get_run_logger().info(f"promotion.shadow: {out['reason']}")
     elif auto and candidate != champion_after:
         reason = (
@@ -176,7 +179,7 @@ def evidence_step(
     @shadow (``promotion.evidence: shadow | both``; may promote it) and the automatic @shadow
     (``promotion.shadow``). Returns the summary keys they set."""
     out: dict[str, Any] = {"champion_after": champion_now}
-    waiting = None
+    waiting, waiting_why = None, ""
     if settings.promotion.evidence != "holdout":
         evidence = judge_live(settings, spec, champion_before)
         out["evidence"] = evidence.to_dict()
@@ -186,10 +189,9 @@ def evidence_step(
             out["champion_after"] = moved["champion"]
         else:
             waiting = _waiting(settings, evidence, champion_before)
+            waiting_why = evidence.live.reason if waiting else ""
         get_run_logger().info(evidence.reason)
     out["shadow"] = auto_shadow(
-        settings, spec, champion_before, out["champion_after"], candidate, decision, waiting
+        settings, spec, champion_before, out["champion_after"], candidate, decision, waiting, waiting_why
     )
-    if out["shadow"].get("kept"):
-        out["shadow"]["reason"] += f": {evidence.live.reason}"
     return out
