@@ -19,12 +19,15 @@ event time, so 10x the cards is also 10x the history rows in state):
     events featurised against it, the history trimmed and encoded again; median of ``--repeat`` (wall
     and CPU time: the CPU time is the steadier figure on a shared machine).
 
-The ratios (largest size / smallest) are printed for both.
+The ratios (largest size / smallest) are printed for both. ``--rounds N`` (spark) measures every
+size N times, the sizes one after another in each round (each round's events follow the last's in
+event time, from the same checkpoint), and prints the median of the per-round ratios beside each
+round's: on a shared machine, a load that comes and goes lands on one round, not on one size.
 
     python benchmarks/state_scale.py [--cards 50000,500000] [--per-card 4] [--batch 20000]
                                      [--measured 5] [--warmup-batches 3] [--fill-batch 200000]
                                      [--buckets N] [--phases micro,spark] [--baseline REV]
-                                     [--stores spark,sqlite,postgres]
+                                     [--stores spark,sqlite,postgres] [--rounds 1]
 
 ``--baseline REV`` (micro) times the state function of git revision REV too, in the same run (only
 ``pipelines/entity_state.py`` and ``features/featurise.py`` are taken from REV; any other rtml module
@@ -210,89 +213,111 @@ def _dir_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
 
 
-def spark_size(
-    base: dict, workdir: Path, cards: int, args: argparse.Namespace, seed: int, store: str
-) -> dict:
-    from rtml.infra.config.kafka_clients import connection_options, ensure_topics
-    from rtml.pipelines.producer import stream_frames
+class SizeRun:
+    """One size's topic and checkpoint: :meth:`fill` scores its 24 h backlog once; each
+    :meth:`measure` (one per round) produces the next ``(warm-up + measured) x batch`` events, which
+    follow the earlier ones in event time, and scores them from the same checkpoint."""
 
-    spec = load_spec()
-    topic = f"bench.state.{cards}.{store}"
-    root = workdir / f"cards-{cards}-{store}"
-    overrides = {
-        **base,
-        "kafka": {"topics": {"events": topic}},
-        "scoring": {**base.get("scoring", {}), "state_store": store},
-        "spark": {
-            **base.get("spark", {}),
-            "checkpoint_root": str(root / "cp"),
-            "sink_root": str(root / "sink"),
-        },
-    }
-    settings = load_settings(use_default_file=False, overrides=overrides)
-    ensure_topics(connection_options(settings), [topic], settings.kafka.partitions)
-    history = cards * args.per_card
-    measured_events = (args.measured + args.warmup_batches) * args.batch
-    gen = _generator(cards, args.per_card, measured_events, seed)
-    keys: list[pd.DataFrame] = []
+    def __init__(
+        self, base: dict, workdir: Path, cards: int, args: argparse.Namespace, seed: int, store: str
+    ) -> None:
+        from rtml.infra.config.kafka_clients import connection_options, ensure_topics
 
-    def frames(n: int):  # noqa: ANN202
-        done = 0
-        while done < n:
-            f = gen.batch(min(100_000, n - done))
-            keys.append(f[["card_id", "event_time_ms"]].rename(columns={"event_time_ms": EVENT_MS}))
-            done += len(f)
-            yield f
+        self.cards, self.store, self.args = cards, store, args
+        self.root = workdir / f"cards-{cards}-{store}"
+        self.overrides = {
+            **base,
+            "kafka": {"topics": {"events": f"bench.state.{cards}.{store}"}},
+            "scoring": {**base.get("scoring", {}), "state_store": store},
+            "spark": {
+                **base.get("spark", {}),
+                "checkpoint_root": str(self.root / "cp"),
+                "sink_root": str(self.root / "sink"),
+            },
+        }
+        self.settings = load_settings(use_default_file=False, overrides=self.overrides)
+        events = self.settings.kafka.topics.events
+        ensure_topics(connection_options(self.settings), [events], self.settings.kafka.partitions)
+        self.measured_events = (args.measured + args.warmup_batches) * args.batch
+        self.gen = _generator(cards, args.per_card, self.measured_events * args.rounds, seed)
+        self.keys: list[pd.DataFrame] = []
+        self.fill_result: dict = {}
 
-    produced = stream_frames(settings, spec, frames(history))
-    fill_o = {**overrides, "spark": {**overrides["spark"], "max_events_per_trigger": args.fill_batch}}
-    fill = _run_scoring_measured(fill_o, root, "fill")
-    stream_frames(settings, spec, frames(measured_events))
-    meas_o = {**overrides, "spark": {**overrides["spark"], "max_events_per_trigger": args.batch}}
-    meas = _run_scoring_measured(meas_o, root, "measured")
-    events = pd.concat(keys, ignore_index=True)
-    state_rows = len(retained(events, "card_id", max(DAY_MS, settings.scoring.dedup_horizon_seconds * 1000)))
-    prog = [p for p in meas["progress"] if p.get("numInputRows")][args.warmup_batches :]  # cold ones out
-    last_batch = max(p["batchId"] for p in meas["progress"])
-    stats = sorted(
-        (json.loads(p.read_text()) for p in (settings.sink_root / "_batches").glob("*.json")),
-        key=lambda b: b["batch_id"],
-    )
-    stats = [b for b in stats if b["batch_id"] > last_batch - len(prog)]
+    def _produce(self, n: int) -> dict:
+        from rtml.pipelines.producer import stream_frames
 
-    def med(values: list[float]) -> float:
-        return round(float(statistics.median(values)), 3) if values else float("nan")
+        def frames():  # noqa: ANN202
+            done = 0
+            while done < n:
+                f = self.gen.batch(min(100_000, n - done))
+                self.keys.append(f[["card_id", "event_time_ms"]].rename(columns={"event_time_ms": EVENT_MS}))
+                done += len(f)
+                yield f
 
-    ops = [p["stateOperators"][0] for p in prog if p.get("stateOperators")]  # none: sqlite store
-    trig = [p["durationMs"]["triggerExecution"] / 1000 for p in prog]
-    upd = [o["allUpdatesTimeMs"] / 1000 for o in ops]
-    com = [o["commitTimeMs"] / 1000 for o in ops]
-    last_op = ops[-1] if ops else {}
-    return {
-        "cards": cards,
-        "state_store": store,
-        "produced_events_per_s": produced["events_per_s"],
-        "history_events": history,
-        "state_history_rows": state_rows,
-        "state_operator": {k: last_op.get(k) for k in ("numRowsTotal", "memoryUsedBytes", "numRowsUpdated")}
-        | {k: v for k, v in (last_op.get("customMetrics") or {}).items() if "Bytes" in k or "bytes" in k},
-        "state_checkpoint_mb": _dir_mb(settings.checkpoint_root / "scoring" / "state")
-        + _dir_mb(settings.checkpoint_root / "scoring" / "entity_state"),
-        "batch_events": args.batch,
-        "measured_batches": len(prog),
-        "batch_rows": [p["numInputRows"] for p in prog],
-        "batch_s_median": med(trig),
-        "batch_s_all": [round(x, 2) for x in trig],
-        "foreach_batch_s_median": med([b["seconds"] for b in stats]),
-        "state_update_s_median": med(upd),
-        "state_commit_s_median": med(com),
-        "state_share_of_batch": round(med([(u + c) / t for u, c, t in zip(upd, com, trig, strict=True)]), 3)
-        if ops
-        else None,  # the sqlite store works inside foreachBatch: no state operator
-        "peak_rss_mb_measured_run": meas["peak_rss_mb"],
-        "peak_rss_mb_fill_run": fill["peak_rss_mb"],
-        "fill_run": {"events": fill["summary"]["read"], "wall_s": fill["wall_s"]},
-    }
+        return stream_frames(self.settings, load_spec(), frames())
+
+    def fill(self) -> None:
+        produced = self._produce(self.cards * self.args.per_card)
+        o = {
+            **self.overrides,
+            "spark": {**self.overrides["spark"], "max_events_per_trigger": self.args.fill_batch},
+        }
+        run = _run_scoring_measured(o, self.root, "fill")
+        self.fill_result = {"produced_events_per_s": produced["events_per_s"], "run": run}
+
+    def measure(self, round_: int) -> dict:
+        args, settings = self.args, self.settings
+        self._produce(self.measured_events)
+        o = {**self.overrides, "spark": {**self.overrides["spark"], "max_events_per_trigger": args.batch}}
+        meas = _run_scoring_measured(o, self.root, f"measured-{round_}")
+        events = pd.concat(self.keys, ignore_index=True)
+        window = max(DAY_MS, settings.scoring.dedup_horizon_seconds * 1000)
+        state_rows = len(retained(events, "card_id", window))
+        prog = [p for p in meas["progress"] if p.get("numInputRows")][args.warmup_batches :]  # cold ones out
+        last_batch = max(p["batchId"] for p in meas["progress"])
+        stats = sorted(
+            (json.loads(p.read_text()) for p in (settings.sink_root / "_batches").glob("*.json")),
+            key=lambda b: b["batch_id"],
+        )
+        stats = [b for b in stats if b["batch_id"] > last_batch - len(prog)]
+        ops = [p["stateOperators"][0] for p in prog if p.get("stateOperators")]  # none: keyed stores
+        trig = [p["durationMs"]["triggerExecution"] / 1000 for p in prog]
+        upd = [o["allUpdatesTimeMs"] / 1000 for o in ops]
+        com = [o["commitTimeMs"] / 1000 for o in ops]
+        last_op = ops[-1] if ops else {}
+        fill = self.fill_result["run"]
+        return {
+            "cards": self.cards,
+            "state_store": self.store,
+            "round": round_,
+            "produced_events_per_s": self.fill_result["produced_events_per_s"],
+            "history_events": self.cards * args.per_card,
+            "state_history_rows": state_rows,
+            "state_operator": {
+                k: last_op.get(k) for k in ("numRowsTotal", "memoryUsedBytes", "numRowsUpdated")
+            }
+            | {k: v for k, v in (last_op.get("customMetrics") or {}).items() if "Bytes" in k or "bytes" in k},
+            "state_checkpoint_mb": _dir_mb(settings.checkpoint_root / "scoring" / "state")
+            + _dir_mb(settings.checkpoint_root / "scoring" / "entity_state"),
+            "batch_events": args.batch,
+            "measured_batches": len(prog),
+            "batch_rows": [p["numInputRows"] for p in prog],
+            "batch_s_median": _med(trig),
+            "batch_s_all": [round(x, 2) for x in trig],
+            "foreach_batch_s_median": _med([b["seconds"] for b in stats]),
+            "state_update_s_median": _med(upd),
+            "state_commit_s_median": _med(com),
+            "state_share_of_batch": _med([(u + c) / t for u, c, t in zip(upd, com, trig, strict=True)])
+            if ops
+            else None,  # the keyed stores work inside foreachBatch: no state operator
+            "peak_rss_mb_measured_run": meas["peak_rss_mb"],
+            "peak_rss_mb_fill_run": fill["peak_rss_mb"],
+            "fill_run": {"events": fill["summary"]["read"], "wall_s": fill["wall_s"]},
+        }
+
+
+def _med(values: list[float]) -> float:
+    return round(float(statistics.median(values)), 3) if values else float("nan")
 
 
 def main() -> None:
@@ -303,6 +328,9 @@ def main() -> None:
     ap.add_argument("--measured", type=int, default=5, help="measured micro-batches")
     ap.add_argument("--warmup-batches", type=int, default=3, help="micro-batches before them, not counted")
     ap.add_argument("--fill-batch", type=int, default=200_000, help="events per micro-batch of the backlog")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="(spark) measured runs per size, the sizes interleaved in each"
+    )
     ap.add_argument("--buckets", type=int, default=None, help="spark.entity_buckets (default: the store's)")
     ap.add_argument("--repeat", type=int, default=5, help="(micro) repetitions")
     ap.add_argument("--phases", default="micro,spark")
@@ -363,11 +391,20 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
             ensure_topics(connection_options(settings), topics, settings.kafka.partitions)
             bootstrap(settings, spec, n=30_000)
             stores = args.stores.split(",")
-            runs = {st: [] for st in stores}
-            for i, c in enumerate(sizes):  # the stores interleaved per size: the same machine load
+            sized = {
+                st: [SizeRun(base, workdir, c, args, 31 + i, st) for i, c in enumerate(sizes)]
+                for st in stores
+            }
+            for i in range(len(sizes)):  # the stores interleaved per size: the same machine load
                 for st in stores:
-                    runs[st].append(spark_size(base, workdir, c, args, seed=31 + i, store=st))
-                    print(json.dumps(runs[st][-1]), file=sys.stderr)
+                    sized[st][i].fill()
+            runs: dict[str, list[list[dict]]] = {st: [] for st in stores}
+            for r in range(args.rounds):  # each round measures every size and store, one after another
+                for st in stores:
+                    runs[st].append([])
+                    for run in sized[st]:
+                        runs[st][-1].append(run.measure(r))
+                        print(json.dumps(runs[st][-1][-1]), file=sys.stderr)
     finally:
         stack.down(settings)
         if pg is not None:
@@ -378,14 +415,30 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
     return {st: _ratios(r) for st, r in runs.items()}
 
 
-def _ratios(runs: list[dict]) -> dict:
-    first, last = runs[0], runs[-1]
-    state_s = [r["state_update_s_median"] + r["state_commit_s_median"] for r in (first, last)]
+def _ratios(rounds: list[list[dict]]) -> dict:
+    """Per round, the largest size's figures over the smallest's; the median over the rounds."""
+    per_round = []
+    for runs in rounds:
+        first, last = runs[0], runs[-1]
+        state_s = [r["state_update_s_median"] + r["state_commit_s_median"] for r in (first, last)]
+        per_round.append(
+            {
+                "batch_s": round(last["batch_s_median"] / first["batch_s_median"], 2),
+                "state_s": round(state_s[1] / state_s[0], 2) if state_s[0] == state_s[0] else None,
+                "peak_rss": round(last["peak_rss_mb_measured_run"] / first["peak_rss_mb_measured_run"], 2),
+            }
+        )
+
+    def median(key: str) -> float | None:
+        values = [r[key] for r in per_round if r[key] is not None]
+        return round(float(statistics.median(values)), 2) if values else None
+
     return {
-        "runs": runs,
-        "ratio_batch_s": round(last["batch_s_median"] / first["batch_s_median"], 2),
-        "ratio_state_s": round(state_s[1] / state_s[0], 2) if state_s[0] == state_s[0] else None,
-        "ratio_peak_rss": round(last["peak_rss_mb_measured_run"] / first["peak_rss_mb_measured_run"], 2),
+        "runs": [run for runs in rounds for run in runs],
+        "ratio_batch_s": median("batch_s"),
+        "ratio_state_s": median("state_s"),
+        "ratio_peak_rss": median("peak_rss"),
+        "ratios_per_round": per_round,
     }
 
 
