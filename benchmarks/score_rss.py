@@ -1,11 +1,13 @@
 """Peak RSS of the scoring job as a user runs it: `rtml score --available-now` in its own process
 (no bootstrap or benchmark code in its driver) over a backlog on a fresh local stack. JSON on stdout.
 
-    python benchmarks/score_rss.py [--events 400000]
+    python benchmarks/score_rss.py [--events 400000] [--env NAME=VALUE ...]
 
 Starts its own broker, MLflow and Prefect on free ports in a temporary state dir (`rtml up`), then
 `rtml bootstrap`, `rtml produce -n N`, and samples the `rtml score` process tree (driver, JVM, Python
-workers) every 0.25 s from /proc until the backlog is scored; `rtml down` at the end.
+workers) every 0.25 s from /proc until the backlog is scored; `rtml down` at the end. ``--env``
+adds variables to every ``rtml`` command's environment, e.g. a configuration to compare:
+``--env 'RTML_SPARK__CONF={"spark.python.factory.idleWorkerMaxPoolSize": "2"}'``.
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ def _cli(env: dict[str, str], *args: str) -> None:
         raise SystemExit(f"rtml {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-500:]}")
 
 
-def measure(events: int) -> dict:
+def measure(events: int, extra_env: dict[str, str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="rtml-rss-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTML_")}
         env |= {"RTML_STATE_DIR": tmp, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
         env |= {f"RTML_PORTS__{k}": str(_free_port()) for k in ("KAFKA", "MLFLOW", "PREFECT")}
         env["RTML_METRICS__PORT"] = str(_free_port())
+        env |= extra_env or {}
         try:
             _cli(env, "up")
             _cli(env, "bootstrap")
@@ -69,8 +72,10 @@ def measure(events: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=400_000)
+    ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the rtml commands")
     args = ap.parse_args()
-    print(json.dumps({"benchmark": "score_rss", **measure(args.events)}))
+    extra = dict(e.split("=", 1) for e in args.env)
+    print(json.dumps({"benchmark": "score_rss", "env": extra, **measure(args.events, extra)}))
 
 
 if __name__ == "__main__":
