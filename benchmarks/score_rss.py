@@ -74,8 +74,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the rtml commands")
     args = ap.parse_args()
+    if any("=" not in e for e in args.env):
+        ap.error("--env takes NAME=VALUE")
     extra = dict(e.split("=", 1) for e in args.env)
-    print(json.dumps({"benchmark": "score_rss", "env": extra, **measure(args.events, extra)}))
+    shown = {k: "***" if any(w in k.upper() for w in ("URL", "PASSWORD", "SECRET", "TOKEN")) else v
+             for k, v in extra.items()}  # fmt: skip
+    print(json.dumps({"benchmark": "score_rss", "env": shown, **measure(args.events, extra)}))
 
 
 if __name__ == "__main__":

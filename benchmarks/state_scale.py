@@ -399,11 +399,12 @@ def spark_phase(args: argparse.Namespace, sizes: list[int], buckets: int) -> dic
                 for st in stores:
                     sized[st][i].fill()
             runs: dict[str, list[list[dict]]] = {st: [] for st in stores}
-            for r in range(args.rounds):  # each round measures every size and store, one after another
+            for r in range(args.rounds):  # each round measures every size, the stores alternating per size
                 for st in stores:
                     runs[st].append([])
-                    for run in sized[st]:
-                        runs[st][-1].append(run.measure(r))
+                for i in range(len(sizes)):
+                    for st in stores:
+                        runs[st][-1].append(sized[st][i].measure(r))
                         print(json.dumps(runs[st][-1][-1]), file=sys.stderr)
     finally:
         stack.down(settings)
