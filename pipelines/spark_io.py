@@ -18,6 +18,8 @@ from rtml.pipelines.spark_conf import (
     executor_env,
     fill_unset,
     launcher_conf_before_jvm,
+    malloc_env,
+    set_malloc,
     shared_storage_warning,
 )
 
@@ -53,6 +55,11 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         # from the JVM's environment, not from spark.pyspark.python: this one has rtml installed.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        # glibc returns a micro-batch's large blocks to the OS (spark.malloc_mmap_threshold): this
+        # process now, the JVM and its local Python workers through the environment they inherit
+        set_malloc(settings.spark.malloc_mmap_threshold, os.environ)
+        for name, value in malloc_env(settings.spark.malloc_mmap_threshold).items():
+            os.environ.setdefault(name, value)
     with _jvm_ignores_sigterm():
         spark = builder.getOrCreate()
     if new_context:  # what rtml, not the launcher, set in this process's context
@@ -103,6 +110,11 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         "spark.executorEnv.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "spark.executorEnv.PYTHONWARNINGS": "ignore::FutureWarning",
         **executor_env(settings.tracking_uri, os.environ),
+        # executors on other hosts: the same malloc settings for their JVMs and Python workers
+        **{
+            f"spark.executorEnv.{k}": os.environ.get(k, v)  # the user's own values win
+            for k, v in malloc_env(settings.spark.malloc_mmap_threshold).items()
+        },
     }
     if "PYSPARK_PYTHON" not in os.environ:  # workers run this interpreter (it has the project installed)
         conf["spark.pyspark.python"] = sys.executable

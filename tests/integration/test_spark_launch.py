@@ -84,3 +84,44 @@ def test_a_later_call_resets_what_rtml_set_earlier(tmp_path: Path) -> None:
     conf = _conf(out)
     assert (conf["master"], conf["shuffle"]) == ("local[1]", "5")  # nothing launched: the settings
     assert "AGAIN 4" in out.stdout.splitlines()  # rtml's own earlier value is not "the launcher's"
+
+
+_MALLOC_SCRIPT = """
+import json
+import os
+from rtml.infra.config.settings import load_settings
+from rtml.pipelines.spark_io import spark_session
+spark = spark_session(load_settings(use_default_file=False), "malloc-test")
+names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+def seen(_):
+    import os
+    yield {n: os.environ.get(n) for n in names}
+workers = spark.sparkContext.parallelize(range(2), 2).mapPartitions(seen).collect()
+jvm = {n: spark.sparkContext._jvm.java.lang.System.getenv(n) for n in names}
+print("ENV " + json.dumps({"workers": workers, "jvm": jvm}))
+spark.stop()
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}),
+        # the user's own variable wins; 0 sets none of rtml's
+        (
+            {"MALLOC_MMAP_THRESHOLD_": "65536", "RTML_SPARK__MALLOC_MMAP_THRESHOLD": "0"},
+            {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": None},
+        ),
+    ],
+)
+def test_the_jvm_and_the_python_workers_get_the_malloc_threshold(
+    tmp_path: Path, extra: dict[str, str], expected: dict
+) -> None:
+    script = tmp_path / "malloc.py"
+    script.write_text(_MALLOC_SCRIPT)
+    env = {k: v for k, v in _env(tmp_path).items() if not k.startswith("MALLOC_")} | extra
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ENV "))[4:])
+    assert seen["jvm"] == expected
+    assert seen["workers"] == [expected, expected]
