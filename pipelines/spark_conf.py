@@ -49,44 +49,6 @@ def executor_env(tracking_uri: str, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def malloc_env(threshold: int) -> dict[str, str]:
-    """glibc's malloc variables for ``spark.malloc_mmap_threshold`` (0: none, glibc's defaults).
-
-    A block of ``threshold`` bytes or more is mapped on its own and unmapped when freed, and the
-    heap's free top is trimmed past it. glibc's default threshold starts at 128 KB but grows to the
-    largest block freed (up to 32 MB), so after the first micro-batch its pandas and Arrow arrays
-    are carved from the heap and stay in the process's memory between batches.
-
-    >>> malloc_env(131072)
-    {'MALLOC_MMAP_THRESHOLD_': '131072', 'MALLOC_TRIM_THRESHOLD_': '131072'}
-    >>> malloc_env(0)
-    {}
-    """
-    if not threshold:
-        return {}
-    return {"MALLOC_MMAP_THRESHOLD_": str(threshold), "MALLOC_TRIM_THRESHOLD_": str(threshold)}
-
-
-def set_malloc(threshold: int, env: Mapping[str, str]) -> bool:
-    """The same for this running process, through glibc's ``mallopt`` (the variables act only when a
-    process starts); nothing when ``env`` sets them (glibc read them at start) or there is no glibc.
-    True when applied.
-
-    >>> set_malloc(0, {})
-    False
-    """
-    import ctypes
-
-    if not threshold or any(name in env for name in malloc_env(threshold)):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, macOS): nothing to tune
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, threshold)) and bool(libc.mallopt(m_trim_threshold, threshold))
-
-
 def redact(conf: Mapping[str, str]) -> dict[str, str]:
     """``conf`` with the values of secret-looking keys masked, for logs and dumps.
 

@@ -12,14 +12,13 @@ from rtml.infra.config.kafka_clients import connection_options
 from rtml.infra.config.settings import Settings
 from rtml.pipelines.kafka_native import native_options
 from rtml.pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
+from rtml.pipelines.malloc import malloc_env, set_malloc
 from rtml.pipelines.offset_reset import RECORDS_DIR
 from rtml.pipelines.spark_conf import (
     describe,
     executor_env,
     fill_unset,
     launcher_conf_before_jvm,
-    malloc_env,
-    set_malloc,
     shared_storage_warning,
 )
 
@@ -56,10 +55,12 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         # glibc returns a micro-batch's large blocks to the OS (spark.malloc_mmap_threshold): this
-        # process now, the JVM and its local Python workers through the environment they inherit
-        set_malloc(settings.spark.malloc_mmap_threshold, os.environ)
-        for name, value in malloc_env(settings.spark.malloc_mmap_threshold).items():
-            os.environ.setdefault(name, value)
+        # process now, the JVM pyspark launches through the environment it inherits (the Python
+        # workers get them from spark.executorEnv, in rtml_conf)
+        threshold = settings.spark.malloc_mmap_threshold
+        wanted = malloc_env(threshold, os.environ)
+        set_malloc(threshold, os.environ)
+        os.environ.update(wanted)
     with _jvm_ignores_sigterm():
         spark = builder.getOrCreate()
     if new_context:  # what rtml, not the launcher, set in this process's context
@@ -110,11 +111,8 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         "spark.executorEnv.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "spark.executorEnv.PYTHONWARNINGS": "ignore::FutureWarning",
         **executor_env(settings.tracking_uri, os.environ),
-        # executors on other hosts: the same malloc settings for their JVMs and Python workers
-        **{
-            f"spark.executorEnv.{k}": os.environ.get(k, v)  # the user's own values win
-            for k, v in malloc_env(settings.spark.malloc_mmap_threshold).items()
-        },
+        # the Python workers and executors on other hosts: the same malloc settings (the user's win)
+        **{f"spark.executorEnv.{k}": v for k, v in _malloc_for_executors(settings, os.environ).items()},
     }
     if "PYSPARK_PYTHON" not in os.environ:  # workers run this interpreter (it has the project installed)
         conf["spark.pyspark.python"] = sys.executable
@@ -124,6 +122,15 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         log4j = Path(__file__).with_name("log4j2.properties")
         conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
     return conf | settings.spark.conf
+
+
+def _malloc_for_executors(settings: Settings, env: dict[str, str] | Any) -> dict[str, str]:
+    """rtml's malloc variables, with the user's own ``MALLOC_*`` values where set (none at 0)."""
+    threshold = settings.spark.malloc_mmap_threshold
+    if not threshold:
+        return {}
+    own = {k: env[k] for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in env}
+    return malloc_env(threshold, env) | own
 
 
 def _jvm_running() -> bool:

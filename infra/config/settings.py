@@ -206,15 +206,24 @@ class SparkSettings(_Section):
         description="Rows the driver holds at a time when sending executor-written batches.",
     )
     malloc_mmap_threshold: int = Field(
-        default=131_072,
+        default=0,
         ge=0,
         le=33_554_432,
         description="glibc malloc in the job's processes (the driver, its JVM, the Python workers, "
         "executors): blocks of this many bytes or more are mapped on their own and returned to the OS "
-        "when freed (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_; variables you set yourself win). "
-        "0 keeps glibc's default, whose threshold grows to 32 MB, so a micro-batch's arrays stay in each "
-        "process's heap after it (≈0.3-0.4 GB more PSS in local mode, README 'Benchmarks').",
+        "when freed (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_; what you set yourself, there or "
+        "in GLIBC_TUNABLES, wins). 0 (the default) keeps glibc's, whose threshold grows to 32 MB, so a "
+        "micro-batch's arrays stay in each process's heap after it. 131072 measured 0.2-0.4 GB less "
+        "PSS but a higher latency at 2,000 events/s (README 'Benchmarks'). 0 or 16384 to 33554432 bytes.",
     )
+
+    @field_validator("malloc_mmap_threshold")
+    @classmethod
+    def _sane_threshold(cls, v: int) -> int:
+        if 0 < v < 16_384:  # every small block mapped and unmapped: syscalls and kernel map entries
+            raise ValueError("0 (glibc's default) or at least 16384 bytes")
+        return v
+
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark configuration entries.")
 
 

@@ -106,12 +106,17 @@ spark.stop()
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ({}, {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}),
-        # the user's own variable wins; 0 sets none of rtml's
         (
-            {"MALLOC_MMAP_THRESHOLD_": "65536", "RTML_SPARK__MALLOC_MMAP_THRESHOLD": "0"},
-            {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": None},
+            {"RTML_SPARK__MALLOC_MMAP_THRESHOLD": "131072"},
+            {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"},
         ),
+        # the user's own variable wins, rtml sets the other one
+        (
+            {"RTML_SPARK__MALLOC_MMAP_THRESHOLD": "131072", "MALLOC_MMAP_THRESHOLD_": "65536"},
+            {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"},
+        ),
+        # the default, 0: rtml sets none
+        ({}, {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None}),
     ],
 )
 def test_the_jvm_and_the_python_workers_get_the_malloc_threshold(

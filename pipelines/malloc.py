@@ -1,0 +1,70 @@
+"""glibc malloc in the scoring job's processes (``spark.malloc_mmap_threshold``).
+
+A block of ``threshold`` bytes or more is mapped on its own and unmapped when freed, and the heap's
+free top is trimmed past it. glibc's default threshold starts at 128 KB but grows to the largest
+block freed (up to 32 MB), so after the first micro-batches the numpy/pandas arrays and the native
+allocations of a batch are carved from the heap and stay in each process's memory between batches
+(Arrow's own buffers come from pyarrow's memory pool, which glibc's settings do not touch).
+
+What the user set wins, per parameter: ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` or
+the same parameter in ``GLIBC_TUNABLES``.
+
+>>> malloc_env(131072, {})
+{'MALLOC_MMAP_THRESHOLD_': '131072', 'MALLOC_TRIM_THRESHOLD_': '131072'}
+>>> malloc_env(131072, {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"})
+{'MALLOC_TRIM_THRESHOLD_': '131072'}
+>>> malloc_env(0, {})
+{}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+_log = logging.getLogger("rtml.spark")
+
+# variable -> (GLIBC_TUNABLES name, mallopt parameter from glibc's malloc.h)
+_PARAMS = {
+    "MALLOC_MMAP_THRESHOLD_": ("glibc.malloc.mmap_threshold", -3),  # M_MMAP_THRESHOLD
+    "MALLOC_TRIM_THRESHOLD_": ("glibc.malloc.trim_threshold", -1),  # M_TRIM_THRESHOLD
+}
+
+
+def user_set(env: Mapping[str, str]) -> set[str]:
+    """The malloc variables ``env`` sets itself, directly or through ``GLIBC_TUNABLES``.
+
+    >>> sorted(user_set({"MALLOC_TRIM_THRESHOLD_": "1", "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=9"}))
+    ['MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_']
+    """
+    tunables = {t.split("=", 1)[0].strip() for t in env.get("GLIBC_TUNABLES", "").split(":") if t}
+    return {name for name, (tunable, _) in _PARAMS.items() if name in env or tunable in tunables}
+
+
+def malloc_env(threshold: int, env: Mapping[str, str]) -> dict[str, str]:
+    """rtml's malloc variables for ``threshold`` (0: none) that ``env`` does not set itself."""
+    if not threshold:
+        return {}
+    mine = user_set(env)
+    return {name: str(threshold) for name in _PARAMS if name not in mine}
+
+
+def set_malloc(threshold: int, env: Mapping[str, str]) -> list[str]:
+    """Apply :func:`malloc_env` to this running process through glibc's ``mallopt`` (the variables
+    act only when a process starts); the variables applied (none without glibc).
+
+    >>> set_malloc(0, {})
+    []
+    """
+    import ctypes
+
+    wanted = malloc_env(threshold, env)
+    try:
+        mallopt = getattr(ctypes.CDLL("libc.so.6"), "mallopt", None) if wanted else None
+    except OSError:  # not glibc (musl, macOS): nothing to tune
+        mallopt = None
+    if mallopt is None:
+        return []
+    done = [name for name in wanted if mallopt(_PARAMS[name][1], threshold) == 1]
+    _log.debug("malloc: %s set to %d in this process", ", ".join(done) or "nothing", threshold)
+    return done
