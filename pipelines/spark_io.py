@@ -47,6 +47,12 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     for key, value in filled.items():
         builder = builder.config(key, value)
     new_context = SparkContext._active_spark_context is None
+    # glibc returns a micro-batch's large blocks to the OS (spark.malloc_mmap_threshold; 0: nothing):
+    # this process now, whoever launched the JVM; the JVM pyspark launches through its environment
+    # (below); the Python workers and executors through spark.executorEnv (rtml_conf)
+    threshold = settings.spark.malloc_mmap_threshold
+    wanted = malloc_env(threshold, os.environ)
+    set_malloc(threshold, os.environ)
     if not _jvm_running():
         # Only before pyspark launches the JVM: the JVM and its Python workers inherit this.
         os.environ.setdefault("SPARK_LOCAL_IP", settings.spark.driver_host)
@@ -54,12 +60,6 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         # from the JVM's environment, not from spark.pyspark.python: this one has rtml installed.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        # glibc returns a micro-batch's large blocks to the OS (spark.malloc_mmap_threshold): this
-        # process now, the JVM pyspark launches through the environment it inherits (the Python
-        # workers get them from spark.executorEnv, in rtml_conf)
-        threshold = settings.spark.malloc_mmap_threshold
-        wanted = malloc_env(threshold, os.environ)
-        set_malloc(threshold, os.environ)
         os.environ.update(wanted)
     with _jvm_ignores_sigterm():
         spark = builder.getOrCreate()
