@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -375,6 +376,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
     finally:
         stack.down(settings)
+        shutil.rmtree(state, ignore_errors=True)  # ≈65 MB of broker-fed tables and checkpoints per run
 
 
 def _run(settings: Settings, overrides: dict, args: argparse.Namespace, phases: set[str]) -> dict:
