@@ -49,22 +49,36 @@ def malloc_env(threshold: int, env: Mapping[str, str]) -> dict[str, str]:
     return {name: str(threshold) for name in _PARAMS if name not in mine}
 
 
-def set_malloc(threshold: int, env: Mapping[str, str]) -> list[str]:
-    """Apply :func:`malloc_env` to this running process through glibc's ``mallopt`` (the variables
-    act only when a process starts); the variables applied (none without glibc).
+def for_executors(threshold: int, env: Mapping[str, str]) -> dict[str, str]:
+    """The variables the Python workers and executors get: rtml's, with the user's own ``MALLOC_*``
+    values where ``env`` sets them (a ``GLIBC_TUNABLES`` is not forwarded); none at 0.
 
-    >>> set_malloc(0, {})
+    >>> for_executors(131072, {"MALLOC_MMAP_THRESHOLD_": "65536"})
+    {'MALLOC_TRIM_THRESHOLD_': '131072', 'MALLOC_MMAP_THRESHOLD_': '65536'}
+    >>> for_executors(0, {"MALLOC_MMAP_THRESHOLD_": "65536"})
+    {}
+    """
+    if not threshold:
+        return {}
+    return malloc_env(threshold, env) | {name: env[name] for name in _PARAMS if name in env}
+
+
+def set_malloc(wanted: Mapping[str, str]) -> list[str]:
+    """Apply ``wanted`` (from :func:`malloc_env`) to this running process through glibc's
+    ``mallopt`` (the variables act only when a process starts); the variables applied (none
+    without glibc).
+
+    >>> set_malloc({})
     []
     """
     import ctypes
 
-    wanted = malloc_env(threshold, env)
     try:
         mallopt = getattr(ctypes.CDLL("libc.so.6"), "mallopt", None) if wanted else None
     except OSError:  # not glibc (musl, macOS): nothing to tune
         mallopt = None
     if mallopt is None:
         return []
-    done = [name for name in wanted if mallopt(_PARAMS[name][1], threshold) == 1]
-    _log.debug("malloc: %s set to %d in this process", ", ".join(done) or "nothing", threshold)
+    done = [name for name, value in wanted.items() if mallopt(_PARAMS[name][1], int(value)) == 1]
+    _log.debug("malloc: %s set in this process", ", ".join(f"{n}={wanted[n]}" for n in done) or "nothing")
     return done

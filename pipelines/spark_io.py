@@ -12,7 +12,7 @@ from rtml.infra.config.kafka_clients import connection_options
 from rtml.infra.config.settings import Settings
 from rtml.pipelines.kafka_native import native_options
 from rtml.pipelines.kafka_source import FORMAT, KafkaDataSource, spark_options
-from rtml.pipelines.malloc import malloc_env, set_malloc
+from rtml.pipelines.malloc import for_executors, malloc_env, set_malloc
 from rtml.pipelines.offset_reset import RECORDS_DIR
 from rtml.pipelines.spark_conf import (
     describe,
@@ -50,9 +50,8 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     # glibc returns a micro-batch's large blocks to the OS (spark.malloc_mmap_threshold; 0: nothing):
     # this process now, whoever launched the JVM; the JVM pyspark launches through its environment
     # (below); the Python workers and executors through spark.executorEnv (rtml_conf)
-    threshold = settings.spark.malloc_mmap_threshold
-    wanted = malloc_env(threshold, os.environ)
-    set_malloc(threshold, os.environ)
+    wanted = malloc_env(settings.spark.malloc_mmap_threshold, os.environ)
+    set_malloc(wanted)
     if not _jvm_running():
         # Only before pyspark launches the JVM: the JVM and its Python workers inherit this.
         os.environ.setdefault("SPARK_LOCAL_IP", settings.spark.driver_host)
@@ -112,7 +111,10 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         "spark.executorEnv.PYTHONWARNINGS": "ignore::FutureWarning",
         **executor_env(settings.tracking_uri, os.environ),
         # the Python workers and executors on other hosts: the same malloc settings (the user's win)
-        **{f"spark.executorEnv.{k}": v for k, v in _malloc_for_executors(settings, os.environ).items()},
+        **{
+            f"spark.executorEnv.{k}": v
+            for k, v in for_executors(settings.spark.malloc_mmap_threshold, os.environ).items()
+        },
     }
     if "PYSPARK_PYTHON" not in os.environ:  # workers run this interpreter (it has the project installed)
         conf["spark.pyspark.python"] = sys.executable
@@ -122,15 +124,6 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         log4j = Path(__file__).with_name("log4j2.properties")
         conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
     return conf | settings.spark.conf
-
-
-def _malloc_for_executors(settings: Settings, env: dict[str, str] | Any) -> dict[str, str]:
-    """rtml's malloc variables, with the user's own ``MALLOC_*`` values where set (none at 0)."""
-    threshold = settings.spark.malloc_mmap_threshold
-    if not threshold:
-        return {}
-    own = {k: env[k] for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in env}
-    return malloc_env(threshold, env) | own
 
 
 def _jvm_running() -> bool:

@@ -173,17 +173,20 @@ def test_malloc_variables_for_the_workers_and_executors(tmp_path: Path) -> None:
     """Nothing at the default 0; rtml's threshold where the user set nothing; the user's own
     MALLOC_* values win per parameter, and one set through GLIBC_TUNABLES is left to it."""
     from rtml.infra.config.settings import ConfigError
-    from rtml.pipelines.spark_io import _malloc_for_executors
+    from rtml.pipelines.malloc import for_executors
 
     def at(threshold: int):  # noqa: ANN202
         spark = {"malloc_mmap_threshold": threshold}
         return load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path), "spark": spark})
 
+    def executors(threshold: int, env: dict[str, str]) -> dict[str, str]:  # what rtml_conf passes
+        return for_executors(at(threshold).spark.malloc_mmap_threshold, env)
+
     mmap, trim = "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"
-    assert _malloc_for_executors(at(0), {mmap: "65536"}) == {}
-    assert _malloc_for_executors(at(131072), {}) == {mmap: "131072", trim: "131072"}
-    assert _malloc_for_executors(at(131072), {mmap: "65536"}) == {mmap: "65536", trim: "131072"}
+    assert executors(0, {mmap: "65536"}) == {}
+    assert executors(131072, {}) == {mmap: "131072", trim: "131072"}
+    assert executors(131072, {mmap: "65536"}) == {mmap: "65536", trim: "131072"}
     tunables = {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.arena_max=2"}
-    assert _malloc_for_executors(at(131072), tunables) == {mmap: "131072"}
+    assert executors(131072, tunables) == {mmap: "131072"}
     with pytest.raises(ConfigError, match="at least 16384"):
         at(4096)
