@@ -256,20 +256,20 @@ class SizeRun:
 
         return stream_frames(self.settings, load_spec(), frames())
 
+    def _score(self, name: str, batch: int) -> dict:
+        """One availableNow run of the job from this size's checkpoint, ``batch`` events per trigger."""
+        spark = {**self.overrides["spark"], "max_events_per_trigger": batch}
+        return _run_scoring_measured({**self.overrides, "spark": spark}, self.root, name)
+
     def fill(self) -> None:
         produced = self._produce(self.cards * self.args.per_card)
-        o = {
-            **self.overrides,
-            "spark": {**self.overrides["spark"], "max_events_per_trigger": self.args.fill_batch},
-        }
-        run = _run_scoring_measured(o, self.root, "fill")
+        run = self._score("fill", self.args.fill_batch)
         self.fill_result = {"produced_events_per_s": produced["events_per_s"], "run": run}
 
     def measure(self, round_: int) -> dict:
         args, settings = self.args, self.settings
         self._produce(self.measured_events)
-        o = {**self.overrides, "spark": {**self.overrides["spark"], "max_events_per_trigger": args.batch}}
-        meas = _run_scoring_measured(o, self.root, f"measured-{round_}")
+        meas = self._score(f"measured-{round_}", args.batch)
         events = pd.concat(self.keys, ignore_index=True)
         window = max(DAY_MS, settings.scoring.dedup_horizon_seconds * 1000)
         state_rows = len(retained(events, "card_id", window))
