@@ -218,6 +218,7 @@ def run_stream(name: str, args: argparse.Namespace, root: Path, stack: Any) -> d
             "min_new_rows": args.retrain_every // 2,
             "candidates": args.candidates.split(","),
             "window_limit": f"{int(args.window / RATE)}s",
+            "epochs": args.epochs,
         },
         # labels disagreeing with the champion are the drift itself here: the label-consistency
         # check (against label flips) is off unless asked for; positive-rate bounds come from the
@@ -302,6 +303,9 @@ def main() -> None:
         choices=["holdout", "shadow", "both"],
         default="holdout",
         help="promotion.evidence (shadow and both also set promotion.shadow)",
+    )
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="retrain.epochs (default: the learner family's own)"
     )
     ap.add_argument("--label-check", action="store_true", help="keep the label-consistency gate on")
     ap.add_argument("--seed", type=int, default=7)

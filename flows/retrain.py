@@ -120,20 +120,28 @@ def quality_gate(
 @task(cache_policy=NO_CACHE)
 def fresh_window(
     settings: Settings, spec: StreamSpec, champion_model: Any, window: Any, candidates: list[Any]
-) -> tuple[Any, dict[str, Any]]:
-    """The window fresh candidates train on: from the change point in the champion's labelled error
-    stream when one is detected (``retrain.fresh_since_change``), else the whole window."""
-    from rtml.models.training.change_point import since_change
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(the window every candidate is judged on and ``continue`` trains on, the window fresh
+    candidates train on, what was found): fresh candidates train from the change point in the
+    champion's labelled error stream when one is detected (``retrain.fresh_since_change``); a change
+    too recent to train after within the training rows moves the holdout after it."""
+    from rtml.models.training.change_point import candidate_windows
 
-    if not any(c.start == "fresh" for c in candidates):
-        return window, {"change": "no fresh candidate"}
-    recent, change = since_change(settings, spec, champion_model, window)
-    if recent is not window:
+    fresh = any(c.start == "fresh" for c in candidates)
+    judged, recent, change = candidate_windows(settings, spec, champion_model, window, fresh)
+    if judged is not window:
+        get_run_logger().info(
+            f"a change {change['change_rows_after']} rows before the window's end (event time "
+            f"{change['change_since_ms']} ms): every candidate is judged on the newest "
+            f"{len(judged.holdout)} rows after it, fresh candidates train on the "
+            f"{len(recent.train)} before those"
+        )
+    elif recent is not window:
         get_run_logger().info(
             f"fresh candidates train on {change['change_rows_after']} rows after the change point "
             f"(event time {change['change_since_ms']} ms), not the whole window"
         )
-    return recent, change
+    return judged, recent, change
 
 
 @task(retries=1, cache_policy=NO_CACHE)
@@ -153,6 +161,7 @@ def train(
         "full" if fresh else "incremental",
         family=candidate.family or settings.model.family,
         params=settings.model.params if own_family else None,
+        epochs=settings.retrain.epochs,
         record=choice,
     )
     return learner, choice
@@ -293,8 +302,10 @@ def retrain_flow(
 
     names = settings.retrain.candidates or ["continue" if settings.retrain.mode == "incremental" else "fresh"]
     candidates = parse_candidates(names)
-    recent, change = fresh_window(settings, spec, champ_model, window, candidates)
+    window, recent, change = fresh_window(settings, spec, champ_model, window, candidates)
     summary["change_point"] = change
+    if window.info is not summary["window"]:  # a recent change moved the holdout after it
+        summary["window_as_selected"], summary["window"] = summary["window"], window.info
     windows = [recent if c.start == "fresh" else window for c in candidates]  # same holdout
     trained = [train(settings, spec, champ_model, w, c) for c, w in zip(candidates, windows, strict=True)]
     decisions = [evaluate(settings, spec, champ_model, t[0], window) for t in trained]

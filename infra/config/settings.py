@@ -407,11 +407,20 @@ class RetrainSettings(_Section):
             raise ValueError("name at least one candidate")
         return value
 
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=50,
+        description="Passes over a candidate's training rows, shuffled each pass. Default: the "
+        "family's own (2; hoeffding_tree 5: a tree learned from the few hundred rows after a drift "
+        "needs more passes than a linear model).",
+    )
     fresh_since_change: bool = Field(
         default=True,
         description="Fresh candidates train (and choose their threshold) only on the window's rows "
         "after a change in the champion's labelled error stream (River ADWIN), when at least "
-        "change_min_rows remain; continue keeps the whole window; the holdout is the same for all.",
+        "change_min_rows remain; continue keeps the whole window; the holdout is the same for all "
+        "(after a change too recent to train after, it moves to the newest rows after the change).",
     )
     change_min_rows: int = Field(
         default=500, ge=1, description="Fewest rows after a detected change for a fresh candidate."

@@ -47,6 +47,10 @@ class Learner(abc.ABC):
       also reported by :meth:`params` under the key ``"family"``;
     - ``tasks``: the spec tasks it serves (from :data:`SPEC_TASKS`), e.g. ``("classification",)``.
 
+    It may override ``epochs`` (default 2): the shuffled passes a retrain makes over its window's
+    rows unless ``retrain.epochs`` is set (a family that learns slowly from a few hundred rows takes
+    more).
+
     and an instance attribute:
 
     - ``threshold`` (float): scores at or above it are positive decisions (classification and
@@ -71,6 +75,7 @@ class Learner(abc.ABC):
 
     family: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]]
+    epochs: ClassVar[int] = 2
     threshold: float
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

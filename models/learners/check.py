@@ -49,6 +49,7 @@ CHECKS = (
     "is a Learner subclass",
     "declares its family",
     "declares its tasks",
+    "declares its retrain passes",
     "builds for a spec",
     "rejects unknown params",
     "threshold is a float",
@@ -256,6 +257,12 @@ def check_learner(
         chosen = tuple(tasks) if tasks is not None else declared
         undeclared = [t for t in chosen if t not in declared]
         _require(not undeclared, f"asked to check task(s) {undeclared} the family does not declare")
+    with checker.check("declares its retrain passes"):
+        passes = getattr(cls, "epochs", None)
+        _require(
+            isinstance(passes, int) and not isinstance(passes, bool) and passes >= 1,
+            f"epochs {passes!r} is not a positive int",
+        )
 
     for task in chosen:
         _check_task(_Checker(name, task), learner, cls, check_spec(task), n, seed, explain)

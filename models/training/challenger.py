@@ -121,11 +121,12 @@ def train_challenger(
     seed: int = 0,
     family: str | None = None,
     params: dict[str, Any] | None = None,
-    epochs: int = 2,
+    epochs: int | None = None,
     batch: int = 5000,
     record: dict[str, Any] | None = None,
 ) -> Any:
     """Incremental: copy of the champion's learner, continued on the window. Full: a fresh learner.
+    ``epochs`` shuffled passes over the training rows (None: the learner family's own).
 
     How its threshold was chosen goes into ``record`` as ``threshold_*`` keys (default: the window's
     info, logged with the window; several candidates of one window each pass their own dict)."""
@@ -137,7 +138,7 @@ def train_challenger(
     X = window.train[champion.columns]
     y = labels_of(window.train, spec)
     rng = np.random.default_rng(seed)
-    for _ in range(epochs):
+    for _ in range(epochs or learner.epochs):
         order = rng.permutation(len(X))
         for start in range(0, len(X), batch):
             idx = order[start : start + batch]

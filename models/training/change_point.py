@@ -9,6 +9,13 @@ and choose their threshold only on the rows after it -- if at least ``retrain.ch
 remain. The holdout is untouched: every candidate and the champion are still judged on the same
 rows. ``continue`` candidates keep the whole window.
 
+A change so recent that fewer than ``change_min_rows`` training rows follow it -- the first retrain
+after a drift, whose post-drift labels are all in the holdout -- moves the holdout
+(:func:`resplit_after_change`): it becomes the newest ``promotion.holdout_fraction`` of the rows after
+the change (the concept the next champion will serve), fresh candidates train on the rows after the
+change before it, and ``continue`` candidates on every row before it; all are still judged on the
+same holdout, one retrain earlier than with the holdout as selected.
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> errors = np.r_[rng.random(2000) < 0.05, rng.random(1500) < 0.25].astype(float)  # 0/1 or real
@@ -163,3 +170,93 @@ def _too_few_positives(settings: Settings, spec: StreamSpec, train: pd.DataFrame
     if len(validation) and not int(np.sum(targets(validation, spec))):
         return "no positive in the validation rows after it"
     return ""
+
+
+def resplit_after_change(
+    settings: Settings, spec: StreamSpec, champion: Any, window: Any
+) -> tuple[Any, Any, dict] | None:
+    """(window judged and continued on, fresh candidates' window, what was found) when a change in
+    the champion's residuals is too recent for :func:`since_change` -- fewer than
+    ``retrain.change_min_rows`` training and validation rows follow it.
+
+    The newest change over the *whole* window (holdout included) sets only the size of the new
+    holdout: the newest ``promotion.holdout_fraction`` of the rows after it. The change itself must
+    then be detected again on the rows before that holdout, with at least ``change_min_rows`` of
+    them after it: fresh candidates train on those, ``continue`` candidates on every row before the
+    holdout, and the judged rows do not decide where a change is. None (the window as selected
+    stands) when there is no such change or its rows are too few to train, set a threshold or judge
+    (``promotion.min_holdout``, ``promotion.min_positives``), or when the holdout would reach rows
+    older than the window's new ones (``retrain.mode: full``).
+    """
+    from rtml.models.training.challenger import Window, describe, split_validation
+
+    r, p = settings.retrain, settings.promotion
+    if not r.fresh_since_change:
+        return None
+    rows = window.labelled  # train, validation, holdout: in event-time order
+    n_fit = len(window.train) + len(window.validation)
+    residuals = champion_residuals(spec, champion, rows)
+    first = _newest_change(residuals, r.change_delta)
+    if first is None or n_fit - first.index >= r.change_min_rows:  # none, or since_change's case
+        return None
+    n_hold = int((len(rows) - first.index) * p.holdout_fraction)
+    if n_hold < p.min_holdout:
+        return None
+    fit = rows.iloc[: len(rows) - n_hold]
+    found = _newest_change([e[: len(fit)] for e in residuals], r.change_delta)  # without the judged rows
+    if found is None or len(fit) - found.index < r.change_min_rows:
+        return None
+    holdout = rows.iloc[len(rows) - n_hold :].reset_index(drop=True)
+    if "start_ms" in window.info and int(holdout[EVENT_MS].min()) <= window.info["start_ms"]:
+        return None
+    after = fit.iloc[found.index :]
+    fresh_train, fresh_val = split_validation(after, spec, settings)
+    if _too_few_positives(settings, spec, fresh_train, fresh_val):
+        return None
+    if not is_regression(spec):
+        pos = int(np.sum(targets(holdout, spec)))
+        if min(pos, n_hold - pos) < p.min_positives:
+            return None
+    train, validation = split_validation(fit, spec, settings)
+    since_ms = int(after[EVENT_MS].min())
+    info = {
+        "change": "detected",
+        "change_since_ms": since_ms,
+        "change_detected_ms": int(fit[EVENT_MS].iloc[found.detected_at]),
+        "change_rows_after": int(len(after)),
+        "change_rows_before": int(found.index),
+        "holdout": "after the change",
+        "holdout_rows": n_hold,
+    }
+    kept = {k: v for k, v in window.info.items() if not k.startswith(("train_", "validation_", "holdout_"))}
+    splits = {**describe(train, spec, "train"), **describe(validation, spec, "validation")}
+    judged = Window(
+        train.reset_index(drop=True),
+        holdout,
+        {**kept, **splits, **describe(holdout, spec, "holdout"), "holdout_since_change_ms": since_ms},
+        validation.reset_index(drop=True),
+    )
+    fresh_splits = {**describe(fresh_train, spec, "train"), **describe(fresh_val, spec, "validation")}
+    recent = Window(
+        fresh_train.reset_index(drop=True),
+        holdout,
+        {**judged.info, "since_change_ms": since_ms, **fresh_splits},
+        fresh_val.reset_index(drop=True),
+    )
+    return judged, recent, info
+
+
+def candidate_windows(
+    settings: Settings, spec: StreamSpec, champion: Any, window: Any, fresh: bool
+) -> tuple[Any, Any, dict]:
+    """(the window every candidate is judged on and ``continue`` trains on, the window ``fresh``
+    candidates train on, what was found about a change): :func:`since_change`, or, for a change too
+    recent to train after, :func:`resplit_after_change`. Without a fresh candidate, the window twice."""
+    if not fresh:
+        return window, window, {"change": "no fresh candidate"}
+    recent, change = since_change(settings, spec, champion, window)
+    if recent is window:
+        resplit = resplit_after_change(settings, spec, champion, window)
+        if resplit is not None:
+            return resplit
+    return window, recent, change

@@ -73,3 +73,63 @@ def test_a_fresh_candidate_trained_after_the_change_beats_one_trained_on_the_mix
         pred = (fresh.score(window.holdout[champion.columns]) >= fresh.threshold).astype(int)
         f1[name] = classification_metrics(y, pred)["f1"]
     assert f1["since_change"] > f1["mixed"], f1
+
+
+AGR_BOOT, AGR_OLD, AGR_NEW = 3_000, 3_000, 1_000  # bootstrap rows; window rows before the drift, after it
+
+
+def agrawal(seed: int) -> pd.DataFrame:
+    """Agrawal function 0, then function 2 (another rule on age and salary); one event a second."""
+    from river.datasets import synth
+
+    before = synth.Agrawal(classification_function=0, seed=seed, balance_classes=True)
+    after = synth.Agrawal(classification_function=2, seed=seed + 1, balance_classes=True)
+    before, after = before.take(AGR_BOOT + AGR_OLD), after.take(AGR_NEW)
+    rows = [{**{f"f_{k}": float(v) for k, v in x.items()}, "y": int(y)} for x, y in [*before, *after]]
+    frame = pd.DataFrame(rows)
+    return frame.assign(**{EVENT_MS: 1_700_000_000_000 + 1_000 * np.arange(len(frame), dtype=np.int64)})
+
+
+@pytest.mark.parametrize("seed", [3, 7])
+def test_the_first_retrain_after_a_drift_promotes_a_fresh_tree_judged_after_the_change(
+    seed: int, tmp_path: Path
+) -> None:
+    """Labels of the 1,000 events after the drift are all the window has of the new concept, and the
+    holdout as selected (its newest quarter) is exactly those: no fresh candidate can learn the new
+    concept and the stale champion stays. With the holdout moved after the change, a fresh tree
+    trained on the rows after the change before it beats the champion on P, R and F1 there."""
+    from rtml.models.training.change_point import resplit_after_change
+    from rtml.models.training.retrain import evaluate, policy_of
+
+    data = agrawal(seed)
+    features = [c for c in data.columns if c.startswith("f_")]
+    spec_path = tmp_path / "agrawal.yaml"
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "agrawal",
+                "task": "classification",
+                "event_id": "id",
+                "event_time": "t",
+                "event_time_format": "epoch_s",
+                "entity_key": "source",
+                "features": [{"name": f, "type": "double"} for f in features],
+                "label": {"field": "y", "type": "long", "positive": 1},
+            }
+        )
+    )
+    spec = load_spec(spec_path)
+    learner, _, X, _ = train_initial(spec, data.iloc[:AGR_BOOT], seed=seed, family="hoeffding_tree")
+    champion = _pyfunc_class()(learner, list(X.columns))
+    settings = Settings(promotion={"min_holdout": 200, "min_positives": 20}, retrain={"epochs": 5})
+    drift_ms = int(data[EVENT_MS].iloc[AGR_BOOT + AGR_OLD])
+    window = select_window(data, spec, settings, int(data[EVENT_MS].iloc[AGR_BOOT - 1]), now_ms=drift_ms)
+    assert window.holdout[EVENT_MS].min() == drift_ms  # as selected: every post-drift row is held out
+    assert since_change(settings, spec, champion, window)[0] is window
+    judged, recent, change = resplit_after_change(settings, spec, champion, window)
+    assert abs(change["change_since_ms"] - drift_ms) <= 100_000  # located within 100 events
+    assert judged.holdout[EVENT_MS].min() > drift_ms and recent.train[EVENT_MS].min() >= drift_ms - 100_000
+    fresh = train_challenger(champion, recent, spec, "full", seed=seed, epochs=5, record={})
+    decision = evaluate(policy_of(settings), spec, champion, fresh, judged)
+    assert decision.promote, decision.reason
+    assert decision.challenger["f1"] > decision.champion["f1"] + 0.2, (decision.challenger, decision.champion)

@@ -170,7 +170,13 @@ def third_party(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, type[Lear
             self.n_seen += int(np.random.default_rng().integers(1, 1000))  # ignores the seed
             return super().learn(X, y)
 
+    class ZeroPasses(PriorRate):
+        __qualname__ = "ZeroPasses"
+        family = "test_zero_passes"
+        epochs = 0  # a retrain would not learn at all
+
     classes = [PriorRate, NaNScores, BatchDependent, ArrayParams, ReturnsNone, NoThreshold, Unseeded]
+    classes.append(ZeroPasses)
     yield from registered_for_the_test(monkeypatch, __name__, classes)
 
 
@@ -210,6 +216,14 @@ def test_a_third_party_family_breaking_the_contract_fails_naming_the_check(
     with pytest.raises(AssertionError) as info:
         check_learner(third_party[broken], tasks=["anomaly"])
     assert info.value.check == check  # type: ignore[attr-defined]
+
+
+def test_a_family_without_retrain_passes_fails_the_class_check(third_party: dict) -> None:
+    with pytest.raises(
+        LearnerCheckError, match=re.escape("check_learner(ZeroPasses): 'declares its retrain")
+    ):
+        check_learner(third_party["ZeroPasses"])
+    assert "declares its retrain passes" in CHECKS
 
 
 def test_a_class_is_refused_at_definition_if_it_cannot_be_a_family() -> None:

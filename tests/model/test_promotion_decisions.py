@@ -19,6 +19,7 @@ from rtml.models.lifecycle.registry import _pyfunc_class
 from rtml.models.training.bootstrap import train_initial
 from rtml.models.training.candidates import choose, parse_candidates
 from rtml.models.training.challenger import labels_of, select_window, train_challenger
+from rtml.models.training.change_point import candidate_windows
 from rtml.models.training.retrain import evaluate, policy_of
 from rtml.pipelines.generator import CardTransactionGenerator, to_event_frame
 
@@ -62,10 +63,13 @@ def replay(
     for i in range(retrains):
         labelled = data.iloc[: boot + chunk * (i + 1)]
         window = select_window(labelled, SPEC, settings, watermark, now_ms=int(labelled[EVENT_MS].max()))
+        cands = parse_candidates(list(candidates))
+        fresh = any(c.start == "fresh" for c in cands)  # as the flow: change point, moved holdout
+        window, recent, _ = candidate_windows(settings, SPEC, champion, window, fresh)
         round_ = []
-        for cand in parse_candidates(list(candidates)):
+        for cand in cands:
             mode = "incremental" if cand.start == "continue" else "full"
-            learner_i = train_challenger(champion, window, SPEC, mode, seed=i)
+            learner_i = train_challenger(champion, recent if mode == "full" else window, SPEC, mode, seed=i)
             round_.append((learner_i, evaluate(policy_of(settings), SPEC, champion, learner_i, window)))
         challenger, decision = round_[choose(SPEC, [d for _, d in round_])]
         decisions.append(decision)

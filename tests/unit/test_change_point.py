@@ -133,3 +133,50 @@ def test_rare_positives_after_the_change_keep_the_whole_window() -> None:
     same, info = since_change(strict, SPEC, CHAMPION, window)
     assert same is window
     assert info["change"].startswith("detected, but") and "promotion.min_positives" in info["change"]
+
+
+LATE = Settings(promotion={"min_holdout": 200})
+
+
+def test_a_change_too_recent_to_train_after_moves_the_holdout_after_it() -> None:
+    """The first retrain after a drift: 300 training rows follow the change (< change_min_rows), the
+    holdout (1,000 rows) is all after it. The window is split again: the holdout is the newest quarter
+    of the 1,300 rows after the change, fresh candidates train on the rest of them, continue on every
+    row before the holdout; no row is lost."""
+    from rtml.models.training.change_point import resplit_after_change
+
+    window = _window(3500, 300)
+    assert since_change(LATE, SPEC, CHAMPION, window)[0] is window  # too few training rows after it
+    judged, recent, info = resplit_after_change(LATE, SPEC, CHAMPION, window)
+    assert info["change"] == "detected" and info["holdout"] == "after the change"
+    assert abs(info["change_rows_before"] - 3500) <= 150  # found on the rows before the new holdout
+    n_hold = info["holdout_rows"]
+    assert recent.holdout is judged.holdout and len(judged.holdout) == n_hold
+    assert abs(n_hold - int(1300 * 0.25)) <= 40  # a quarter of the rows after the change
+    assert info["change_rows_before"] + info["change_rows_after"] + n_hold == len(window.labelled)
+    assert judged.holdout[EVENT_MS].min() > info["change_since_ms"]
+    assert judged.holdout[EVENT_MS].max() == window.holdout[EVENT_MS].max()  # the newest rows
+    fresh_rows = pd.concat([recent.train, recent.validation])
+    assert len(fresh_rows) == info["change_rows_after"]
+    assert fresh_rows[EVENT_MS].min() == info["change_since_ms"] == recent.info["since_change_ms"]
+    assert fresh_rows[EVENT_MS].max() < judged.holdout[EVENT_MS].min()
+    assert len(judged.train) + len(judged.validation) + len(judged.holdout) == len(window.labelled)
+    assert judged.validation[EVENT_MS].max() < judged.holdout[EVENT_MS].min()
+    assert judged.info["holdout_rows"] == len(judged.holdout) and "holdout_offsets_p0" not in judged.info
+    assert recent.info["train_rows"] == len(recent.train)
+
+
+def test_the_holdout_stays_when_the_change_can_be_trained_after_or_judged_on_too_few_rows() -> None:
+    from rtml.models.training.change_point import resplit_after_change
+
+    assert resplit_after_change(LATE, SPEC, CHAMPION, _window(3000, 2000)) is None  # since_change's case
+    assert resplit_after_change(LATE, SPEC, CHAMPION, _window(5000, 0, n_hold=0)) is None  # no change
+    assert resplit_after_change(Settings(), SPEC, CHAMPION, _window(3500, 300)) is None  # < min_holdout
+    off = Settings(promotion={"min_holdout": 200}, retrain={"fresh_since_change": False})
+    assert resplit_after_change(off, SPEC, CHAMPION, _window(3500, 300)) is None
+    assert resplit_after_change(LATE, SPEC, CHAMPION, _window(4000, 0, n_hold=300)) is None  # 300 rows
+    # 900 rows after the change: its quarter is a holdout of 225 rows, 675 remain to find it and
+    # train after it; with change_min_rows 700 they are too few
+    strict = Settings(promotion={"min_holdout": 200}, retrain={"change_min_rows": 700})
+    assert resplit_after_change(strict, SPEC, CHAMPION, _window(3500, 0, n_hold=900)) is None
+    assert resplit_after_change(LATE, SPEC, CHAMPION, _window(3500, 0, n_hold=900)) is not None
