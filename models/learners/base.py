@@ -47,15 +47,15 @@ class Learner(abc.ABC):
       also reported by :meth:`params` under the key ``"family"``;
     - ``tasks``: the spec tasks it serves (from :data:`SPEC_TASKS`), e.g. ``("classification",)``.
 
-    It may override ``epochs`` (default 2): the shuffled passes a retrain makes over its window's
-    rows unless ``retrain.epochs`` is set (a family that learns slowly from a few hundred rows takes
-    more).
-
     and an instance attribute:
 
     - ``threshold`` (float): scores at or above it are positive decisions (classification and
       anomaly tasks; finite there). Set from the spec or at construction, moved by :meth:`learn` or by
       the trainers' calibration; a regression-only family may leave it NaN (unused).
+
+    It may override the class attribute ``epochs`` (default 2, a positive int): the shuffled passes
+    a retrain makes over its window's rows unless ``retrain.epochs`` is set (a family that learns
+    slowly from a few hundred rows takes more).
 
     Methods, all on pandas frames holding the spec's model input columns (numeric inputs as float,
     categorical inputs as strings):

@@ -49,7 +49,7 @@ CHECKS = (
     "is a Learner subclass",
     "declares its family",
     "declares its tasks",
-    "declares its retrain passes",
+    "retrain passes are a positive int",
     "builds for a spec",
     "rejects unknown params",
     "threshold is a float",
@@ -257,7 +257,7 @@ def check_learner(
         chosen = tuple(tasks) if tasks is not None else declared
         undeclared = [t for t in chosen if t not in declared]
         _require(not undeclared, f"asked to check task(s) {undeclared} the family does not declare")
-    with checker.check("declares its retrain passes"):
+    with checker.check("retrain passes are a positive int"):
         passes = getattr(cls, "epochs", None)
         _require(
             isinstance(passes, int) and not isinstance(passes, bool) and passes >= 1,

@@ -9,12 +9,14 @@ and choose their threshold only on the rows after it -- if at least ``retrain.ch
 remain. The holdout is untouched: every candidate and the champion are still judged on the same
 rows. ``continue`` candidates keep the whole window.
 
-A change so recent that fewer than ``change_min_rows`` training rows follow it -- the first retrain
-after a drift, whose post-drift labels are all in the holdout -- moves the holdout
-(:func:`resplit_after_change`): it becomes the newest ``promotion.holdout_fraction`` of the rows after
-the change (the concept the next champion will serve), fresh candidates train on the rows after the
-change before it, and ``continue`` candidates on every row before it; all are still judged on the
-same holdout, one retrain earlier than with the holdout as selected.
+A change so recent that fewer than ``change_min_rows`` training and validation rows follow it -- the
+first retrain after a drift, whose post-drift labels are all in the holdout -- moves the holdout
+(:func:`resplit_after_change`): it becomes the newest rows after the change (the concept the next
+champion will serve; ``promotion.holdout_fraction`` of the rows after the change found over the
+whole window), fresh candidates train on the rows after the change (found again without the
+holdout) before it, and ``continue`` candidates on every row before it; all are still judged on the
+same holdout, one retrain earlier than with the holdout as selected. Only the newest change is
+looked at this way when :func:`since_change` found none it can train after.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -180,10 +182,11 @@ def resplit_after_change(
     ``retrain.change_min_rows`` training and validation rows follow it.
 
     The newest change over the *whole* window (holdout included) sets only the size of the new
-    holdout: the newest ``promotion.holdout_fraction`` of the rows after it. The change itself must
-    then be detected again on the rows before that holdout, with at least ``change_min_rows`` of
-    them after it: fresh candidates train on those, ``continue`` candidates on every row before the
-    holdout, and the judged rows do not decide where a change is. None (the window as selected
+    holdout: the newest ``promotion.holdout_fraction`` of the rows after it. A change must then be
+    detected again on the rows before that holdout, with at least ``change_min_rows`` of them after
+    it (ADWIN can fire there only where it fired on the whole window: the same change or an older
+    one): fresh candidates train on those, ``continue`` candidates on every row before the holdout,
+    and the judged rows do not declare a change (they only size the holdout). None (the window as selected
     stands) when there is no such change or its rows are too few to train, set a threshold or judge
     (``promotion.min_holdout``, ``promotion.min_positives``), or when the holdout would reach rows
     older than the window's new ones (``retrain.mode: full``).
@@ -202,11 +205,13 @@ def resplit_after_change(
     n_hold = int((len(rows) - first.index) * p.holdout_fraction)
     if n_hold < p.min_holdout:
         return None
-    fit = rows.iloc[: len(rows) - n_hold]
+    holdout = rows.iloc[len(rows) - n_hold :].reset_index(drop=True)
+    # rows tied with the holdout's first event time stay out of training (as in select_window): a
+    # watermark at that time would skip the holdout's rows in the next window
+    fit = rows[rows[EVENT_MS] < holdout[EVENT_MS].min()]
     found = _newest_change([e[: len(fit)] for e in residuals], r.change_delta)  # without the judged rows
     if found is None or len(fit) - found.index < r.change_min_rows:
         return None
-    holdout = rows.iloc[len(rows) - n_hold :].reset_index(drop=True)
     if "start_ms" in window.info and int(holdout[EVENT_MS].min()) <= window.info["start_ms"]:
         return None
     after = fit.iloc[found.index :]
@@ -227,6 +232,7 @@ def resplit_after_change(
         "change_rows_before": int(found.index),
         "holdout": "after the change",
         "holdout_rows": n_hold,
+        "holdout_sized_by_ms": int(rows[EVENT_MS].iloc[first.index]),  # the whole window's change
     }
     kept = {k: v for k, v in window.info.items() if not k.startswith(("train_", "validation_", "holdout_"))}
     splits = {**describe(train, spec, "train"), **describe(validation, spec, "validation")}
@@ -240,7 +246,7 @@ def resplit_after_change(
     recent = Window(
         fresh_train.reset_index(drop=True),
         holdout,
-        {**judged.info, "since_change_ms": since_ms, **fresh_splits},
+        {**kept, **fresh_splits, **describe(holdout, spec, "holdout"), "since_change_ms": since_ms},
         fresh_val.reset_index(drop=True),
     )
     return judged, recent, info
