@@ -130,13 +130,7 @@ def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: An
         return window, {"change": "none detected"}
     kept = rows.iloc[found.index :]
     since_ms = int(kept[EVENT_MS].min())
-    info = {
-        "change": "detected",
-        "change_since_ms": since_ms,
-        "change_detected_ms": int(rows[EVENT_MS].iloc[found.detected_at]),
-        "change_rows_after": int(len(kept)),
-        "change_rows_before": int(found.index),
-    }
+    info = _found(rows, found)
     if len(kept) < r.change_min_rows:
         info["change"] = f"detected, but {len(kept)} rows after it < retrain.change_min_rows"
         return window, info
@@ -157,6 +151,17 @@ def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: An
         validation.reset_index(drop=True),
     )
     return recent, info
+
+
+def _found(rows: pd.DataFrame, found: Change) -> dict[str, Any]:
+    """What ``change_point`` reports of a change found in ``rows`` (time-ordered)."""
+    return {
+        "change": "detected",
+        "change_since_ms": int(rows[EVENT_MS].iloc[found.index]),
+        "change_detected_ms": int(rows[EVENT_MS].iloc[found.detected_at]),
+        "change_rows_after": int(len(rows) - found.index),
+        "change_rows_before": int(found.index),
+    }
 
 
 def _too_few_positives(settings: Settings, spec: StreamSpec, train: pd.DataFrame, validation: Any) -> str:
@@ -224,12 +229,7 @@ def resplit_after_change(
             return None
     train, validation = split_validation(fit, spec, settings)
     since_ms = int(after[EVENT_MS].min())
-    info = {
-        "change": "detected",
-        "change_since_ms": since_ms,
-        "change_detected_ms": int(fit[EVENT_MS].iloc[found.detected_at]),
-        "change_rows_after": int(len(after)),
-        "change_rows_before": int(found.index),
+    info = _found(fit, found) | {
         "holdout": "after the change",
         "holdout_rows": n_hold,
         "holdout_sized_by_ms": int(rows[EVENT_MS].iloc[first.index]),  # the whole window's change

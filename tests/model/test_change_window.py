@@ -34,15 +34,16 @@ def sea(seed: int) -> pd.DataFrame:
     return frame.assign(**{EVENT_MS: 1_700_000_000_000 + 1_000 * np.arange(len(frame), dtype=np.int64)})
 
 
-def sea_spec(path: Path) -> StreamSpec:
+def sea_spec(path: Path, features: list[str] | None = None) -> StreamSpec:
+    """A spec of numeric generator features (SEA's three by default) and the label ``y``."""
     spec = {
-        "name": "sea",
+        "name": path.stem,
         "task": "classification",
         "event_id": "id",
         "event_time": "t",
         "event_time_format": "epoch_s",
         "entity_key": "source",
-        "features": [{"name": f"f_{i}", "type": "double"} for i in range(3)],
+        "features": [{"name": f, "type": "double"} for f in features or [f"f_{i}" for i in range(3)]],
         "label": {"field": "y", "type": "long", "positive": 1},
     }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -102,23 +103,7 @@ def test_the_first_retrain_after_a_drift_promotes_a_fresh_tree_judged_after_the_
     from rtml.models.training.retrain import evaluate, policy_of
 
     data = agrawal(seed)
-    features = [c for c in data.columns if c.startswith("f_")]
-    spec_path = tmp_path / "agrawal.yaml"
-    spec_path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "agrawal",
-                "task": "classification",
-                "event_id": "id",
-                "event_time": "t",
-                "event_time_format": "epoch_s",
-                "entity_key": "source",
-                "features": [{"name": f, "type": "double"} for f in features],
-                "label": {"field": "y", "type": "long", "positive": 1},
-            }
-        )
-    )
-    spec = load_spec(spec_path)
+    spec = sea_spec(tmp_path / "agrawal.yaml", [c for c in data.columns if c.startswith("f_")])
     learner, _, X, _ = train_initial(spec, data.iloc[:AGR_BOOT], seed=seed, family="hoeffding_tree")
     champion = _pyfunc_class()(learner, list(X.columns))
     settings = Settings(promotion={"min_holdout": 200, "min_positives": 20}, retrain={"epochs": 5})
