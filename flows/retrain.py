@@ -125,22 +125,12 @@ def fresh_window(
     candidates train on, what was found): fresh candidates train from the change point in the
     champion's labelled error stream when one is detected (``retrain.fresh_since_change``); a change
     too recent to train after within the training rows moves the holdout after it."""
-    from rtml.models.training.change_point import candidate_windows
+    from rtml.models.training.change_point import candidate_windows, describe_windows
 
     fresh = any(c.start == "fresh" for c in candidates)
     judged, recent, change = candidate_windows(settings, spec, champion_model, window, fresh)
-    if judged is not window:
-        get_run_logger().info(
-            f"a change {change['change_rows_after']} rows before the window's end (event time "
-            f"{change['change_since_ms']} ms): every candidate is judged on the newest "
-            f"{len(judged.holdout)} rows after it, fresh candidates train on the "
-            f"{len(recent.train)} before those"
-        )
-    elif recent is not window:
-        get_run_logger().info(
-            f"fresh candidates train on {change['change_rows_after']} rows after the change point "
-            f"(event time {change['change_since_ms']} ms), not the whole window"
-        )
+    if recent is not window:
+        get_run_logger().info(describe_windows(change, judged, recent))
     return judged, recent, change
 
 

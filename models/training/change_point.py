@@ -153,6 +153,29 @@ def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: An
     return recent, info
 
 
+def describe_windows(change: dict, judged: Any, recent: Any) -> str:
+    """One log line on what a found change did to the windows of a retrain ('' when nothing).
+
+    >>> from types import SimpleNamespace as W
+    >>> change = {"change": "detected", "change_since_ms": 1_700_000_000_000, "change_rows_after": 750}
+    >>> line = describe_windows(change, W(holdout=[0] * 250), W(train=[0] * 600))
+    >>> line.startswith("a change at 2023-11-14 22:13:20 UTC (event time): fresh candidates train on 600")
+    True
+    >>> moved = {**change, "holdout": "after the change"}
+    >>> moved = describe_windows(moved, W(holdout=[0] * 250), W(train=[0] * 600))
+    >>> "the holdout moves to the newest 250 rows after it" in moved
+    True
+    """
+    if change.get("change") != "detected" or "change_since_ms" not in change:
+        return ""
+    at = pd.Timestamp(change["change_since_ms"], unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
+    n_after = change["change_rows_after"]
+    rows = f"fresh candidates train on {len(recent.train)} of the {n_after} rows after it"
+    if change.get("holdout") == "after the change":
+        rows = f"the holdout moves to the newest {len(judged.holdout)} rows after it, {rows} before those"
+    return f"a change at {at} (event time): {rows}"
+
+
 def _found(rows: pd.DataFrame, found: Change) -> dict[str, Any]:
     """What ``change_point`` reports of a change found in ``rows`` (time-ordered)."""
     return {
