@@ -294,7 +294,7 @@ def retrain_flow(
     candidates = parse_candidates(names)
     window, recent, change = fresh_window(settings, spec, champ_model, window, candidates)
     summary["change_point"] = change
-    if window.info is not summary["window"]:  # a recent change moved the holdout after it
+    if change.get("holdout") == "after the change":  # a recent change moved the holdout after it
         summary["window_as_selected"], summary["window"] = summary["window"], window.info
     windows = [recent if c.start == "fresh" else window for c in candidates]  # same holdout
     trained = [train(settings, spec, champ_model, w, c) for c, w in zip(candidates, windows, strict=True)]

@@ -113,11 +113,18 @@ def _newest_change(streams: list[np.ndarray], delta: float) -> Change | None:
     return max(found, key=lambda c: c.index) if found else None
 
 
-def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: Any) -> tuple[Any, dict]:
+def since_change(
+    settings: Settings,
+    spec: StreamSpec,
+    champion: Any,
+    window: Any,
+    residuals: list[np.ndarray] | None = None,
+) -> tuple[Any, dict]:
     """(the window fresh candidates use, what was found). The window is ``window`` itself when the
     setting is off, no change is detected, or fewer than ``retrain.change_min_rows`` rows follow it;
-    otherwise a copy whose training and validation rows start at the change point (same holdout)."""
-    from rtml.models.training.challenger import Window, describe, split_validation
+    otherwise a copy whose training and validation rows start at the change point (same holdout).
+    ``residuals``: the champion's error streams over ``window.labelled``, if already computed."""
+    from rtml.models.training.challenger import split_validation
 
     r = settings.retrain
     if not r.fresh_since_change:
@@ -125,7 +132,9 @@ def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: An
     rows = pd.concat([window.train, window.validation], ignore_index=True)
     if len(rows) < 2:
         return window, {"change": "none detected"}
-    found = _newest_change(champion_residuals(spec, champion, rows), r.change_delta)
+    if residuals is None:
+        residuals = champion_residuals(spec, champion, rows)
+    found = _newest_change([e[: len(rows)] for e in residuals], r.change_delta)
     if found is None:
         return window, {"change": "none detected"}
     kept = rows.iloc[found.index :]
@@ -139,18 +148,25 @@ def since_change(settings: Settings, spec: StreamSpec, champion: Any, window: An
     if short:
         info["change"] = f"detected, but {short}"
         return window, info
-    recent = Window(
-        train.reset_index(drop=True),
-        window.holdout,
-        {
-            **window.info,
-            "since_change_ms": since_ms,
-            **describe(train, spec, "train"),
-            **describe(validation, spec, "validation"),
-        },
-        validation.reset_index(drop=True),
+    return _with_splits(spec, window.info, train, validation, window.holdout, since_change_ms=since_ms), info
+
+
+def _with_splits(
+    spec: StreamSpec,
+    info: dict[str, Any],
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    holdout: pd.DataFrame,
+    **extra: Any,
+) -> Any:
+    """A window of these splits; its info is ``info``, the training and validation splits'
+    descriptions and ``extra``."""
+    from rtml.models.training.challenger import Window, describe
+
+    splits = {**describe(train, spec, "train"), **describe(validation, spec, "validation")}
+    return Window(
+        train.reset_index(drop=True), holdout, {**info, **splits, **extra}, validation.reset_index(drop=True)
     )
-    return recent, info
 
 
 def describe_windows(change: dict, judged: Any, recent: Any) -> str:
@@ -203,7 +219,11 @@ def _too_few_positives(settings: Settings, spec: StreamSpec, train: pd.DataFrame
 
 
 def resplit_after_change(
-    settings: Settings, spec: StreamSpec, champion: Any, window: Any
+    settings: Settings,
+    spec: StreamSpec,
+    champion: Any,
+    window: Any,
+    residuals: list[np.ndarray] | None = None,
 ) -> tuple[Any, Any, dict] | None:
     """(window judged and continued on, fresh candidates' window, what was found) when a change in
     the champion's residuals is too recent for :func:`since_change` -- fewer than
@@ -217,16 +237,18 @@ def resplit_after_change(
     and the judged rows do not declare a change (they only size the holdout). None (the window as selected
     stands) when there is no such change or its rows are too few to train, set a threshold or judge
     (``promotion.min_holdout``, ``promotion.min_positives``), or when the holdout would reach rows
-    older than the window's new ones (``retrain.mode: full``).
+    older than the window's new ones (``retrain.mode: full``). ``residuals``: the champion's error
+    streams over ``window.labelled``, if already computed.
     """
-    from rtml.models.training.challenger import Window, describe, split_validation
+    from rtml.models.training.challenger import describe, split_validation
 
     r, p = settings.retrain, settings.promotion
     if not r.fresh_since_change:
         return None
     rows = window.labelled  # train, validation, holdout: in event-time order
     n_fit = len(window.train) + len(window.validation)
-    residuals = champion_residuals(spec, champion, rows)
+    if residuals is None:
+        residuals = champion_residuals(spec, champion, rows)
     first = _newest_change(residuals, r.change_delta)
     if first is None or n_fit - first.index >= r.change_min_rows:  # none, or since_change's case
         return None
@@ -234,13 +256,13 @@ def resplit_after_change(
     if n_hold < p.min_holdout:
         return None
     holdout = rows.iloc[len(rows) - n_hold :].reset_index(drop=True)
+    if "start_ms" in window.info and int(holdout[EVENT_MS].min()) <= window.info["start_ms"]:
+        return None
     # rows tied with the holdout's first event time stay out of training (as in select_window): a
     # watermark at that time would skip the holdout's rows in the next window
     fit = rows[rows[EVENT_MS] < holdout[EVENT_MS].min()]
     found = _newest_change([e[: len(fit)] for e in residuals], r.change_delta)  # without the judged rows
     if found is None or len(fit) - found.index < r.change_min_rows:
-        return None
-    if "start_ms" in window.info and int(holdout[EVENT_MS].min()) <= window.info["start_ms"]:
         return None
     after = fit.iloc[found.index :]
     fresh_train, fresh_val = split_validation(after, spec, settings)
@@ -258,20 +280,9 @@ def resplit_after_change(
         "holdout_sized_by_ms": int(rows[EVENT_MS].iloc[first.index]),  # the whole window's change
     }
     kept = {k: v for k, v in window.info.items() if not k.startswith(("train_", "validation_", "holdout_"))}
-    splits = {**describe(train, spec, "train"), **describe(validation, spec, "validation")}
-    judged = Window(
-        train.reset_index(drop=True),
-        holdout,
-        {**kept, **splits, **describe(holdout, spec, "holdout"), "holdout_since_change_ms": since_ms},
-        validation.reset_index(drop=True),
-    )
-    fresh_splits = {**describe(fresh_train, spec, "train"), **describe(fresh_val, spec, "validation")}
-    recent = Window(
-        fresh_train.reset_index(drop=True),
-        holdout,
-        {**kept, **fresh_splits, **describe(holdout, spec, "holdout"), "since_change_ms": since_ms},
-        fresh_val.reset_index(drop=True),
-    )
+    kept |= describe(holdout, spec, "holdout")
+    judged = _with_splits(spec, kept, train, validation, holdout, holdout_since_change_ms=since_ms)
+    recent = _with_splits(spec, kept, fresh_train, fresh_val, holdout, since_change_ms=since_ms)
     return judged, recent, info
 
 
@@ -283,9 +294,13 @@ def candidate_windows(
     recent to train after, :func:`resplit_after_change`. Without a fresh candidate, the window twice."""
     if not fresh:
         return window, window, {"change": "no fresh candidate"}
-    recent, change = since_change(settings, spec, champion, window)
+    # the champion scored once: since_change reads the training and validation rows' part
+    rows = window.labelled
+    on = settings.retrain.fresh_since_change and len(rows) >= 2
+    residuals = champion_residuals(spec, champion, rows) if on else None
+    recent, change = since_change(settings, spec, champion, window, residuals)
     if recent is window:
-        resplit = resplit_after_change(settings, spec, champion, window)
+        resplit = resplit_after_change(settings, spec, champion, window, residuals)
         if resplit is not None:
             return resplit
     return window, recent, change
