@@ -31,6 +31,17 @@ _PARAMS = {
 }
 
 
+def _tunables(env: Mapping[str, str]) -> dict[str, str]:
+    """The malloc parameters ``env`` sets in ``GLIBC_TUNABLES``, by variable name.
+
+    >>> _tunables({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.arena_max=2"})
+    {'MALLOC_TRIM_THRESHOLD_': '1'}
+    """
+    pairs = (t.split("=", 1) for t in env.get("GLIBC_TUNABLES", "").split(":") if "=" in t)
+    given = {k.strip(): v.strip() for k, v in pairs}
+    return {name: given[tunable] for name, (tunable, _) in _PARAMS.items() if tunable in given}
+
+
 def user_set(env: Mapping[str, str]) -> set[str]:
     """The malloc variables ``env`` sets itself, directly or through ``GLIBC_TUNABLES``.
 
@@ -50,17 +61,21 @@ def malloc_env(threshold: int, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def for_executors(threshold: int, env: Mapping[str, str]) -> dict[str, str]:
-    """The variables the Python workers and executors get: rtml's, with the user's own ``MALLOC_*``
-    values where ``env`` sets them (a ``GLIBC_TUNABLES`` is not forwarded); none at 0.
+    """The variables the Python workers and executors get: rtml's, with the user's own values where
+    ``env`` sets them, as ``MALLOC_*`` or in ``GLIBC_TUNABLES`` (forwarded as the ``MALLOC_*``
+    variable, so executors on other hosts get them without the user's ``GLIBC_TUNABLES``; a
+    parameter set both ways takes the tunable's value, as glibc does); none at 0.
 
     >>> for_executors(131072, {"MALLOC_MMAP_THRESHOLD_": "65536"})
+    {'MALLOC_TRIM_THRESHOLD_': '131072', 'MALLOC_MMAP_THRESHOLD_': '65536'}
+    >>> for_executors(131072, {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"})
     {'MALLOC_TRIM_THRESHOLD_': '131072', 'MALLOC_MMAP_THRESHOLD_': '65536'}
     >>> for_executors(0, {"MALLOC_MMAP_THRESHOLD_": "65536"})
     {}
     """
     if not threshold:
         return {}
-    return malloc_env(threshold, env) | {name: env[name] for name in _PARAMS if name in env}
+    return malloc_env(threshold, env) | {name: env[name] for name in _PARAMS if name in env} | _tunables(env)
 
 
 def set_malloc(wanted: Mapping[str, str]) -> list[str]:

@@ -171,7 +171,8 @@ def test_state_store_commits_changelogs(tmp_path: Path) -> None:
 
 def test_malloc_variables_for_the_workers_and_executors(tmp_path: Path) -> None:
     """Nothing at the default 0; rtml's threshold where the user set nothing; the user's own
-    MALLOC_* values win per parameter, and one set through GLIBC_TUNABLES is left to it."""
+    MALLOC_* values win per parameter, and one set through GLIBC_TUNABLES is forwarded as its
+    MALLOC_* variable (executors on other hosts do not get the user's GLIBC_TUNABLES)."""
     from rtml.infra.config.settings import ConfigError
     from rtml.pipelines.malloc import for_executors
 
@@ -187,6 +188,7 @@ def test_malloc_variables_for_the_workers_and_executors(tmp_path: Path) -> None:
     assert executors(131072, {}) == {mmap: "131072", trim: "131072"}
     assert executors(131072, {mmap: "65536"}) == {mmap: "65536", trim: "131072"}
     tunables = {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.arena_max=2"}
-    assert executors(131072, tunables) == {mmap: "131072"}
+    assert executors(131072, tunables) == {mmap: "131072", trim: "1"}
+    assert executors(131072, {trim: "7", **tunables}) == {mmap: "131072", trim: "1"}  # glibc: the tunable
     with pytest.raises(ConfigError, match="at least 16384"):
         at(4096)
