@@ -38,7 +38,7 @@ def _tunables(env: Mapping[str, str]) -> dict[str, str]:
     {'MALLOC_TRIM_THRESHOLD_': '1'}
     """
     pairs = (t.split("=", 1) for t in env.get("GLIBC_TUNABLES", "").split(":") if "=" in t)
-    given = {k.strip(): v.strip() for k, v in pairs}
+    given = dict(pairs)  # as glibc reads it: names as written (" glibc.malloc..." is not one)
     return {name: given[tunable] for name, (tunable, _) in _PARAMS.items() if tunable in given}
 
 
@@ -47,9 +47,10 @@ def user_set(env: Mapping[str, str]) -> set[str]:
 
     >>> sorted(user_set({"MALLOC_TRIM_THRESHOLD_": "1", "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=9"}))
     ['MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_']
+    >>> user_set({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold:glibc.malloc.trim_threshold=1"})
+    {'MALLOC_TRIM_THRESHOLD_'}
     """
-    tunables = {t.split("=", 1)[0].strip() for t in env.get("GLIBC_TUNABLES", "").split(":") if t}
-    return {name for name, (tunable, _) in _PARAMS.items() if name in env or tunable in tunables}
+    return {name for name in _PARAMS if name in env} | set(_tunables(env))
 
 
 def malloc_env(threshold: int, env: Mapping[str, str]) -> dict[str, str]:
