@@ -33,7 +33,7 @@ def test_a_drift_at_the_window_end_moves_the_holdout_and_promotes_a_fresh_tree(s
     data[EVENT_MS] += int(time.time() * 1000) - 60_000 - int(data[EVENT_MS].iloc[-1])  # ends a minute ago
     features = [c for c in data.columns if c.startswith("f_")]
     spec_path = tmp_path / "agrawal.yaml"
-    sea_spec(spec_path, features)
+    spec = sea_spec(spec_path, features)
     s = scoped_settings(
         stack,
         tmp_path,
@@ -43,7 +43,6 @@ def test_a_drift_at_the_window_end_moves_the_holdout_and_promotes_a_fresh_tree(s
         retrain={"candidates": ["continue", "fresh"], "min_new_rows": 500},
         quality={"label_check": False},  # labels disagreeing with the champion are the drift here
     )
-    spec = sea_spec(spec_path, features)
     history, batch = tmp_path / "history.parquet", tmp_path / "batch.parquet"
     _raw(data.iloc[:AGR_BOOT], 0).to_parquet(history)
     _raw(data.iloc[AGR_BOOT:], AGR_BOOT).to_parquet(batch)  # 3,000 rows of function 0, then 1,000 of 2
@@ -51,18 +50,26 @@ def test_a_drift_at_the_window_end_moves_the_holdout_and_promotes_a_fresh_tree(s
     assert bootstrap(s, spec, from_file=history)["champion"] == "1"
     with prefect_api(s):
         out = retrain_flow(overrides=overrides_of(s), trigger="manual", batch_file=str(batch))
-    change, selected, judged = out["change_point"], out["window_as_selected"], out["window"]
+    change = out["change_point"]
+    assert change["change"] == "detected" and change["holdout"] == "after the change", change
+    selected, judged = out["window_as_selected"], out["window"]
     # as selected, the holdout (the window's newest quarter) is every row after the drift
     assert selected["holdout_from_ms"] == drift_ms and selected["holdout_rows"] == 1_000
-    assert change["change"] == "detected" and change["holdout"] == "after the change", change
-    assert abs(change["change_since_ms"] - drift_ms) <= 100_000  # located within 100 events
+    since = change["change_since_ms"]
+    assert abs(since - drift_ms) <= 100_000  # located within 100 events (one a second)
+    after = int((int(data[EVENT_MS].iloc[-1]) - since) / 1_000) + 1  # rows from the change on
     # moved: the newest quarter of the rows after the change, the one holdout every model is judged on
-    assert judged["holdout_from_ms"] > drift_ms and judged["holdout_rows"] == change["holdout_rows"]
-    assert out["holdout"]["n"] == judged["holdout_rows"] and 200 <= judged["holdout_rows"] <= 260
+    assert judged["holdout_from_ms"] > since and abs(judged["holdout_rows"] - after / 4) <= 1
+    assert out["holdout"]["n"] == judged["holdout_rows"]
     assert judged["train_rows"] + judged["validation_rows"] + judged["holdout_rows"] == 4_000  # none lost
-    by = {c["candidate"]: c for c in out["candidates"]}
-    assert by["continue"]["train_rows"] == judged["train_rows"]  # continue: every row before the holdout
-    assert 0 < by["fresh"]["train_rows"] < 1_000 - judged["holdout_rows"]  # fresh: after the change only
+    assert judged["train_to_ms"] < judged["validation_from_ms"] < judged["holdout_from_ms"]
+    by, v = {c["candidate"]: c for c in out["candidates"]}, s.promotion.validation_fraction
+    # continue: every row before the holdout, less the newest part for its threshold (validation)
+    before = 4_000 - judged["holdout_rows"]
+    assert by["continue"]["train_rows"] == judged["train_rows"] == before - int(v * before)
+    # fresh: only the rows after the change before the holdout, less their validation part
+    fresh_rows = after - judged["holdout_rows"]
+    assert by["fresh"]["train_rows"] == fresh_rows - int(v * fresh_rows), (by["fresh"], fresh_rows)
     assert out["outcome"] == "promote" and by["fresh"]["put_up"], out["reason"]
     f1 = {d["metric"]: d for d in out["decision"]}["f1"]
     assert f1["challenger"] > f1["champion"] + 0.2, f1
