@@ -175,7 +175,7 @@ def anomaly_champion() -> tuple:
 
 def test_an_anomaly_champion_checks_only_its_confident_negatives(anomaly_champion: tuple) -> None:
     """After the generator's drift every confident positive of a k-means champion was labelled negative
-    (16/16 with this history): legitimate events that now look unusual, not poisoning."""
+    (16/16 with this history, 2026-12-02): legitimate events that now look unusual, not poisoning."""
     model, profile = anomaly_champion
     drifted = _window(4_000, seed=31, drift_at=0)
     result = validate(drifted, "training_batch", SPEC, SETTINGS, profile, render=False, champion=model)
