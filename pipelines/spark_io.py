@@ -101,6 +101,10 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
         "spark.python.worker.reuse": "true",
+        # Workers fork from a daemon that imported the scoring libraries first (pages shared, not
+        # one copy per worker): with the serial collector below, -0.35 to -0.48 GB PSS of the
+        # scoring job and a lower latency (README "Benchmarks", 2026-12-03).
+        "spark.python.daemon.module": "rtml.pipelines.worker_daemon",
         # A state store commit writes the micro-batch's changed keys to a changelog file instead of
         # checkpointing all of RocksDB (snapshots move to the background maintenance): the commit at
         # 2,000 events/s went from ~120 ms to ~55 ms per micro-batch (README "Benchmarks", 2026-12-01).
@@ -122,7 +126,11 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         logs = settings.state_dir.resolve() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log4j = Path(__file__).with_name("log4j2.properties")
-        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
+        # The serial collector: G1 grew the heap to ~0.7 GB for ~0.1 GB live and its concurrent
+        # threads competed for the two cores (README "Benchmarks", 2026-12-03).
+        conf["spark.driver.extraJavaOptions"] = (
+            f"-XX:+UseSerialGC -Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
+        )
     return conf | settings.spark.conf
 
 

@@ -130,3 +130,45 @@ def test_the_jvm_and_the_python_workers_get_the_malloc_threshold(
     seen = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ENV "))[4:])
     assert seen["jvm"] == expected
     assert seen["workers"] == [expected, expected]
+
+
+_WORKERS_SCRIPT = """
+import json
+import sys
+from rtml.infra.config.settings import load_settings
+from rtml.pipelines.spark_io import spark_session
+spark = spark_session(load_settings(use_default_file=False), "daemon-test")
+def seen(_):
+    import gc
+    import os
+    import sys
+    parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().split(b"\\0")
+    yield {
+        "preloaded": sorted(m for m in ("sklearn.linear_model", "mlflow.pyfunc", "rtml.pipelines.scorer")
+                            if m in sys.modules),
+        "frozen": gc.get_freeze_count(),
+        "daemon": [p.decode() for p in parent[1:4]],
+    }
+workers = spark.sparkContext.parallelize(range(2), 2).mapPartitions(seen).collect()
+beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+gcs = sorted(b.getName() for b in beans)
+print("SEEN " + json.dumps({"workers": workers, "gc": gcs}))
+spark.stop()
+"""
+
+
+def test_python_workers_fork_from_a_daemon_with_the_libraries_loaded(tmp_path: Path) -> None:
+    """Scoring tasks' libraries are imported once, in rtml's daemon, before Spark forks the workers
+    (shared pages); the JVM runs the serial collector."""
+    script = tmp_path / "daemon.py"
+    script.write_text(_WORKERS_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script)], env=_env(tmp_path), capture_output=True, text=True, timeout=180
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("SEEN "))[5:])
+    for worker in seen["workers"]:
+        assert worker["daemon"] == ["-m", "rtml.pipelines.worker_daemon", "pyspark.worker"]
+        assert worker["preloaded"] == ["mlflow.pyfunc", "rtml.pipelines.scorer", "sklearn.linear_model"]
+        assert worker["frozen"] > 10_000  # the daemon froze what it imported; the children inherit it
+    assert seen["gc"] == ["Copy", "MarkSweepCompact"]  # -XX:+UseSerialGC's young and old collectors
