@@ -142,3 +142,31 @@ def shared_storage_warning(master: str, paths: Mapping[str, str]) -> str | None:
         f"{'is a local path' if len(local) == 1 else 'are local paths'}: a multi-host cluster needs shared "
         "storage (s3a://, hdfs://, or the same network mount on every host) for checkpoints and sinks"
     )
+
+
+_GC_FLAG = re.compile(r"-XX:\+Use\w*GC\b")
+#: Spark's Python daemon that imports the scoring libraries before forking (``rtml.pipelines.worker_daemon``)
+WORKER_DAEMON = "rtml.pipelines.worker_daemon"
+
+
+def local_jvm_defaults(master: str, env: Mapping[str, str], *java_options: str) -> tuple[dict[str, str], str]:
+    """Spark entries and a JVM flag rtml adds when the job runs in one local JVM (``local*`` master).
+
+    On a cluster, executors may get rtml only through ``--py-files`` (added to ``sys.path`` after the
+    daemon starts), so the daemon stays Spark's; and a cluster driver keeps the JVM's own collector.
+    No collector flag either when one is already chosen (``-XX:+UseG1GC`` and ``-XX:+UseSerialGC``
+    together stop the JVM from starting): in ``java_options`` (e.g. ``spark.driver.defaultJavaOptions``)
+    or in ``JAVA_TOOL_OPTIONS`` / ``_JAVA_OPTIONS``.
+
+    >>> local_jvm_defaults("local[2]", {})
+    ({'spark.python.daemon.module': 'rtml.pipelines.worker_daemon'}, '-XX:+UseSerialGC')
+    >>> local_jvm_defaults("local[2]", {"JAVA_TOOL_OPTIONS": "-XX:+UseZGC"})[1]
+    ''
+    >>> local_jvm_defaults("spark://m:7077", {})
+    ({}, '')
+    """
+    if not master.startswith("local"):
+        return {}, ""
+    chosen = [*java_options, env.get("JAVA_TOOL_OPTIONS", ""), env.get("_JAVA_OPTIONS", "")]
+    gc = "" if any(_GC_FLAG.search(o or "") for o in chosen) else "-XX:+UseSerialGC"
+    return {"spark.python.daemon.module": WORKER_DAEMON}, gc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from rtml.pipelines.spark_conf import (
     executor_env,
     fill_unset,
     launcher_conf_before_jvm,
+    local_jvm_defaults,
     shared_storage_warning,
 )
 
@@ -41,7 +42,7 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     from pyspark.sql import SparkSession
 
     launched = _launcher_conf()
-    ours = rtml_conf(settings, app_name)
+    ours = rtml_conf(settings, app_name, launched)
     builder = SparkSession.builder
     filled = fill_unset(launched, ours)
     for key, value in filled.items():
@@ -83,10 +84,21 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     return spark
 
 
-def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
-    """The Spark configuration rtml's settings ask for (applied only where the launcher set nothing)."""
+def rtml_conf(
+    settings: Settings, app_name: str = "rtml", launched: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The Spark configuration rtml's settings ask for (applied only where the launcher set nothing;
+    ``launched``, what the launcher set, decides the master and the JVM's collector)."""
     import os
     import sys
+
+    launched = launched or {}
+    master = launched.get("spark.master", settings.spark.conf.get("spark.master", settings.spark.master))
+    java_defaults = [c.get("spark.driver.defaultJavaOptions", "") for c in (launched, settings.spark.conf)]
+    # In one local JVM: Python workers fork from a daemon that imported the scoring libraries first,
+    # and the JVM runs the serial collector (G1 grew its heap to ~0.6-0.7 GB for ~0.1 GB live):
+    # -0.36 and -0.48 GB PSS of the scoring job side by side (README "Benchmarks", 2026-12-03).
+    local_conf, collector = local_jvm_defaults(master, os.environ, *java_defaults)
 
     conf = {
         "spark.app.name": app_name,
@@ -101,10 +113,7 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
         "spark.python.worker.reuse": "true",
-        # Workers fork from a daemon that imported the scoring libraries first (pages shared, not
-        # one copy per worker): with the serial collector below, -0.35 to -0.48 GB PSS of the
-        # scoring job and a lower latency (README "Benchmarks", 2026-12-03).
-        "spark.python.daemon.module": "rtml.pipelines.worker_daemon",
+        **local_conf,
         # A state store commit writes the micro-batch's changed keys to a changelog file instead of
         # checkpointing all of RocksDB (snapshots move to the background maintenance): the commit at
         # 2,000 events/s went from ~120 ms to ~55 ms per micro-batch (README "Benchmarks", 2026-12-01).
@@ -126,11 +135,8 @@ def rtml_conf(settings: Settings, app_name: str = "rtml") -> dict[str, str]:
         logs = settings.state_dir.resolve() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log4j = Path(__file__).with_name("log4j2.properties")
-        # The serial collector: G1 grew the heap to ~0.7 GB for ~0.1 GB live and its concurrent
-        # threads competed for the two cores (README "Benchmarks", 2026-12-03).
-        conf["spark.driver.extraJavaOptions"] = (
-            f"-XX:+UseSerialGC -Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
-        )
+        options = f"-Dlog4j2.configurationFile={log4j} -Drtml.log.dir={logs}"
+        conf["spark.driver.extraJavaOptions"] = f"{collector} {options}".strip()
     return conf | settings.spark.conf
 
 

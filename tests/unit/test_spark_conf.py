@@ -192,3 +192,30 @@ def test_malloc_variables_for_the_workers_and_executors(tmp_path: Path) -> None:
     assert executors(131072, {trim: "7", **tunables}) == {mmap: "131072", trim: "1"}  # glibc: the tunable
     with pytest.raises(ConfigError, match="at least 16384"):
         at(4096)
+
+
+def test_local_jvm_defaults_only_for_one_local_jvm_without_a_chosen_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    s = load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path)})
+    local = rtml_conf(s)
+    assert local["spark.python.daemon.module"] == "rtml.pipelines.worker_daemon"
+    assert local["spark.driver.extraJavaOptions"].startswith("-XX:+UseSerialGC -Dlog4j2.configurationFile=")
+    # the launcher's master decides: a cluster keeps Spark's daemon and the JVM's own collector
+    cluster = rtml_conf(s, launched={"spark.master": "spark://m:7077"})
+    assert "spark.python.daemon.module" not in cluster
+    assert cluster["spark.driver.extraJavaOptions"].startswith("-Dlog4j2.configurationFile=")
+    # a collector chosen elsewhere: two would stop the JVM from starting
+    chosen = rtml_conf(s, launched={"spark.driver.defaultJavaOptions": "-Xss4m -XX:+UseG1GC"})
+    assert "UseSerialGC" not in chosen["spark.driver.extraJavaOptions"]
+    assert chosen["spark.python.daemon.module"] == "rtml.pipelines.worker_daemon"
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-XX:+UseParallelGC")
+    assert "UseSerialGC" not in rtml_conf(s)["spark.driver.extraJavaOptions"]
+    # the user's own options replace rtml's (collector and log configuration alike)
+    own = load_settings(
+        use_default_file=False,
+        overrides={"state_dir": str(tmp_path), "spark": {"conf": {"spark.driver.extraJavaOptions": "-Dx=1"}}},
+    )
+    assert rtml_conf(own)["spark.driver.extraJavaOptions"] == "-Dx=1"
