@@ -29,6 +29,7 @@ from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.entity_state import DUPLICATE
 from rtml.pipelines.scorer import SHADOW_COLUMNS
 from rtml.pipelines.shadow import shadow_rows
+from rtml.pipelines.spark_conf import is_one_jvm
 from rtml.pipelines.tables import DATE, DATE_SOURCE, with_event_date
 
 META_DDL = (
@@ -45,7 +46,7 @@ def sink_mode(setting: str, master: str) -> str:
     """
     if setting != "auto":
         return setting
-    return "driver" if master == "local" or master.startswith("local[") else "executors"
+    return "driver" if is_one_jvm(master) else "executors"
 
 
 def split_batch(table: Any, spec: StreamSpec, quarantine: Any) -> tuple[Any, Any, Any, int]:

@@ -16,6 +16,7 @@ from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.entity_state import featurise_once, idle_after_ms, pseudonymise, without_features
 from rtml.pipelines.entity_store import ID_HASH, EntityStore, KeyedStore, StoreMismatchError, hash_ids
 from rtml.pipelines.entity_store_pg import PgEntityStore, PgTarget, check_table, create_table
+from rtml.pipelines.spark_conf import is_one_jvm
 
 KEYED_DIR = "entity_state"
 PG_MARKER = "entity_state_postgres"  # the name of the checkpoint's PostgreSQL table
@@ -40,7 +41,7 @@ def store_mode(setting: str, master: str, checkpoint: Path | None = None, url: b
     >>> store_mode("auto", "spark://h:7077", url=True)
     'postgres'
     """
-    local = master == "local" or master.startswith("local[")
+    local = is_one_jvm(master)
     kept = kept_store(checkpoint)
     if checkpoint is not None and setting != "auto":
         check_store(checkpoint, setting)  # the checkpoint's store first: it decides

@@ -147,26 +147,40 @@ def shared_storage_warning(master: str, paths: Mapping[str, str]) -> str | None:
 _GC_FLAG = re.compile(r"-XX:\+Use\w*GC\b")
 #: Spark's Python daemon that imports the scoring libraries before forking (``rtml.pipelines.worker_daemon``)
 WORKER_DAEMON = "rtml.pipelines.worker_daemon"
+#: environment variables the JVM's launchers read Java options from
+JAVA_OPTION_VARS = ("JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "SPARK_SUBMIT_OPTS")
 
 
-def local_jvm_defaults(master: str, env: Mapping[str, str], *java_options: str) -> tuple[dict[str, str], str]:
-    """Spark entries and a JVM flag rtml adds when the job runs in one local JVM (``local*`` master).
+def is_one_jvm(master: str) -> bool:
+    """True for ``local`` and ``local[...]`` masters: one JVM runs the driver and every task.
 
-    On a cluster, executors may get rtml only through ``--py-files`` (added to ``sys.path`` after the
-    daemon starts), so the daemon stays Spark's; and a cluster driver keeps the JVM's own collector.
-    No collector flag either when one is already chosen (``-XX:+UseG1GC`` and ``-XX:+UseSerialGC``
-    together stop the JVM from starting): in ``java_options`` (e.g. ``spark.driver.defaultJavaOptions``)
-    or in ``JAVA_TOOL_OPTIONS`` / ``_JAVA_OPTIONS``.
+    >>> [is_one_jvm(m) for m in ("local", "local[2]", "local-cluster[2,1,1024]", "spark://h:7077")]
+    [True, True, False, False]
+    """
+    return master == "local" or master.startswith("local[")
+
+
+def local_jvm_defaults(
+    master: str, env: Mapping[str, str], *java_options: str, py_files: str = ""
+) -> tuple[dict[str, str], str]:
+    """Spark entries and a JVM flag rtml adds when the job runs in one local JVM (:func:`is_one_jvm`).
+
+    The Python daemon only when rtml is installed, not shipped with ``--py-files``
+    (``spark.submit.pyFiles``: those reach ``sys.path`` after the daemon would import rtml); on a
+    cluster executors may get rtml that way, so the daemon stays Spark's. The serial collector only
+    when no collector is chosen already (two stop the JVM from starting): in ``java_options`` (e.g.
+    ``spark.driver.defaultJavaOptions``) or the launchers' variables (:data:`JAVA_OPTION_VARS`);
+    a cluster driver keeps the JVM's own.
 
     >>> local_jvm_defaults("local[2]", {})
     ({'spark.python.daemon.module': 'rtml.pipelines.worker_daemon'}, '-XX:+UseSerialGC')
-    >>> local_jvm_defaults("local[2]", {"JAVA_TOOL_OPTIONS": "-XX:+UseZGC"})[1]
-    ''
+    >>> local_jvm_defaults("local[2]", {"JDK_JAVA_OPTIONS": "-XX:+UseZGC"}, py_files="rtml.zip")
+    ({}, '')
     >>> local_jvm_defaults("spark://m:7077", {})
     ({}, '')
     """
-    if not master.startswith("local"):
+    if not is_one_jvm(master):
         return {}, ""
-    chosen = [*java_options, env.get("JAVA_TOOL_OPTIONS", ""), env.get("_JAVA_OPTIONS", "")]
+    chosen = [*java_options, *(env.get(name, "") for name in JAVA_OPTION_VARS)]
     gc = "" if any(_GC_FLAG.search(o or "") for o in chosen) else "-XX:+UseSerialGC"
-    return {"spark.python.daemon.module": WORKER_DAEMON}, gc
+    return ({} if py_files else {"spark.python.daemon.module": WORKER_DAEMON}), gc

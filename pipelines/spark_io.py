@@ -98,7 +98,8 @@ def rtml_conf(
     # In one local JVM: Python workers fork from a daemon that imported the scoring libraries first,
     # and the JVM runs the serial collector (G1 grew its heap to ~0.6-0.7 GB for ~0.1 GB live):
     # -0.36 and -0.48 GB PSS of the scoring job side by side (README "Benchmarks", 2026-12-03).
-    local_conf, collector = local_jvm_defaults(master, os.environ, *java_defaults)
+    py_files = launched.get("spark.submit.pyFiles", settings.spark.conf.get("spark.submit.pyFiles", ""))
+    local_conf, collector = local_jvm_defaults(master, os.environ, *java_defaults, py_files=py_files)
 
     conf = {
         "spark.app.name": app_name,

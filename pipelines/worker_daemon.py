@@ -7,9 +7,10 @@ scoring modules, each worker its own copy. Imported in the daemon instead, befor
 those imports fill start shared copy-on-write by the daemon and all its workers, and
 :func:`gc.freeze` keeps the collector from touching (and so copying) them in the children.
 Reference counts still copy some of them: measured, the Python workers' total PSS fell by ≈0.12 GB
-(README "Benchmarks", 2026-12-03). Used in local mode (``local*`` masters) only: executors of a
-cluster may get rtml through ``--py-files``, which Spark adds to ``sys.path`` after this module
-would have to be imported.
+(README "Benchmarks", 2026-12-03). Used with ``local`` / ``local[N]`` masters and rtml installed
+only (:func:`rtml.pipelines.spark_conf.local_jvm_defaults`): executors of a cluster, or a job
+launched with ``--py-files``, may get rtml only on a ``sys.path`` set after this module would have
+to be imported.
 
 Only the daemon of ``pyspark.worker`` (UDFs, pandas and Arrow functions, data source reads)
 imports them; the daemons Spark starts for data source planning stay small. A library that fails
@@ -53,10 +54,10 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
     ['json']
     """
     done: list[str] = []
-    sys.stdout.flush()
+    _flush()
     saved = os.dup(1)
-    os.dup2(2, 1)  # native code writes to fd 1 too, not only through sys.stdout
     try:
+        os.dup2(2, 1)  # native code writes to fd 1 too, not only through sys.stdout
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for name in modules:
@@ -66,10 +67,23 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
                     continue
                 done.append(name)
     finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+        try:
+            _flush()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
     return done
+
+
+def _flush() -> None:
+    """What Python and C buffered for standard output, written out now (nothing when there is none)."""
+    with contextlib.suppress(Exception):
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
 
 
 def _reseed_numpy() -> None:

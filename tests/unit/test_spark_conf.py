@@ -13,6 +13,7 @@ from rtml.pipelines.spark_conf import (
     describe,
     fill_unset,
     launcher_conf_before_jvm,
+    local_jvm_defaults,
     parse_defaults,
     redact,
     shared_storage_warning,
@@ -219,3 +220,24 @@ def test_local_jvm_defaults_only_for_one_local_jvm_without_a_chosen_collector(
         overrides={"state_dir": str(tmp_path), "spark": {"conf": {"spark.driver.extraJavaOptions": "-Dx=1"}}},
     )
     assert rtml_conf(own)["spark.driver.extraJavaOptions"] == "-Dx=1"
+
+
+def test_local_jvm_defaults_leave_clusters_shipped_code_and_chosen_collectors_alone() -> None:
+    daemon = {"spark.python.daemon.module": "rtml.pipelines.worker_daemon"}
+    assert local_jvm_defaults("local", {}) == (daemon, "-XX:+UseSerialGC")
+    # executors in their own JVMs, or rtml shipped with --py-files: Spark's daemon
+    assert local_jvm_defaults("local-cluster[2,1,1024]", {}) == ({}, "")
+    assert local_jvm_defaults("local[2]", {}, py_files="/tmp/rtml.zip") == ({}, "-XX:+UseSerialGC")
+    for name in ("JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "SPARK_SUBMIT_OPTS"):
+        assert local_jvm_defaults("local[2]", {name: "-Xmx2g -XX:+UseShenandoahGC"}) == (daemon, "")
+    # options that only look like a collector choice do not count
+    assert local_jvm_defaults("local[2]", {}, "-XX:+UseGCOverheadLimit -XX:-UseG1GC")[1] == "-XX:+UseSerialGC"
+
+
+def test_every_preloaded_module_exists() -> None:
+    """A renamed module would silently drop out of the worker daemon's preload."""
+    import importlib.util
+
+    from rtml.pipelines.worker_daemon import PRELOAD
+
+    assert [m for m in PRELOAD if importlib.util.find_spec(m) is None] == []
