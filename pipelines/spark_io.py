@@ -92,14 +92,16 @@ def rtml_conf(
     import os
     import sys
 
-    launched = launched or {}
-    master = launched.get("spark.master", settings.spark.conf.get("spark.master", settings.spark.master))
-    java_defaults = [c.get("spark.driver.defaultJavaOptions", "") for c in (launched, settings.spark.conf)]
+    effective = {**settings.spark.conf, **(launched or {})}  # the launcher's keys win (fill_unset)
     # In one local JVM: Python workers fork from a daemon that imported the scoring libraries first,
     # and the JVM runs the serial collector (G1 grew its heap to ~0.6-0.7 GB for ~0.1 GB live):
     # -0.36 and -0.48 GB PSS of the scoring job side by side (README "Benchmarks", 2026-12-03).
-    py_files = launched.get("spark.submit.pyFiles", settings.spark.conf.get("spark.submit.pyFiles", ""))
-    local_conf, collector = local_jvm_defaults(master, os.environ, *java_defaults, py_files=py_files)
+    local_conf, collector = local_jvm_defaults(
+        effective.get("spark.master", settings.spark.master),
+        os.environ,
+        effective.get("spark.driver.defaultJavaOptions", ""),
+        py_files=effective.get("spark.submit.pyFiles", ""),
+    )
 
     conf = {
         "spark.app.name": app_name,

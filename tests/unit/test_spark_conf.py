@@ -8,6 +8,7 @@ import pytest
 
 from rtml.infra.config.settings import load_settings
 from rtml.pipelines.spark_conf import (
+    JAVA_OPTION_VARS,
     MASK,
     MLFLOW_ENV,
     describe,
@@ -198,7 +199,7 @@ def test_malloc_variables_for_the_workers_and_executors(tmp_path: Path) -> None:
 def test_local_jvm_defaults_only_for_one_local_jvm_without_a_chosen_collector(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS"):
+    for name in JAVA_OPTION_VARS:  # none of the launchers' variables chooses a collector here
         monkeypatch.delenv(name, raising=False)
     s = load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path)})
     local = rtml_conf(s)
