@@ -41,8 +41,9 @@ def run_scoring(
     from rtml.pipelines.batch_stop import BatchTracker, quiet_query_log, stop_after_batch
     from rtml.pipelines.metrics import start_metrics
     from rtml.pipelines.scoring import BatchSink, build_query
-    from rtml.pipelines.spark_io import spark_session
+    from rtml.pipelines.spark_io import spark_session, tune_malloc
 
+    tune_malloc(settings)  # before the Kafka, MLflow and metrics clients start their threads
     configure_mlflow(settings)
     _check_kafka(settings)
     stop = stop or threading.Event()
@@ -54,7 +55,7 @@ def run_scoring(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    last_batch = None
+    last_batch: tuple[Any, bool] | None = None
     restore_log: list[Callable[[], None]] = []
     try:
         spark = spark_session(settings, "rtml-scoring")
@@ -66,8 +67,13 @@ def run_scoring(
         def report() -> None:
             nonlocal last_batch
             progress = query.lastProgress
-            if progress and progress.get("batchId") != last_batch:
-                last_batch = progress.get("batchId")
+            if not progress:
+                return
+            # an idle trigger reports the id of the batch that runs next: that batch's own record
+            # (with addBatch) is another record, not a repeat
+            key = (progress.get("batchId"), "addBatch" in (progress.get("durationMs") or {}))
+            if key != last_batch:
+                last_batch = key
                 write_progress(settings, progress)
                 if metrics is not None:
                     metrics.record_progress(progress)

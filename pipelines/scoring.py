@@ -47,6 +47,7 @@ from rtml.pipelines.executor_sink import (
 )
 from rtml.pipelines.offset_reset import RECORDS_DIR, for_batch, mark_taken
 from rtml.pipelines.outbox import KafkaOutbox
+from rtml.pipelines.planner_daemons import PlannerStops
 from rtml.pipelines.quarantine import QuarantinePayloads
 from rtml.pipelines.scorer import KAFKA_MS, SHADOW_PROPERTY, VERSION_PROPERTY
 from rtml.pipelines.tables import OpenTables, commit_batch, commit_files
@@ -77,6 +78,7 @@ class BatchSink:
         self.guard = ChampionGuard(settings)
         self.quarantine = QuarantinePayloads(settings.scoring, spec.entity_key)
         self.tables = OpenTables(settings)  # this job is the tables' one writer of micro-batches
+        self.planners = PlannerStops()  # Spark's data source planning processes, idle once the query runs
 
     def close(self) -> None:
         self.outbox.close()
@@ -97,7 +99,9 @@ class BatchSink:
         name = f"batch_id={batch_id:09d}"
         mode = sink_mode(self.settings.spark.sink_writes, sc.master)
         write = self._write_on_executors if mode == "executors" else self._write_on_driver
+        self.planners.before_batch(df.sparkSession)
         out, lat = write(df, batch_id, name, version)
+        self.planners.after_read(df.sparkSession, out["read"])
         stats = {
             "batch_id": batch_id,
             **{k: out[k] for k in ("read", "scored", "quarantined", "duplicates", "by_reason")},

@@ -18,6 +18,7 @@ from rtml.pipelines.spark_conf import (
     describe,
     executor_env,
     fill_unset,
+    is_one_jvm,
     launcher_conf_before_jvm,
     local_jvm_defaults,
     shared_storage_warning,
@@ -27,6 +28,8 @@ _log = logging.getLogger("rtml.spark")
 # Keys an earlier spark_session call in this process filled (not the launcher's): a later call with
 # other settings (another shuffle_partitions, say) may set them again on the running session.
 _RTML_FILLED: dict[str, str] = {}
+# malloc variables rtml put in this process's environment (for the JVM): not the user's own
+_RTML_MALLOC: dict[str, str] = {}
 
 
 def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
@@ -48,11 +51,10 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     for key, value in filled.items():
         builder = builder.config(key, value)
     new_context = SparkContext._active_spark_context is None
-    # glibc returns a micro-batch's large blocks to the OS (spark.malloc_mmap_threshold; 0: nothing):
+    # glibc malloc as spark.malloc_* ask (a micro-batch's large blocks returned to the OS, fewer arenas):
     # this process now, whoever launched the JVM; the JVM pyspark launches through its environment
     # (below); the Python workers and executors through spark.executorEnv (rtml_conf)
-    wanted = malloc_env(settings.spark.malloc_mmap_threshold, os.environ)
-    set_malloc(wanted)
+    wanted = tune_malloc(settings, launched)
     if not _jvm_running():
         # Only before pyspark launches the JVM: the JVM and its Python workers inherit this.
         os.environ.setdefault("SPARK_LOCAL_IP", settings.spark.driver_host)
@@ -61,6 +63,7 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ.update(wanted)
+        _RTML_MALLOC.update(wanted)
     with _jvm_ignores_sigterm():
         spark = builder.getOrCreate()
     if new_context:  # what rtml, not the launcher, set in this process's context
@@ -82,6 +85,30 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
     if warning:
         _log.warning(warning)
     return spark
+
+
+def tune_malloc(settings: Settings, launched: Mapping[str, str] | None = None) -> dict[str, str]:
+    """glibc malloc in this process as ``spark.malloc_*`` ask (where the environment sets nothing), by
+    ``mallopt``: it acts from now on (arenas already made stay), so a job calls it before it starts
+    threads. The variables, for the processes started from here on. ``launched``: the launcher's
+    Spark conf (read when not given), whose master decides the arenas (:func:`_arenas`)."""
+    launched = _launcher_conf() if launched is None else launched
+    wanted = malloc_env(settings.spark.malloc_mmap_threshold, _user_env(), _arenas(settings, launched))
+    set_malloc(wanted)
+    return wanted
+
+
+def _arenas(settings: Settings, launched: Mapping[str, str]) -> int:
+    """``spark.malloc_arena_max`` in one local JVM (:func:`is_one_jvm`, where it was measured), else 0."""
+    master = {**settings.spark.conf, **launched}.get("spark.master", settings.spark.master)
+    return settings.spark.malloc_arena_max if is_one_jvm(master) else 0
+
+
+def _user_env() -> dict[str, str]:
+    """This process's environment without the malloc variables rtml put there itself."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if _RTML_MALLOC.get(k) != v}
 
 
 def rtml_conf(
@@ -129,7 +156,9 @@ def rtml_conf(
         # the Python workers and executors on other hosts: the same malloc settings (the user's win)
         **{
             f"spark.executorEnv.{k}": v
-            for k, v in for_executors(settings.spark.malloc_mmap_threshold, os.environ).items()
+            for k, v in for_executors(
+                settings.spark.malloc_mmap_threshold, _user_env(), _arenas(settings, launched or {})
+            ).items()
         },
     }
     if "PYSPARK_PYTHON" not in os.environ:  # workers run this interpreter (it has the project installed)

@@ -217,6 +217,17 @@ class SparkSettings(_Section):
         "PSS but a higher latency at 2,000 events/s (README 'Benchmarks'). 0 or 16384 to 33554432 bytes.",
     )
 
+    malloc_arena_max: int = Field(
+        default=2,
+        ge=0,
+        le=1024,
+        description="glibc malloc arenas per process (MALLOC_ARENA_MAX) in local mode (a local or local[N] "
+        "master): the driver, its JVM (not under spark-submit, whose JVM is already running) and the Python "
+        "workers; a cluster keeps glibc's default. Your own MALLOC_ARENA_MAX or glibc.malloc.arena_max in "
+        "GLIBC_TUNABLES wins. glibc's default, up to 8 per core, keeps memory one thread freed away from "
+        "the others (README 'Benchmarks', 2026-12-04). 0 keeps glibc's default.",
+    )
+
     @field_validator("malloc_mmap_threshold")
     @classmethod
     def _sane_threshold(cls, v: int) -> int:

@@ -42,6 +42,15 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _seen(tmp_path: Path, text: str, env: dict[str, str], tag: str) -> dict:
+    """Run ``text`` as a script; the JSON it prints after ``tag`` on a line of its own."""
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith(tag))[len(tag) :])
+
+
 def _conf(out: subprocess.CompletedProcess) -> dict:
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("CONF "))
@@ -92,7 +101,7 @@ import os
 from rtml.infra.config.settings import load_settings
 from rtml.pipelines.spark_io import spark_session
 spark = spark_session(load_settings(use_default_file=False), "malloc-test")
-names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX")
 def seen(_):
     import os
     yield {n: os.environ.get(n) for n in names}
@@ -108,26 +117,32 @@ spark.stop()
     [
         (
             {"RTML_SPARK__MALLOC_MMAP_THRESHOLD": "131072"},
-            {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"},
+            {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2"},
         ),
-        # the user's own variable wins, rtml sets the other one
+        # the user's own variables win, rtml sets the others
         (
-            {"RTML_SPARK__MALLOC_MMAP_THRESHOLD": "131072", "MALLOC_MMAP_THRESHOLD_": "65536"},
-            {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"},
+            {
+                "RTML_SPARK__MALLOC_MMAP_THRESHOLD": "131072",
+                "MALLOC_MMAP_THRESHOLD_": "65536",
+                "MALLOC_ARENA_MAX": "8",
+            },
+            {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "8"},
         ),
-        # the default, 0: rtml sets none
-        ({}, {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None}),
+        # the defaults: no threshold, two arenas
+        ({}, {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None, "MALLOC_ARENA_MAX": "2"}),
+        # both at 0: rtml sets none
+        (
+            {"RTML_SPARK__MALLOC_ARENA_MAX": "0"},
+            {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None, "MALLOC_ARENA_MAX": None},
+        ),
     ],
 )
-def test_the_jvm_and_the_python_workers_get_the_malloc_threshold(
+def test_the_jvm_and_the_python_workers_get_the_malloc_settings(
     tmp_path: Path, extra: dict[str, str], expected: dict
 ) -> None:
-    script = tmp_path / "malloc.py"
-    script.write_text(_MALLOC_SCRIPT)
-    env = {k: v for k, v in _env(tmp_path).items() if not k.startswith("MALLOC_")} | extra
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    seen = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ENV "))[4:])
+    mine = ("MALLOC_", "GLIBC_TUNABLES")  # a developer's own malloc settings would win
+    env = {k: v for k, v in _env(tmp_path).items() if not k.startswith(mine)} | extra
+    seen = _seen(tmp_path, _MALLOC_SCRIPT, env, "ENV ")
     assert seen["jvm"] == expected
     assert seen["workers"] == [expected, expected]
 
@@ -160,15 +175,103 @@ spark.stop()
 def test_python_workers_fork_from_a_daemon_with_the_libraries_loaded(tmp_path: Path) -> None:
     """Scoring tasks' libraries are imported once, in rtml's daemon, before Spark forks the workers
     (shared pages); the JVM runs the serial collector."""
-    script = tmp_path / "daemon.py"
-    script.write_text(_WORKERS_SCRIPT)
-    out = subprocess.run(
-        [sys.executable, str(script)], env=_env(tmp_path), capture_output=True, text=True, timeout=180
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    seen = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("SEEN "))[5:])
+    seen = _seen(tmp_path, _WORKERS_SCRIPT, _env(tmp_path), "SEEN ")
     for worker in seen["workers"]:
         assert worker["daemon"] == ["-m", "rtml.pipelines.worker_daemon", "pyspark.worker"]
         assert worker["preloaded"] == ["mlflow.pyfunc", "rtml.pipelines.scorer", "sklearn.linear_model"]
         assert worker["frozen"] > 10_000  # the daemon froze what it imported; the children inherit it
     assert seen["gc"] == ["Copy", "MarkSweepCompact"]  # -XX:+UseSerialGC's young and old collectors
+
+
+_PLANNERS_SCRIPT = """
+import json
+import os
+import time
+from pyspark.sql.datasource import DataSource, DataSourceReader
+from rtml.infra.config.settings import load_settings
+from rtml.pipelines.planner_daemons import stop_planners
+from rtml.pipelines.spark_io import spark_session
+
+
+class Numbers(DataSource):
+    @classmethod
+    def name(cls):
+        return "numbers"
+
+    def schema(self):
+        return "n int"
+
+    def reader(self, schema):
+        return Reader()
+
+
+class Reader(DataSourceReader):
+    def read(self, partition):
+        yield from ((i,) for i in range(5))
+
+
+def python_processes():  # pid -> worker module of the Python processes under this one
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    tree, todo = [], [os.getpid()]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        tree += kids
+        todo += kids
+    out = {}
+    for pid in tree:
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+        except OSError:
+            continue
+        kinds = (b"pyspark.sql.worker.", b"pyspark.worker")
+        out.update({pid: a.decode() for a in argv if a.startswith(kinds)})
+    return out
+
+
+def alive(pid):  # a zombie has exited
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+spark = spark_session(load_settings(use_default_file=False), "planners-test")
+spark.dataSource.register(Numbers)
+first = spark.read.format("numbers").load().count()
+spark.sparkContext.parallelize(range(2), 2).map(lambda x: x).count()  # a task worker too
+before = python_processes()
+stopped = stop_planners(spark)
+for _ in range(100):  # SIGTERM to each daemon, which ends its workers: gone within moments
+    left = sorted(m for p, m in before.items() if alive(p) and m != "pyspark.worker")
+    if not left:
+        break
+    time.sleep(0.1)
+tasks = sorted(m for p, m in before.items() if alive(p) and m == "pyspark.worker")
+again = spark.read.format("numbers").load().count()  # Spark starts the planners again by itself
+print("SEEN " + json.dumps({
+    "counts": [first, again], "before": sorted(before.values()), "stopped": stopped, "left": left,
+    "tasks": tasks, "restarted": sorted(python_processes().values()),
+}))
+spark.stop()
+"""
+
+
+def test_stopped_planning_processes_leave_and_come_back_when_needed(tmp_path: Path) -> None:
+    """Once a query is planned, rtml stops the daemons (and idle workers) Spark keeps for data source
+    planning; a later read makes Spark start them again, with the same result."""
+    seen = _seen(tmp_path, _PLANNERS_SCRIPT, _env(tmp_path), "SEEN ")
+    assert seen["counts"] == [5, 5]
+    kinds = ["pyspark.sql.worker.create_data_source", "pyspark.sql.worker.plan_data_source_read"]
+    for kind in kinds:
+        assert seen["before"].count(kind) == 2  # a daemon and its idle worker
+        assert kind in seen["stopped"]
+        assert kind in seen["restarted"]  # the second read planned through new processes
+    assert seen["left"] == []  # every planning process exited (pids checked, not the tree)
+    tasks = [m for m in seen["before"] if m == "pyspark.worker"]
+    assert len(tasks) >= 3 and seen["tasks"] == tasks  # rtml's task daemon and its workers all stay

@@ -178,22 +178,31 @@ def test_malloc_variables_for_the_workers_and_executors(tmp_path: Path) -> None:
     from rtml.infra.config.settings import ConfigError
     from rtml.pipelines.malloc import for_executors
 
-    def at(threshold: int):  # noqa: ANN202
-        spark = {"malloc_mmap_threshold": threshold}
+    def at(threshold: int, arenas: int = 0):  # noqa: ANN202
+        spark = {"malloc_mmap_threshold": threshold, "malloc_arena_max": arenas}
         return load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path), "spark": spark})
 
-    def executors(threshold: int, env: dict[str, str]) -> dict[str, str]:  # what rtml_conf passes
-        return for_executors(at(threshold).spark.malloc_mmap_threshold, env)
+    def executors(threshold: int, env: dict[str, str], arenas: int = 0) -> dict[str, str]:  # as rtml_conf
+        s = at(threshold, arenas).spark
+        return for_executors(s.malloc_mmap_threshold, env, s.malloc_arena_max)
 
-    mmap, trim = "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"
+    mmap, trim, arena = "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"
     assert executors(0, {mmap: "65536"}) == {}
     assert executors(131072, {}) == {mmap: "131072", trim: "131072"}
     assert executors(131072, {mmap: "65536"}) == {mmap: "65536", trim: "131072"}
-    tunables = {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.arena_max=2"}
-    assert executors(131072, tunables) == {mmap: "131072", trim: "1"}
+    tunables = {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.arena_max=4"}
+    assert executors(131072, tunables) == {mmap: "131072", trim: "1"}  # arenas at 0: the user's stay theirs
     assert executors(131072, {trim: "7", **tunables}) == {mmap: "131072", trim: "1"}  # glibc: the tunable
+    # the arenas: rtml's 2 (the default) unless the user set them, as MALLOC_ARENA_MAX or a tunable
+    defaults = load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path)})
+    assert defaults.spark.malloc_arena_max == 2
+    assert executors(0, {}, arenas=2) == {arena: "2"}
+    assert executors(0, {arena: "8"}, arenas=2) == {arena: "8"}
+    assert executors(131072, tunables, arenas=2) == {mmap: "131072", trim: "1", arena: "4"}
     with pytest.raises(ConfigError, match="at least 16384"):
         at(4096)
+    with pytest.raises(ConfigError, match="greater than or equal to 0"):
+        at(0, -1)
 
 
 def test_local_jvm_defaults_only_for_one_local_jvm_without_a_chosen_collector(
