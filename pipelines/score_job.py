@@ -69,9 +69,7 @@ def run_scoring(
             progress = query.lastProgress
             if not progress:
                 return
-            # an idle trigger reports the id of the batch that runs next: that batch's own record
-            # (with addBatch) is another record, not a repeat
-            key = (progress.get("batchId"), "addBatch" in (progress.get("durationMs") or {}))
+            key = progress_key(progress)
             if key != last_batch:
                 last_batch = key
                 write_progress(settings, progress)
@@ -142,6 +140,18 @@ def failure_line(text: str) -> str:
 
 
 PROGRESS_FILE = "_progress.json"
+
+
+def progress_key(progress: dict[str, Any]) -> tuple[Any, bool]:
+    """What tells Spark's progress records apart: an idle trigger reports the id of the batch that
+    runs next, so that batch's own record (the one with ``addBatch``) is another record, not a repeat.
+
+    >>> idle = {"batchId": 3, "durationMs": {"latestOffset": 2}}
+    >>> ran = {"batchId": 3, "durationMs": {"latestOffset": 2, "addBatch": 90}}
+    >>> progress_key(idle), progress_key(ran), progress_key(idle) == progress_key(dict(idle))
+    ((3, False), (3, True), True)
+    """
+    return progress.get("batchId"), "addBatch" in (progress.get("durationMs") or {})
 
 
 def write_progress(settings: Settings, progress: dict[str, Any]) -> None:

@@ -62,6 +62,9 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         # from the JVM's environment, not from spark.pyspark.python: this one has rtml installed.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        for name in set(_RTML_MALLOC) - set(wanted):  # an earlier call's, not asked for now
+            if os.environ.get(name) == _RTML_MALLOC.pop(name):
+                del os.environ[name]
         os.environ.update(wanted)
         _RTML_MALLOC.update(wanted)
     with _jvm_ignores_sigterm():
@@ -89,9 +92,10 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
 
 def tune_malloc(settings: Settings, launched: Mapping[str, str] | None = None) -> dict[str, str]:
     """glibc malloc in this process as ``spark.malloc_*`` ask (where the environment sets nothing), by
-    ``mallopt``: it acts from now on (arenas already made stay), so a job calls it before it starts
-    threads. The variables, for the processes started from here on. ``launched``: the launcher's
-    Spark conf (read when not given), whose master decides the arenas (:func:`_arenas`)."""
+    ``mallopt``: it acts from now on (arenas already made stay; with more than the limit made already,
+    the limit does nothing), so a job calls it before it starts threads. The variables, for the
+    processes started from here on. ``launched``: the launcher's Spark conf (read when not given),
+    whose master decides the arenas (:func:`_arenas`)."""
     launched = _launcher_conf() if launched is None else launched
     wanted = malloc_env(settings.spark.malloc_mmap_threshold, _user_env(), _arenas(settings, launched))
     set_malloc(wanted)

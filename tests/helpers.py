@@ -70,6 +70,31 @@ def pids_alive(pids: list[int]) -> list[int]:
     return alive
 
 
+def spark_python_under(root: int) -> dict[int, str]:
+    """pid -> module of every live Spark Python process (daemon or worker) under ``root``."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().split(")")[-1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+    out, todo = {}, [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            todo.append(pid)
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            kinds = [a.decode() for a in argv if a.startswith((b"pyspark.sql.worker.", b"pyspark.worker"))]
+            if kinds:
+                out[pid] = kinds[0]
+    return out
+
+
 def flow_run_processes(flow_run_id: str) -> list[int]:
     """Every live process a Prefect runner started for flow_run_id (by its PREFECT__FLOW_RUN_ID)."""
     mark = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from tests.helpers import (
     scoped_settings,
     settings_env,
     sink_frame,
+    spark_python_under,
     valid_and_malformed,
     wait_for,
 )
@@ -181,6 +183,9 @@ def test_moving_champion_swaps_model_without_restart(stack, tmp_path: Path) -> N
         assert bootstrap(s, spec, n=8000, seed=99, force=True)["champion"] == "2"  # moves @champion
         _produce(s, 2000, seed=32)
         wait_for(lambda: _scored(batches) >= 4000, 180)
+        # many micro-batches in: Spark's data source planning processes were stopped and not restarted
+        planners = {p: m for p, m in spark_python_under(os.getpid()).items() if m != "pyspark.worker"}
+        assert planners == {}
     finally:
         stop.set()
         runner.join(timeout=120)

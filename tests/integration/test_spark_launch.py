@@ -229,8 +229,9 @@ def python_processes():  # pid -> worker module of the Python processes under th
             argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
         except OSError:
             continue
-        kinds = (b"pyspark.sql.worker.", b"pyspark.worker")
-        out.update({pid: a.decode() for a in argv if a.startswith(kinds)})
+        kinds = [a.decode() for a in argv if a.startswith((b"pyspark.sql.worker.", b"pyspark.worker"))]
+        if kinds:
+            out[pid] = kinds[0]
     return out
 
 
