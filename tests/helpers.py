@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 RTML = str(Path(sys.executable).parent / "rtml")
@@ -70,17 +71,22 @@ def pids_alive(pids: list[int]) -> list[int]:
     return alive
 
 
-def spark_python_under(root: int) -> dict[int, str]:
-    """pid -> module of every live Spark Python process (daemon or worker) under ``root``."""
-    children: dict[int, list[int]] = {}
+def _stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) of every readable process."""
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                fields = (d / "stat").read_text().split(")")[-1].split()
+                yield int(d.name), (d / "stat").read_text().split(")")[-1].split()
             except OSError:
                 continue
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(d.name))
+
+
+def spark_python_under(root: int) -> dict[int, str]:
+    """pid -> module of every live Spark Python process (daemon or worker) under ``root``."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in _stats():
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(pid)
     out, todo = {}, [root]
     while todo:
         for pid in children.get(todo.pop(), []):
@@ -111,16 +117,7 @@ def flow_run_processes(flow_run_id: str) -> list[int]:
 
 def group_members(pgid: int) -> list[int]:
     """Every live process in process group pgid (the service and its children)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().split(")")[-1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                out.append(int(d.name))
-    return out
+    return [pid for pid, fields in _stats() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def scoped_settings(stack, tmp_path: Path, **extra):  # noqa: ANN001, ANN201

@@ -191,6 +191,7 @@ from pyspark.sql.datasource import DataSource, DataSourceReader
 from rtml.infra.config.settings import load_settings
 from rtml.pipelines.planner_daemons import stop_planners
 from rtml.pipelines.spark_io import spark_session
+from tests.helpers import pids_alive, spark_python_under
 
 
 class Numbers(DataSource):
@@ -210,54 +211,22 @@ class Reader(DataSourceReader):
         yield from ((i,) for i in range(5))
 
 
-def python_processes():  # pid -> worker module of the Python processes under this one
-    children = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(pid))
-    tree, todo = [], [os.getpid()]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        tree += kids
-        todo += kids
-    out = {}
-    for pid in tree:
-        try:
-            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
-        except OSError:
-            continue
-        kinds = [a.decode() for a in argv if a.startswith((b"pyspark.sql.worker.", b"pyspark.worker"))]
-        if kinds:
-            out[pid] = kinds[0]
-    return out
-
-
-def alive(pid):  # a zombie has exited
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 spark = spark_session(load_settings(use_default_file=False), "planners-test")
 spark.dataSource.register(Numbers)
 first = spark.read.format("numbers").load().count()
 spark.sparkContext.parallelize(range(2), 2).map(lambda x: x).count()  # a task worker too
-before = python_processes()
+before = spark_python_under(os.getpid())
 stopped = stop_planners(spark)
 for _ in range(100):  # SIGTERM to each daemon, which ends its workers: gone within moments
-    left = sorted(m for p, m in before.items() if alive(p) and m != "pyspark.worker")
+    left = sorted(before[p] for p in pids_alive(list(before)) if before[p] != "pyspark.worker")
     if not left:
         break
     time.sleep(0.1)
-tasks = sorted(m for p, m in before.items() if alive(p) and m == "pyspark.worker")
+tasks = sorted(before[p] for p in pids_alive(list(before)) if before[p] == "pyspark.worker")
 again = spark.read.format("numbers").load().count()  # Spark starts the planners again by itself
 print("SEEN " + json.dumps({
     "counts": [first, again], "before": sorted(before.values()), "stopped": stopped, "left": left,
-    "tasks": tasks, "restarted": sorted(python_processes().values()),
+    "tasks": tasks, "restarted": sorted(spark_python_under(os.getpid()).values()),
 }))
 spark.stop()
 """
@@ -266,7 +235,9 @@ spark.stop()
 def test_stopped_planning_processes_leave_and_come_back_when_needed(tmp_path: Path) -> None:
     """Once a query is planned, rtml stops the daemons (and idle workers) Spark keeps for data source
     planning; a later read makes Spark start them again, with the same result."""
-    seen = _seen(tmp_path, _PLANNERS_SCRIPT, _env(tmp_path), "SEEN ")
+    env = _env(tmp_path)  # the repository on the path too: the script uses tests.helpers
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env["PYTHONPATH"]])
+    seen = _seen(tmp_path, _PLANNERS_SCRIPT, env, "SEEN ")
     assert seen["counts"] == [5, 5]
     kinds = ["pyspark.sql.worker.create_data_source", "pyspark.sql.worker.plan_data_source_read"]
     for kind in kinds:
