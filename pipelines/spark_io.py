@@ -96,16 +96,24 @@ def tune_malloc(settings: Settings, launched: Mapping[str, str] | None = None) -
     the limit does nothing), so a job calls it before it starts threads. The variables, for the
     processes started from here on. ``launched``: the launcher's Spark conf (read when not given),
     whose master decides the arenas (:func:`_arenas`)."""
-    launched = _launcher_conf() if launched is None else launched
-    wanted = malloc_env(settings.spark.malloc_mmap_threshold, _user_env(), _arenas(settings, launched))
+    effective = _effective(settings, _launcher_conf() if launched is None else launched)
+    wanted = malloc_env(settings.spark.malloc_mmap_threshold, _user_env(), _arenas(settings, effective))
     set_malloc(wanted)
     return wanted
 
 
-def _arenas(settings: Settings, launched: Mapping[str, str]) -> int:
+def _effective(settings: Settings, launched: Mapping[str, str] | None) -> dict[str, str]:
+    """The Spark conf the session gets: ``spark.conf`` with the launcher's keys over it (fill_unset)."""
+    return {**settings.spark.conf, **(launched or {})}
+
+
+def _master(settings: Settings, effective: Mapping[str, str]) -> str:
+    return effective.get("spark.master", settings.spark.master)
+
+
+def _arenas(settings: Settings, effective: Mapping[str, str]) -> int:
     """``spark.malloc_arena_max`` in one local JVM (:func:`is_one_jvm`, where it was measured), else 0."""
-    master = {**settings.spark.conf, **launched}.get("spark.master", settings.spark.master)
-    return settings.spark.malloc_arena_max if is_one_jvm(master) else 0
+    return settings.spark.malloc_arena_max if is_one_jvm(_master(settings, effective)) else 0
 
 
 def _user_env() -> dict[str, str]:
@@ -123,12 +131,12 @@ def rtml_conf(
     import os
     import sys
 
-    effective = {**settings.spark.conf, **(launched or {})}  # the launcher's keys win (fill_unset)
+    effective = _effective(settings, launched)
     # In one local JVM: Python workers fork from a daemon that imported the scoring libraries first,
     # and the JVM runs the serial collector (G1 grew its heap to ~0.6-0.7 GB for ~0.1 GB live):
     # -0.36 and -0.48 GB PSS of the scoring job side by side (README "Benchmarks", 2026-12-03).
     local_conf, collector = local_jvm_defaults(
-        effective.get("spark.master", settings.spark.master),
+        _master(settings, effective),
         os.environ,
         effective.get("spark.driver.defaultJavaOptions", ""),
         py_files=effective.get("spark.submit.pyFiles", ""),
@@ -161,7 +169,7 @@ def rtml_conf(
         **{
             f"spark.executorEnv.{k}": v
             for k, v in for_executors(
-                settings.spark.malloc_mmap_threshold, _user_env(), _arenas(settings, launched or {})
+                settings.spark.malloc_mmap_threshold, _user_env(), _arenas(settings, effective)
             ).items()
         },
     }
