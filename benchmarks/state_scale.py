@@ -309,7 +309,7 @@ class SizeRun:
             "state_commit_s_median": _med(com),
             "state_share_of_batch": _med([(u + c) / t for u, c, t in zip(upd, com, trig, strict=True)])
             if ops
-            else None,  # the keyed stores work inside foreachBatch: no state operator
+            else None,  # the keyed stores keep their state outside Spark: no state operator
             "peak_rss_mb_measured_run": meas["peak_rss_mb"],
             "peak_rss_mb_fill_run": fill["peak_rss_mb"],
             "fill_run": {"events": fill["summary"]["read"], "wall_s": fill["wall_s"]},

@@ -1,5 +1,5 @@
 """The scoring job's per-entity state in a keyed store (``scoring.state_store``): which store a
-query uses, and the ``applyInPandas`` function of one micro-batch (one store per bucket: SQLite files
+query uses, and the query's ``applyInPandas`` function (one store per bucket: SQLite files
 on a local master, a PostgreSQL table on any master).
 """
 
@@ -16,6 +16,7 @@ from rtml.infra.config.spec import StreamSpec
 from rtml.pipelines.entity_state import featurise_once, idle_after_ms, pseudonymise, without_features
 from rtml.pipelines.entity_store import ID_HASH, EntityStore, KeyedStore, StoreMismatchError, hash_ids
 from rtml.pipelines.entity_store_pg import PgEntityStore, PgTarget, check_table, create_table
+from rtml.pipelines.scorer import task_batch_id
 from rtml.pipelines.spark_conf import is_one_jvm
 
 KEYED_DIR = "entity_state"
@@ -144,13 +145,15 @@ def make_keyed_fn(
     pseudonym_key: str | None,
     finish: Callable[[pd.DataFrame], pd.DataFrame],
     root: str | Path | PgTarget,
-    batch_id: int,
+    batch_id: int | None = None,
     dedup_horizon_s: int = 0,
     idle_ttl_s: int = 0,
 ) -> Callable[[tuple, pd.DataFrame], pd.DataFrame]:
-    """The function for micro-batch ``batch_id``'s ``groupBy('_bucket').applyInPandas``: the same
-    features, de-duplication and scores as :func:`rtml.pipelines.entity_state.make_state_fn`, with
-    the state of the bucket's touched entities read from and written to its keyed store (:func:`open_store`).
+    """The ``groupBy('_bucket').applyInPandas`` function of the scoring query: the same features,
+    de-duplication and scores as :func:`rtml.pipelines.entity_state.make_state_fn`, with the state of
+    the bucket's touched entities read from and written to its keyed store (:func:`open_store`) under
+    the micro-batch's id (``batch_id``, else the running task's: :func:`task_batch_id`), which makes a
+    replayed batch change nothing. Built once, in the streaming plan.
     """
     horizon_ms = dedup_horizon_s * 1000
     carry = (ID_HASH,) if horizon_ms else ()
@@ -163,14 +166,15 @@ def make_keyed_fn(
             return finish(without_features(frame, spec))
         if pseudonym_key:
             frame[spec.entity_key] = pseudonymise(frame[spec.entity_key], pseudonym_key)
+        batch = task_batch_id() if batch_id is None else batch_id
         store = open_store(root, bucket, spec.entity_key, sum_of, with_ids=bool(horizon_ms))
         try:
-            history = store.read(frame[spec.entity_key], batch_id)
+            history = store.read(frame[spec.entity_key], batch)
             if horizon_ms:
                 frame[ID_HASH] = hash_ids(frame[spec.event_id])
             frame, history = featurise_once(frame, history, spec, carry, horizon_ms, ID_HASH)
-            store.write(history, batch_id)
-            store.evict_idle(idle_ms, batch_id)
+            store.write(history, batch)
+            store.evict_idle(idle_ms, batch)
         finally:
             store.close()
         return finish(frame.drop(columns=ID_HASH, errors="ignore"))

@@ -25,6 +25,7 @@ VERSION_PROPERTY = "rtml.model.version"
 SHADOW_PROPERTY = "rtml.model.shadow_version"  # "" when no @shadow
 SHADOW_COLUMNS = ("shadow_version", "shadow_score", "shadow_decision")
 KAFKA_MS = "kafka_timestamp_ms"
+BATCH_ID_PROPERTY = "streaming.sql.batchId"  # Spark sets it on every job of a micro-batch
 
 
 def task_model_version() -> str:
@@ -36,6 +37,18 @@ def task_model_version() -> str:
     if not version:
         raise RuntimeError(f"no model version for this task: job property '{VERSION_PROPERTY}' is not set")
     return version
+
+
+def task_batch_id() -> int:
+    """The id of the micro-batch the running task belongs to (Spark's own job property), so that a
+    function in the streaming plan, built once, still knows its batch (a replay keeps the id)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    batch = ctx.getLocalProperty(BATCH_ID_PROPERTY) if ctx is not None else None
+    if not batch:
+        raise RuntimeError(f"no micro-batch for this task: job property '{BATCH_ID_PROPERTY}' is not set")
+    return int(batch)
 
 
 def task_shadow_version() -> str | None:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from rtml.expectations.stream import StreamGate
@@ -251,17 +249,6 @@ def read_batch_records(settings: Settings) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((settings.sink_root / "_batches").glob("*.json"))]
 
 
-class KeyedStage:
-    """foreachBatch target of the keyed state stores (sqlite, postgres): the micro-batch's state and
-    scores (one ``applyInPandas`` per bucket, told the batch id), then the sink, in the same Spark job."""
-
-    def __init__(self, sink: Callable[[Any, int], None], make_fn: Callable[..., Any], ddl: str) -> None:
-        self.sink, self.make_fn, self.ddl = sink, make_fn, ddl
-
-    def __call__(self, df: Any, batch_id: int) -> None:
-        self.sink(df.groupBy("_bucket").applyInPandas(self.make_fn(batch_id), self.ddl), batch_id)
-
-
 def build_query(
     spark: Any, settings: Settings, spec: StreamSpec, sink: BatchSink, available_now: bool
 ) -> Any:
@@ -310,11 +297,9 @@ def build_query(
         )
         scorer = make_frame_scorer(tracking_uri, model_name, spec, top_k)
         horizon, idle = settings.scoring.dedup_horizon_seconds, settings.scoring.state_idle_ttl_seconds
-        if store != "spark":  # state and scores inside foreachBatch
-            make_fn = partial(
-                make_keyed_fn, spec, key, scorer, root, dedup_horizon_s=horizon, idle_ttl_s=idle
-            )
-            scored, sink = events, KeyedStage(sink, make_fn, score_ddl(spec, top_k))
+        if store != "spark":  # the state function reads the micro-batch's id from its task
+            keyed = make_keyed_fn(spec, key, scorer, root, dedup_horizon_s=horizon, idle_ttl_s=idle)
+            scored = events.groupBy("_bucket").applyInPandas(keyed, score_ddl(spec, top_k))
         else:
             scored = events.groupBy("_bucket").applyInPandasWithState(
                 make_state_fn(spec, key, scorer, horizon, idle),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ def spark_session(settings: Settings, app_name: str = "rtml") -> Any:
         _RTML_FILLED.update(filled)
     spark.sparkContext.setLogLevel("ERROR")
     spark.dataSource.register(KafkaDataSource)
+    _use_checkpoint_files(spark, settings, launched)
     _log.info(
         "spark: master %s; kept from the launcher: %s",
         spark.sparkContext.master,
@@ -100,6 +101,50 @@ def tune_malloc(settings: Settings, launched: Mapping[str, str] | None = None) -
     wanted = malloc_env(settings.spark.malloc_mmap_threshold, _user_env(), _arenas(settings, effective))
     set_malloc(wanted)
     return wanted
+
+
+CHECKPOINT_FILES_KEY = "spark.sql.streaming.checkpointFileManagerClass"
+CHECKPOINT_FILES = (  # Spark's FileSystem-based manager: its name from Spark 4.1 on, then in 4.0
+    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager",
+    "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager",
+)
+
+
+def checkpoint_files(has_class: Callable[[str], bool]) -> str | None:
+    """The checkpoint file manager rtml asks for: Spark's FileSystem-based one, under the name this
+    JVM has it (``has_class``), else None (Spark's default stays).
+
+    Spark's default, FileContext-based, renames a local file through ``readlink`` processes forked
+    from the JVM: an offset or commit log write took 34-41 ms, through the FileSystem API 11 ms, and
+    a micro-batch writes two (README "Benchmarks", 2026-12-04). On a local or mounted filesystem,
+    where rtml keeps its checkpoints, both check that the file is new and then rename it (Hadoop's
+    ``AbstractFileSystem.renameInternal``), so a second writer of a checkpoint still fails.
+
+    >>> checkpoint_files(lambda name: ".checkpointing." not in name).rsplit(".", 2)[-2:]
+    ['streaming', 'FileSystemBasedCheckpointFileManager']
+    >>> checkpoint_files(lambda name: False) is None
+    True
+    """
+    return next((name for name in CHECKPOINT_FILES if has_class(name)), None)
+
+
+def _use_checkpoint_files(spark: Any, settings: Settings, launched: Mapping[str, str]) -> None:
+    """Set :func:`checkpoint_files` on the session unless the launcher or ``spark.conf`` chose one."""
+    if CHECKPOINT_FILES_KEY in launched or CHECKPOINT_FILES_KEY in settings.spark.conf:
+        return
+    jvm = spark.sparkContext._jvm
+
+    def has_class(name: str) -> bool:
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        try:
+            jvm.java.lang.Class.forName(name, False, loader)
+        except Exception:  # noqa: BLE001 - py4j raises its own error for a missing class
+            return False
+        return True
+
+    name = checkpoint_files(has_class)
+    if name is not None:
+        spark.conf.set(CHECKPOINT_FILES_KEY, name)
 
 
 def _effective(settings: Settings, launched: Mapping[str, str] | None) -> dict[str, str]:

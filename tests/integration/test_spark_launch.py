@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from rtml.pipelines.spark_io import CHECKPOINT_FILES
+
 pytestmark = pytest.mark.integration
+_CONTEXT_FILES = CHECKPOINT_FILES[0].replace("FileSystemBased", "FileContextBased")  # Spark's default
 
 _SCRIPT = """
 import json
@@ -24,6 +27,7 @@ print("CONF " + json.dumps({
     "tz": spark.conf.get("spark.sql.session.timeZone"),
     "ui": spark.sparkContext.getConf().get("spark.ui.enabled"),
     "rows": spark.range(10).repartition(3).groupBy().count().collect()[0][0],
+    "checkpoint_files": spark.conf.get("spark.sql.streaming.checkpointFileManagerClass", None),
 }))
 if os.environ.get("SECOND_SHUFFLE"):  # a second call with other settings, same process and context
     again = spark_session(load_settings(use_default_file=False, overrides={
@@ -69,12 +73,15 @@ def test_spark_submit_flags_win(tmp_path: Path) -> None:
     assert conf["shuffle"] == "2"  # spark-submit's, not the setting's 5
     assert conf["tz"] == "UTC" and conf["ui"] == "false"  # rtml fills what the launcher left unset
     assert conf["rows"] == 10
+    assert conf["checkpoint_files"] == CHECKPOINT_FILES[0]  # the name this Spark (4.3) has
 
 
 def test_spark_conf_dir_defaults_win_over_settings(tmp_path: Path) -> None:
     conf_dir = tmp_path / "conf"
     conf_dir.mkdir()
-    (conf_dir / "spark-defaults.conf").write_text("spark.sql.shuffle.partitions 3\n")
+    (conf_dir / "spark-defaults.conf").write_text(
+        f"spark.sql.shuffle.partitions 3\nspark.sql.streaming.checkpointFileManagerClass {_CONTEXT_FILES}\n"
+    )
     script = tmp_path / "launch.py"
     script.write_text(_SCRIPT)
     env = _env(tmp_path) | {"SPARK_CONF_DIR": str(conf_dir)}
@@ -82,6 +89,7 @@ def test_spark_conf_dir_defaults_win_over_settings(tmp_path: Path) -> None:
         subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
     )
     assert conf["shuffle"] == "3"  # the defaults file's
+    assert conf["checkpoint_files"] == _CONTEXT_FILES  # the file's choice of manager too
     assert conf["master"] == "local[1]"  # the file left it unset: the setting fills it
 
 

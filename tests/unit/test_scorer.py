@@ -12,7 +12,14 @@ import pytest
 from rtml.features.featurise import EVENT_MS, featurise_history
 from rtml.infra.config.spec import load_spec
 from rtml.pipelines.generator import CardTransactionGenerator, to_event_frame
-from rtml.pipelines.scorer import KAFKA_MS, score_arrow_schema, score_columns, score_frame, task_model_version
+from rtml.pipelines.scorer import (
+    KAFKA_MS,
+    score_arrow_schema,
+    score_columns,
+    score_frame,
+    task_batch_id,
+    task_model_version,
+)
 
 
 class _AmountLearner:
@@ -164,3 +171,8 @@ def test_a_shadow_is_scored_in_the_same_pass_and_changes_no_champion_column() ->
     rows = shadow_rows(table.filter(pa.array(valid)), spec)
     assert rows.num_rows == int(valid.sum()) and set(rows.column("role").to_pylist()) == {"shadow"}
     assert rows.column("champion_decision").to_pylist() == both["decision"][valid].tolist()
+
+
+def test_state_outside_a_spark_task_names_the_missing_batch_id() -> None:
+    with pytest.raises(RuntimeError, match="streaming.sql.batchId"):
+        task_batch_id()

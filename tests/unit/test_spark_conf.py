@@ -251,3 +251,11 @@ def test_every_preloaded_module_exists() -> None:
     from rtml.pipelines.worker_daemon import PRELOAD
 
     assert [m for m in PRELOAD if importlib.util.find_spec(m) is None] == []
+
+
+def test_checkpoint_files_by_the_name_the_jvm_has() -> None:
+    from rtml.pipelines.spark_io import CHECKPOINT_FILES, checkpoint_files
+
+    assert checkpoint_files(lambda name: True) == CHECKPOINT_FILES[0]  # Spark 4.1 on
+    assert checkpoint_files(lambda name: name == CHECKPOINT_FILES[1]) == CHECKPOINT_FILES[1]  # Spark 4.0
+    assert checkpoint_files(lambda name: False) is None  # neither: Spark's default stays
