@@ -359,14 +359,20 @@ def main() -> None:
     ap.add_argument("--warmup-batches", type=int, default=2, help="(c): micro-batches of JVM warm-up")
     ap.add_argument("--phases", default="a,b,c,d,p", help="which measurements to run, e.g. 'c' or 'a,c,x'")
     ap.add_argument("--explain-top-k", type=int, default=3, help="(x): explanations on = this top k")
+    ap.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark conf (repeatable)"
+    )
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="rtml-bench-"))
     overrides = {
         "state_dir": str(state),
         "ports": {"kafka": _free_port(), "mlflow": _free_port(), "prefect": _free_port()},
     }
+    spark: dict = {"conf": dict(c.split("=", 1) for c in args.conf)} if args.conf else {}
     if args.batch:
-        overrides["spark"] = {"max_events_per_trigger": args.batch}
+        spark["max_events_per_trigger"] = args.batch
+    if spark:
+        overrides["spark"] = spark
     settings = load_settings(use_default_file=False, overrides=overrides)
     stack.up(settings)
     phases = set(args.phases.split(","))

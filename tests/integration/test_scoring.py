@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from pyspark import SparkContext
 
 from rtml.flows.bootstrap import bootstrap
 from rtml.infra.config.spec import load_spec
@@ -93,16 +94,21 @@ def _produce(settings, n: int, seed: int, malformed_rate: float = 0.0, **kw) -> 
 
 
 def test_every_event_scored_or_quarantined_exactly_once(stack, tmp_path: Path) -> None:
-    s = scoped_settings(stack, tmp_path)
+    s = scoped_settings(stack, tmp_path, spark={"max_events_per_trigger": 1500})  # three micro-batches
     spec = load_spec()
     assert bootstrap(s, spec, n=8000)["champion"] == "1"
     produced = _produce(s, 4000, seed=11, malformed_rate=0.08)
     assert produced["malformed_total"] >= 0.05 * 4000
     assert sum(1 for v in produced["malformed"].values() if v) == len(EXPECTED_REASON)
 
-    summary = run_scoring(s, spec, available_now=True)
+    progress: list[dict] = []
+    summary = run_scoring(s, spec, available_now=True, on_batch=progress.append)
     valid, bad = valid_and_malformed(s)
     assert len(valid) + len(bad) == 4000
+    # one Spark job per micro-batch with events (adaptive execution off for this stateless query)
+    sc = SparkContext._active_spark_context
+    batches = sum(1 for p in progress if p["numInputRows"])
+    assert batches == 3 and len(sc.statusTracker().getJobIdsForGroup(progress[0]["runId"])) == batches
     assert summary["read"] == 4000 == summary["scored"] + summary["quarantined"]
     assert summary["scored"] == len(valid) and summary["quarantined"] == len(bad)
     assert summary["model_versions"] == ["1"]

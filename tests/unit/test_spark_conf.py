@@ -171,6 +171,15 @@ def test_state_store_commits_changelogs(tmp_path: Path) -> None:
     )  # a launcher that turns it off wins
 
 
+def test_stateless_streams_run_without_adaptive_execution(tmp_path: Path) -> None:
+    conf = rtml_conf(load_settings(use_default_file=False, overrides={"state_dir": str(tmp_path)}))
+    assert conf["spark.sql.adaptive.streaming.stateless.enabled"] == "false"
+    assert "spark.sql.adaptive.enabled" not in conf  # batch queries keep adaptive execution
+    assert "spark.sql.adaptive.streaming.stateless.enabled" not in fill_unset(
+        {"spark.sql.adaptive.streaming.stateless.enabled": "true"}, conf
+    )  # a launcher that turns it on wins
+
+
 def test_malloc_variables_for_the_workers_and_executors(tmp_path: Path) -> None:
     """Nothing at the default 0; rtml's threshold where the user set nothing; the user's own
     MALLOC_* values win per parameter, and one set through GLIBC_TUNABLES is forwarded as its
