@@ -368,6 +368,8 @@ def main() -> None:
         "state_dir": str(state),
         "ports": {"kafka": _free_port(), "mlflow": _free_port(), "prefect": _free_port()},
     }
+    if any("=" not in c for c in args.conf):
+        ap.error("--conf takes KEY=VALUE, e.g. --conf spark.eventLog.enabled=true")
     spark: dict = {"conf": dict(c.split("=", 1) for c in args.conf)} if args.conf else {}
     if args.batch:
         spark["max_events_per_trigger"] = args.batch
