@@ -209,7 +209,7 @@ def rtml_conf(
         # With the keyed state stores the scoring query is stateless to Spark, and Spark (4.1+) runs such
         # streams with adaptive execution: the read stage became a job of its own, run before foreachBatch
         # was called, then the query planned again. Off, a micro-batch is one job: p50 at 2,000 events/s
-        # lower in 5 of 7 alternating pairs, ≈25 ms (3 of 5, ≈19 ms, for this key alone; README
+        # lower in 6 of 9 alternating pairs, ≈25 ms (4 of 7, ≈19 ms, for this key alone; README
         # "Benchmarks", 2026-12-04). Batch queries keep adaptive execution.
         "spark.sql.adaptive.streaming.stateless.enabled": "false",
         # Python workers: quiet model loads, no pyspark pandas-concat FutureWarning
