@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -112,11 +111,10 @@ def test_every_event_scored_or_quarantined_exactly_once(stack, tmp_path: Path) -
     # status store, which its listener fills asynchronously
     batches = [r for r in read_batch_records(s) if r["read"]]
     tracker = SparkContext._active_spark_context.statusTracker()
-    deadline = time.monotonic() + 10
-    while len(tracker.getJobIdsForGroup(progress[0]["runId"])) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    jobs = lambda: tracker.getJobIdsForGroup(progress[0]["runId"])  # noqa: E731
+    wait_for(lambda: len(jobs()) >= 3, 10, lambda: f"jobs of the query: {jobs()}")
     assert len(batches) == summary["batches"] == 3
-    assert len(tracker.getJobIdsForGroup(progress[0]["runId"])) == 3
+    assert len(jobs()) == 3
     assert summary["read"] == 4000 == summary["scored"] + summary["quarantined"]
     assert summary["scored"] == len(valid) and summary["quarantined"] == len(bad)
     assert summary["model_versions"] == ["1"]
