@@ -189,6 +189,10 @@ def rtml_throughput(settings: Settings, n: int, warmup_batches: int) -> dict:
         "wall_events_per_s": round(summary["read"] / wall, 1),
         "batch_seconds": [round(b["seconds"], 2) for b in stats],
         "mean_steady_foreach_batch_seconds": round(sum(b["seconds"] for b in steady) / len(steady), 3),
+        "steady_phases_ms": {  # medians of rtml's phases in foreachBatch (see the batch records)
+            k: round(float(np.median([b["phases"][k] for b in steady])) * 1000, 1)
+            for k in steady[0]["phases"]
+        },
     }
 
 
