@@ -41,34 +41,48 @@ class BulkProducer(Protocol):
 
 
 class LibrdkafkaProducer:
-    """confluent-kafka producer; delivery reports name the failed records."""
+    """confluent-kafka producer; delivery reports name the failed records.
 
-    def __init__(self, opts: dict[str, Any]) -> None:
+    librdkafka reports only failed deliveries (``delivery.report.only.error``) to one callback set
+    in the producer's config: no Python call per record delivered and no callback made per record
+    sent. A failed (topic, key, value) record is rebuilt from its message; a record with a partition
+    or headers gets a callback of its own that returns it as it was given.
+    """
+
+    def __init__(self, opts: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         from confluent_kafka import KafkaException, Producer
 
         from rtml.pipelines.librdkafka import logger, producer_config
 
         self._refused = KafkaException
-        self._producer = Producer({**producer_config(opts), "logger": logger()})
+        self._failed: list[tuple[Record, str]] = []
+        config = {**producer_config(opts), "logger": logger(), **(extra or {})}
+        config |= {"delivery.report.only.error": True, "on_delivery": self._report}
+        self._producer = Producer(config)
+
+    def _report(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._failed.append(((msg.topic(), msg.key(), msg.value()), str(err)))
 
     def send_all(self, records: Sequence[Record]) -> list[tuple[Record, str]]:
-        failed: list[tuple[Record, str]] = []
+        self._failed = failed = []
         produce, poll = self._producer.produce, self._producer.poll
         for r in records:
+            kwargs: dict[str, Any] = {}
+            if len(r) > 3:  # returned as given when it fails, with its partition and headers
 
-            def report(err: Any, _msg: Any, r: Record = r) -> None:
-                if err is not None:
-                    failed.append((r, str(err)))
+                def report(err: Any, _msg: Any, r: Record = r) -> None:
+                    if err is not None:
+                        failed.append((r, str(err)))
 
-            kwargs: dict[str, Any] = {"key": r[1], "value": r[2], "on_delivery": report}
-            if len(r) > 3:
+                kwargs["on_delivery"] = report
                 if r[3] is not None:
                     kwargs["partition"] = r[3]
                 if r[4]:
                     kwargs["headers"] = r[4]
             while True:
                 try:
-                    produce(r[0], **kwargs)
+                    produce(r[0], r[2], r[1], **kwargs)
                     break
                 except BufferError:  # local queue full: serve delivery reports, then try again
                     poll(0.05)

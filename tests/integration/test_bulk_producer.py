@@ -52,3 +52,23 @@ def test_refused_records_are_named_and_the_rest_delivered(stack, tmp_path: Path)
     finally:
         producer.close()
     assert sorted(r.key for r in read_topic(s, topic)) == sorted(f"k{i}".encode() for i in range(100))
+
+
+def test_records_failing_after_they_were_sent_come_back_as_given(stack, tmp_path: Path) -> None:
+    """Delivery reports (only failures are reported) name each failed record, keyed or pinned."""
+    from rtml.pipelines.bulk_producer import LibrdkafkaProducer
+
+    s = scoped_settings(stack, tmp_path)
+    good, missing = s.kafka.topics.scores, f"rtml-missing-{tmp_path.name}"  # never created
+    records = [(good, f"k{i}".encode(), b"ok") for i in range(200)]
+    lost = [(missing, f"m{i}".encode(), f"lost {i}".encode()) for i in range(50)]
+    lost += [(missing, None, b"unkeyed"), (missing, b"p", b"pinned", 0, [("h", b"1")])]
+    # the missing topic's records fail once its metadata is given up on (librdkafka's default: 30 s)
+    producer = LibrdkafkaProducer(connection_options(s), {"topic.metadata.propagation.max.ms": 2000})
+    try:
+        failed = producer.send_all(records[:100] + lost + records[100:])
+    finally:
+        producer.close()
+    assert sorted(map(repr, (r for r, _ in failed))) == sorted(map(repr, lost))
+    assert all("unknown topic" in err.lower() for _, err in failed), failed[0][1]
+    assert sorted(r.key for r in read_topic(s, good)) == sorted(r[1] for r in records)
