@@ -166,7 +166,9 @@ def seen(_):
     import os
     import sys
     parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().split(b"\\0")
+    from mlflow.utils import requirements_utils
     yield {
+        "mlflow_packages": requirements_utils._MODULES_TO_PACKAGES is not None,
         "preloaded": sorted(m for m in ("sklearn.linear_model", "mlflow.pyfunc", "rtml.pipelines.scorer")
                             if m in sys.modules),
         "frozen": gc.get_freeze_count(),
@@ -188,6 +190,7 @@ def test_python_workers_fork_from_a_daemon_with_the_libraries_loaded(tmp_path: P
         assert worker["daemon"] == ["-m", "rtml.pipelines.worker_daemon", "pyspark.worker"]
         assert worker["preloaded"] == ["mlflow.pyfunc", "rtml.pipelines.scorer", "sklearn.linear_model"]
         assert worker["frozen"] > 10_000  # the daemon froze what it imported; the children inherit it
+        assert worker["mlflow_packages"]  # built by the daemon: no worker scans the installed packages
     assert seen["gc"] == ["Copy", "MarkSweepCompact"]  # -XX:+UseSerialGC's young and old collectors
 
 
