@@ -88,6 +88,46 @@ def check_store(checkpoint: Path, store: str) -> None:
 DEFAULT_BUCKETS = {"spark": 8, "sqlite": 1, "postgres": 4}
 
 
+def spark_partition(label: int, partitions: int) -> int:
+    """The shuffle partition Spark's hash partitioning gives an ``int`` grouping key: Murmur3
+    (``Murmur3_x86_32.hashInt``, seed 42) of the value, modulo ``partitions`` (``pmod``).
+
+    >>> [spark_partition(b, 2) for b in range(4)], [spark_partition(b, 4) for b in range(4)]
+    ([1, 1, 0, 1], [3, 3, 2, 3])
+    """
+    m = 0xFFFFFFFF
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & m
+
+    k = rotl((label & m) * 0xCC9E2D51 & m, 15) * 0x1B873593 & m
+    h = (rotl(42 ^ k, 13) * 5 + 0xE6546B64) & m
+    h ^= 4
+    h = (h ^ (h >> 16)) * 0x85EBCA6B & m
+    h = (h ^ (h >> 13)) * 0xC2B2AE35 & m
+    h ^= h >> 16
+    signed = h - (1 << 32) if h & 0x80000000 else h
+    return signed % partitions  # Python's % is Spark's pmod for a positive divisor
+
+
+def bucket_labels(buckets: int, partitions: int) -> list[int]:
+    """Grouping-key values for buckets ``0 .. buckets-1`` that Spark's hash partitioning spreads
+    evenly: bucket ``i`` lands on shuffle partition ``i % partitions``. The bucket numbers themselves
+    do not spread (4 buckets over 4 partitions: 3 of them in one task, see :func:`spark_partition`).
+    The stores keep the bucket number; only the key Spark groups by is the label.
+
+    >>> bucket_labels(1, 1), bucket_labels(4, 4), bucket_labels(3, 2)
+    ([0], [12, 6, 2, 0], [2, 0, 4])
+    """
+    labels: list[int] = []
+    for i in range(buckets):
+        want, label = i % partitions, 0
+        while label in labels or spark_partition(label, partitions) != want:
+            label += 1
+        labels.append(label)
+    return labels
+
+
 def resolve_buckets(checkpoint: Path, setting: int | None, store: str) -> int:
     """The checkpoint's number of entity buckets (an entity's bucket is its key's hash modulo it).
 
@@ -148,20 +188,25 @@ def make_keyed_fn(
     batch_id: int | None = None,
     dedup_horizon_s: int = 0,
     idle_ttl_s: int = 0,
+    labels: list[int] | None = None,
 ) -> Callable[[tuple, pd.DataFrame], pd.DataFrame]:
     """The ``groupBy('_bucket').applyInPandas`` function of the scoring query: the same features,
     de-duplication and scores as :func:`rtml.pipelines.entity_state.make_state_fn`, with the state of
     the bucket's touched entities read from and written to its keyed store (:func:`open_store`) under
     the micro-batch's id (``batch_id``, else the running task's: :func:`task_batch_id`), which makes a
-    replayed batch change nothing. Built once, in the streaming plan.
+    replayed batch change nothing. The group key is the bucket's label in ``labels``
+    (:func:`bucket_labels`; ``None``: the bucket number itself). Built once, in the streaming plan.
     """
     horizon_ms = dedup_horizon_s * 1000
     carry = (ID_HASH,) if horizon_ms else ()
     idle_ms = idle_after_ms(spec, idle_ttl_s, horizon_ms)
     sum_of = spec.aggregates.sum_of if spec.aggregates else None
+    bucket_of = {label: i for i, label in enumerate(labels)} if labels is not None else None
 
     def fn(key: tuple, frame: pd.DataFrame) -> pd.DataFrame:
         bucket = int(key[0])
+        if bucket >= 0 and bucket_of is not None:
+            bucket = bucket_of[bucket]
         if bucket < 0:  # invalid events: pass through untouched
             return finish(without_features(frame, spec))
         if pseudonym_key:

@@ -257,6 +257,7 @@ def build_query(
 
     from rtml.pipelines.entity_state import STATE_SCHEMA, make_state_fn
     from rtml.pipelines.keyed_state import (
+        bucket_labels,
         keyed_root,
         make_keyed_fn,
         pg_target,
@@ -291,14 +292,19 @@ def build_query(
         elif store == "postgres":
             root = pg_target(checkpoint, url.get_secret_value())  # type: ignore[union-attr]
         buckets = resolve_buckets(checkpoint, settings.spark.entity_buckets, store)
-        events = events.withColumn(
-            "_bucket",
-            F.when(F.col("_reason").isNull(), F.pmod(F.hash(spec.entity_key), F.lit(buckets))).otherwise(-1),
-        )
+        bucket = F.pmod(F.hash(spec.entity_key), F.lit(buckets))
+        # keyed stores: group by labels Spark's hash partitioning spreads over the shuffle partitions
+        # (Spark's own store keeps its state under the bucket numbers it started with)
+        labels = bucket_labels(buckets, settings.spark.shuffle_partitions) if store != "spark" else None
+        if labels is not None and labels != list(range(buckets)):
+            bucket = F.element_at(F.array(*[F.lit(v) for v in labels]), bucket + 1)
+        events = events.withColumn("_bucket", F.when(F.col("_reason").isNull(), bucket).otherwise(-1))
         scorer = make_frame_scorer(tracking_uri, model_name, spec, top_k)
         horizon, idle = settings.scoring.dedup_horizon_seconds, settings.scoring.state_idle_ttl_seconds
         if store != "spark":  # the state function reads the micro-batch's id from its task
-            keyed = make_keyed_fn(spec, key, scorer, root, dedup_horizon_s=horizon, idle_ttl_s=idle)
+            keyed = make_keyed_fn(
+                spec, key, scorer, root, dedup_horizon_s=horizon, idle_ttl_s=idle, labels=labels
+            )
             scored = events.groupBy("_bucket").applyInPandas(keyed, score_ddl(spec, top_k))
         else:
             scored = events.groupBy("_bucket").applyInPandasWithState(

@@ -49,8 +49,13 @@ def test_backlog_aggregates_equal_reference_and_duplicates_count_once(
         scoring={"state_store": store, "state_url": url},
         # two buckets, and Arrow chunks of 2,500 rows: each bucket reaches the state function in
         # several chunks, one Kafka partition after another, as a 50k-event backlog batch does at
-        # the default 10,000-row chunks
-        spark={"entity_buckets": 2, "conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": "2500"}},
+        # the default 10,000-row chunks; two shuffle partitions: the keyed stores group by labels
+        # that put each bucket in a task of its own (``bucket_labels``), the stores keep the numbers
+        spark={
+            "entity_buckets": 2,
+            "shuffle_partitions": 2,
+            "conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": "2500"},
+        },
     )
     spec = load_spec()
     names = spec.aggregate_names
@@ -69,6 +74,9 @@ def test_backlog_aggregates_equal_reference_and_duplicates_count_once(
     marks = {"spark": "state", "sqlite": "entity_state", "postgres": "entity_state_postgres"}
     kept = [m for m in marks.values() if (s.checkpoint_root / "scoring" / m).exists()]
     assert kept == [marks[store]]  # the state is in the store under test
+    if store == "sqlite":  # one file per bucket number (Spark grouped by the labels 2 and 0)
+        files = sorted(p.name for p in (s.checkpoint_root / "scoring" / marks[store]).glob("*.sqlite"))
+        assert files == ["bucket-0000.sqlite", "bucket-0001.sqlite"]
     [record] = read_batch_records(s)
     assert record["duplicates"] == 0
     scores = sink_frame(s, "scores")
