@@ -54,6 +54,39 @@ def _batch(topic: str, partition: int, keys, values, offsets, ts_ms, ts_types, h
     )
 
 
+def _from_messages(topic: str, partition: int, recs: list[Any]) -> Any:
+    """librdkafka's messages as one record batch: one pass per field the client exposes; topic,
+    partition, timestamps and (usually empty) headers filled by Arrow and NumPy, not per record."""
+    import numpy as np
+    import pyarrow as pa
+
+    schema = arrow_schema()
+    n = len(recs)
+    stamps = np.array([m.timestamp() for m in recs], dtype=np.int64).reshape(n, 2)  # (type, ms)
+    heads = [m.headers() for m in recs]
+    header_type = schema.field("headers").type
+    if any(heads):
+        headers = pa.array([[{"key": k, "value": v} for k, v in (h or [])] for h in heads], header_type)
+    else:  # an empty list per record
+        headers = pa.ListArray.from_arrays(
+            pa.array(np.zeros(n + 1, np.int32)), pa.array([], header_type.value_type)
+        )
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([m.key() for m in recs], pa.binary()),
+            pa.array([m.value() for m in recs], pa.binary()),
+            pa.repeat(pa.scalar(topic, pa.string()), n),
+            pa.repeat(pa.scalar(partition, pa.int32()), n),
+            pa.array([m.offset() for m in recs], pa.int64()),
+            pa.array(stamps[:, 1] * 1000, pa.timestamp("us", tz="UTC")),
+            # librdkafka 1 create / 2 log append -> Spark 0 / 1 (0, not available, as 0)
+            pa.array(np.maximum(stamps[:, 0] - 1, 0).astype(np.int32), pa.int32()),
+            headers,
+        ],
+        schema=schema,
+    )
+
+
 class _KafkaPythonReader:
     def __init__(self, conn: dict[str, Any], topic: str, partition: int) -> None:
         from kafka import TopicPartition
@@ -125,17 +158,7 @@ class _LibrdkafkaReader:
                 continue
             deadline = time.monotonic() + IDLE_TIMEOUT_S
             pos = recs[-1].offset() + 1
-            stamps = [m.timestamp() for m in recs]
-            yield _batch(
-                self.topic,
-                self.partition,
-                [m.key() for m in recs],
-                [m.value() for m in recs],
-                [m.offset() for m in recs],
-                [t[1] for t in stamps],
-                [max(t[0] - 1, 0) for t in stamps],  # librdkafka 1 create / 2 log append -> Spark 0 / 1
-                [[{"key": k, "value": v} for k, v in (m.headers() or [])] for m in recs],
-            )
+            yield _from_messages(self.topic, self.partition, recs)
 
     def close(self) -> None:
         self.consumer.close()
