@@ -45,8 +45,8 @@ class LibrdkafkaProducer:
 
     librdkafka reports only failed deliveries (``delivery.report.only.error``) to one callback set
     in the producer's config: no Python call per record delivered and no callback made per record
-    sent. A failed (topic, key, value) record is rebuilt from its message; a record with a partition
-    or headers gets a callback of its own that returns it as it was given.
+    sent. A failed record without a partition or headers is rebuilt from its message as
+    (topic, key, value); a record with either gets a callback of its own that returns it as given.
     """
 
     def __init__(self, opts: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
@@ -55,21 +55,19 @@ class LibrdkafkaProducer:
         from rtml.pipelines.librdkafka import logger, producer_config
 
         self._refused = KafkaException
-        self._failed: list[tuple[Record, str]] = []
+        # the running call's list of failures; the callback holds this box, not the producer object
+        # (a reference cycle would keep librdkafka's threads alive until the cycle collector ran)
+        self._box: list[list[tuple[Record, str]]] = [[]]
         config = {**producer_config(opts), "logger": logger(), **(extra or {})}
-        config |= {"delivery.report.only.error": True, "on_delivery": self._report}
+        config |= {"delivery.report.only.error": True, "on_delivery": _failure_reporter(self._box)}
         self._producer = Producer(config)
 
-    def _report(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._failed.append(((msg.topic(), msg.key(), msg.value()), str(err)))
-
     def send_all(self, records: Sequence[Record]) -> list[tuple[Record, str]]:
-        self._failed = failed = []
+        self._box[0] = failed = []
         produce, poll = self._producer.produce, self._producer.poll
         for r in records:
             kwargs: dict[str, Any] = {}
-            if len(r) > 3:  # returned as given when it fails, with its partition and headers
+            if len(r) > 3 and (r[3] is not None or r[4]):  # returned as given when it fails
 
                 def report(err: Any, _msg: Any, r: Record = r) -> None:
                     if err is not None:
@@ -91,12 +89,22 @@ class LibrdkafkaProducer:
                     break
         # every record gets its report within message.timeout.ms, so this returns with none left
         left = self._producer.flush(MESSAGE_TIMEOUT_S + 30)
-        if left:
+        if left:  # what is still queued is reported now, to this call, not to a later one
+            self._producer.purge()
+            self._producer.flush(5)
             raise DeliveryError(f"{left} records still queued after {MESSAGE_TIMEOUT_S + 30} s")
         return failed
 
     def close(self) -> None:
         self._producer.flush(MESSAGE_TIMEOUT_S + 30)
+
+
+def _failure_reporter(box: list[list[tuple[Record, str]]]) -> Any:
+    def report(err: Any, msg: Any) -> None:
+        if err is not None:
+            box[0].append(((msg.topic(), msg.key(), msg.value()), str(err)))
+
+    return report
 
 
 class KafkaPythonProducer:
