@@ -5,6 +5,7 @@ on a local master, a PostgreSQL table on any master).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -119,13 +120,38 @@ def bucket_labels(buckets: int, partitions: int) -> list[int]:
     >>> bucket_labels(1, 1), bucket_labels(4, 4), bucket_labels(3, 2)
     ([0], [12, 6, 2, 0], [2, 0, 4])
     """
-    labels: list[int] = []
-    for i in range(buckets):
-        want, label = i % partitions, 0
-        while label in labels or spark_partition(label, partitions) != want:
+    if partitions == 1:
+        return list(range(buckets))
+    # each label, in increasing order, goes to the next bucket still waiting on its partition
+    waiting = [list(range(p, buckets, partitions)) for p in range(partitions)]
+    labels, taken, label = [0] * buckets, [0] * partitions, 0
+    for _ in range(buckets):
+        while True:
+            p = spark_partition(label, partitions)
             label += 1
-        labels.append(label)
+            if taken[p] < len(waiting[p]):
+                labels[waiting[p][taken[p]]] = label - 1
+                taken[p] += 1
+                break
     return labels
+
+
+def query_partitions(checkpoint: Path, session: int) -> int:
+    """The shuffle partitions a streaming query runs on: the number its checkpoint recorded in the
+    offset log (Spark keeps it whatever the session says), else the session's (a new checkpoint)."""
+    logs = checkpoint / "offsets"
+    batches = (
+        sorted((int(p.name) for p in logs.iterdir() if p.name.isdigit()), reverse=True)
+        if logs.is_dir()
+        else []
+    )
+    for n in batches:  # the newest readable entry: line 2 is the batch's metadata with its conf
+        try:
+            meta = json.loads((logs / str(n)).read_text().splitlines()[1])
+            return int(meta["conf"]["spark.sql.shuffle.partitions"])
+        except (OSError, IndexError, KeyError, TypeError, ValueError):
+            continue
+    return session
 
 
 def resolve_buckets(checkpoint: Path, setting: int | None, store: str) -> int:

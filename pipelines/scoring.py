@@ -261,6 +261,7 @@ def build_query(
         keyed_root,
         make_keyed_fn,
         pg_target,
+        query_partitions,
         resolve_buckets,
         store_mode,
     )
@@ -295,7 +296,8 @@ def build_query(
         bucket = F.pmod(F.hash(spec.entity_key), F.lit(buckets))
         # keyed stores: group by labels Spark's hash partitioning spreads over the shuffle partitions
         # (Spark's own store keeps its state under the bucket numbers it started with)
-        labels = bucket_labels(buckets, settings.spark.shuffle_partitions) if store != "spark" else None
+        parts = query_partitions(checkpoint, int(spark.conf.get("spark.sql.shuffle.partitions")))
+        labels = bucket_labels(buckets, parts) if store != "spark" else None
         if labels is not None and labels != list(range(buckets)):
             bucket = F.element_at(F.array(*[F.lit(v) for v in labels]), bucket + 1)
         events = events.withColumn("_bucket", F.when(F.col("_reason").isNull(), bucket).otherwise(-1))

@@ -18,6 +18,7 @@ from rtml.features.featurise import featurise_history
 from rtml.flows.bootstrap import bootstrap
 from rtml.infra.config.spec import load_spec
 from rtml.pipelines.generator import CardTransactionGenerator, to_event_frame
+from rtml.pipelines.keyed_state import query_partitions
 from rtml.pipelines.producer import stream_frames
 from rtml.pipelines.score_job import run_scoring
 from rtml.pipelines.scoring import read_batch_records
@@ -74,6 +75,7 @@ def test_backlog_aggregates_equal_reference_and_duplicates_count_once(
     marks = {"spark": "state", "sqlite": "entity_state", "postgres": "entity_state_postgres"}
     kept = [m for m in marks.values() if (s.checkpoint_root / "scoring" / m).exists()]
     assert kept == [marks[store]]  # the state is in the store under test
+    assert query_partitions(s.checkpoint_root / "scoring", 99) == 2  # read from Spark's offset log
     if store == "sqlite":  # one file per bucket number (Spark grouped by the labels 2 and 0)
         files = sorted(p.name for p in (s.checkpoint_root / "scoring" / marks[store]).glob("*.sqlite"))
         assert files == ["bucket-0000.sqlite", "bucket-0001.sqlite"]

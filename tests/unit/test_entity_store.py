@@ -231,3 +231,19 @@ def test_a_checkpoint_keeps_its_number_of_buckets(tmp_path: Path) -> None:
         resolve_buckets(cp, 2, "sqlite")
     assert resolve_buckets(tmp_path / "old", None, "spark") == 8  # a checkpoint of Spark's store: 8
     assert resolve_buckets(tmp_path / "set", 4, "sqlite") == 4
+
+
+def test_a_query_runs_on_the_shuffle_partitions_its_checkpoint_recorded(tmp_path: Path) -> None:
+    """Bucket labels are chosen for the partitions Spark will use: the offset log's, else the session's."""
+    import json
+
+    from rtml.pipelines.keyed_state import query_partitions
+
+    cp = tmp_path / "cp"
+    assert query_partitions(cp, 2) == 2  # a new checkpoint: the session's
+    (cp / "offsets").mkdir(parents=True)
+    meta = {"batchWatermarkMs": 0, "batchTimestampMs": 1, "conf": {"spark.sql.shuffle.partitions": "3"}}
+    (cp / "offsets" / "0").write_text(f"v1\n{json.dumps(meta)}\n{{}}\n")
+    (cp / "offsets" / "1").write_text("v1\n")  # a torn newest entry: the one before decides
+    (cp / "offsets" / ".1.tmp").write_text("junk")
+    assert query_partitions(cp, 2) == 3
