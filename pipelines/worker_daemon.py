@@ -66,6 +66,8 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
                 except Exception:  # noqa: BLE001 - the worker imports it again and reports the error
                     continue
                 done.append(name)
+            if "mlflow.pyfunc" in done:
+                warm_mlflow()
     finally:
         try:
             _flush()
@@ -79,15 +81,16 @@ def warm_mlflow() -> bool:
     """Build MLflow's map of installed packages once, in the daemon: each worker's first
     ``mlflow.pyfunc.load_model`` checks the model's requirements against it, and building it scans
     every installed distribution (≈0.36 s on a quiet machine, per worker when each builds its own).
-    Returns whether it was built.
+    Returns whether it was built. Called by :func:`preload`, whose guard keeps file descriptor 1
+    clean.
     """
     try:
-        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+        from mlflow.utils import requirements_utils
 
-        warn_dependency_requirement_mismatches(["mlflow"])  # installed, no version: never a warning
+        requirements_utils.warn_dependency_requirement_mismatches(["mlflow"])  # installed: no warning
+        return requirements_utils._MODULES_TO_PACKAGES is not None  # it catches its own errors
     except Exception:  # noqa: BLE001 - the worker's own check builds it as before
         return False
-    return True
 
 
 def _flush() -> None:
@@ -118,8 +121,7 @@ def main() -> None:
     """
     worker_module = sys.argv[1] if len(sys.argv) > 1 else "pyspark.worker"
     if worker_module == "pyspark.worker":
-        preload()
-        warm_mlflow()
+        preload()  # with MLflow's package map (warm_mlflow)
         os.register_at_fork(after_in_child=_reseed_numpy)
         gc.collect()
         gc.freeze()  # the children's collections skip these objects, so leave their pages shared
