@@ -191,7 +191,8 @@ class SparkSettings(_Section):
         ge=1,
         le=4096,
         description="State groups for per-entity aggregates (hash of the entity key modulo this). Unset: 1 "
-        "with the sqlite state store (one file and one commit per micro-batch), 8 with Spark's store. A "
+        "with the sqlite state store (one file and one commit per micro-batch), 4 with postgres, 8 with "
+        "Spark's store. A "
         "checkpoint records the number it started with and keeps it while this is unset.",
     )
     sink_writes: Literal["driver", "executors", "auto"] = Field(
