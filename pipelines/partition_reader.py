@@ -35,55 +35,50 @@ def arrow_schema() -> Any:
 
 
 def _batch(topic: str, partition: int, keys, values, offsets, ts_ms, ts_types, headers) -> Any:  # noqa: ANN001
+    """One partition's records as a record batch, from one sequence per field (``headers``: each
+    record's (key, value) pairs, or None). Topic, partition, timestamps and the usual empty headers
+    are filled by Arrow and NumPy, not per record."""
+    import numpy as np
     import pyarrow as pa
 
     schema = arrow_schema()
     n = len(offsets)
+    header_type = schema.field("headers").type
+    if any(headers):
+        hs = pa.array([[{"key": k, "value": v} for k, v in (h or [])] for h in headers], header_type)
+    else:  # an empty list per record
+        hs = pa.ListArray.from_arrays(
+            pa.array(np.zeros(n + 1, np.int32)), pa.array([], header_type.value_type)
+        )
     return pa.RecordBatch.from_arrays(
         [
             pa.array(keys, pa.binary()),
             pa.array(values, pa.binary()),
-            pa.array([topic] * n, pa.string()),
-            pa.array([partition] * n, pa.int32()),
+            pa.repeat(pa.scalar(topic, pa.string()), n),
+            pa.repeat(pa.scalar(partition, pa.int32()), n),
             pa.array(offsets, pa.int64()),
-            pa.array([t * 1000 for t in ts_ms], pa.timestamp("us", tz="UTC")),
-            pa.array(ts_types, pa.int32()),
-            pa.array(headers, schema.field("headers").type),
+            pa.array(np.asarray(ts_ms, np.int64) * 1000, pa.timestamp("us", tz="UTC")),
+            pa.array(np.asarray(ts_types, np.int32), pa.int32()),
+            hs,
         ],
         schema=schema,
     )
 
 
 def _from_messages(topic: str, partition: int, recs: list[Any]) -> Any:
-    """librdkafka's messages as one record batch: one pass per field the client exposes; topic,
-    partition, timestamps and (usually empty) headers filled by Arrow and NumPy, not per record."""
+    """librdkafka's messages as one record batch, one pass per field the client exposes."""
     import numpy as np
-    import pyarrow as pa
 
-    schema = arrow_schema()
-    n = len(recs)
-    stamps = np.array([m.timestamp() for m in recs], dtype=np.int64).reshape(n, 2)  # (type, ms)
-    heads = [m.headers() for m in recs]
-    header_type = schema.field("headers").type
-    if any(heads):
-        headers = pa.array([[{"key": k, "value": v} for k, v in (h or [])] for h in heads], header_type)
-    else:  # an empty list per record
-        headers = pa.ListArray.from_arrays(
-            pa.array(np.zeros(n + 1, np.int32)), pa.array([], header_type.value_type)
-        )
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([m.key() for m in recs], pa.binary()),
-            pa.array([m.value() for m in recs], pa.binary()),
-            pa.repeat(pa.scalar(topic, pa.string()), n),
-            pa.repeat(pa.scalar(partition, pa.int32()), n),
-            pa.array([m.offset() for m in recs], pa.int64()),
-            pa.array(stamps[:, 1] * 1000, pa.timestamp("us", tz="UTC")),
-            # librdkafka 1 create / 2 log append -> Spark 0 / 1 (0, not available, as 0)
-            pa.array(np.maximum(stamps[:, 0] - 1, 0).astype(np.int32), pa.int32()),
-            headers,
-        ],
-        schema=schema,
+    stamps = np.array([m.timestamp() for m in recs], dtype=np.int64).reshape(len(recs), 2)  # (type, ms)
+    return _batch(
+        topic,
+        partition,
+        [m.key() for m in recs],
+        [m.value() for m in recs],
+        [m.offset() for m in recs],
+        stamps[:, 1],
+        np.maximum(stamps[:, 0] - 1, 0),  # librdkafka 1 create / 2 log append -> Spark 0 / 1
+        [m.headers() for m in recs],
     )
 
 
@@ -121,7 +116,7 @@ class _KafkaPythonReader:
                 [r.offset for r in recs],
                 [r.timestamp for r in recs],
                 [max(r.timestamp_type, 0) for r in recs],
-                [[{"key": k, "value": v} for k, v in (r.headers or [])] for r in recs],
+                [r.headers for r in recs],
             )
 
     def close(self) -> None:

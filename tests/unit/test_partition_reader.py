@@ -1,10 +1,11 @@
-"""librdkafka messages to the source's record batch: the same rows as the per-field builder."""
+"""Kafka records to the source's record batch: the rows Spark's own Kafka source would give."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
-from rtml.pipelines.partition_reader import _batch, _from_messages
+from rtml.pipelines.partition_reader import _batch, _from_messages, arrow_schema
 
 
 @dataclass
@@ -31,34 +32,40 @@ class Message:  # the accessors of confluent_kafka.Message the reader uses
         return self.h
 
 
-def _reference(recs: list[Message]):  # noqa: ANN202
-    return _batch(
-        "events",
-        3,
-        [m.key() for m in recs],
-        [m.value() for m in recs],
-        [m.offset() for m in recs],
-        [m.timestamp()[1] for m in recs],
-        [max(m.timestamp()[0] - 1, 0) for m in recs],
-        [[{"key": k, "value": v} for k, v in (m.headers() or [])] for m in recs],
-    )
+UTC = dt.UTC
 
 
-def test_messages_become_the_same_rows_with_and_without_headers() -> None:
+def _row(key, value, offset, ms, ts_type, headers=()):  # noqa: ANN001, ANN202
+    stamp = dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(milliseconds=ms)
+    return {
+        "key": key,
+        "value": value,
+        "topic": "events",
+        "partition": 3,
+        "offset": offset,
+        "timestamp": stamp,
+        "timestampType": ts_type,
+        "headers": [{"key": k, "value": v} for k, v in headers],
+    }
+
+
+def test_messages_become_rows_as_spark_reads_kafka_with_and_without_headers() -> None:
     plain = [
         Message(b"c1", b'{"a": 1}', 10, (1, 1_796_400_000_123)),  # create time
         Message(None, b"", 11, (2, 1_796_400_000_456)),  # log append time, no key, empty value
         Message(b"c2", None, 13, (0, -1)),  # no timestamp, tombstone, an offset skipped
     ]
-    got = _from_messages("events", 3, plain)
-    assert got.equals(_reference(plain))
-    assert got.column("timestampType").to_pylist() == [0, 1, 0]
-    assert got.column("headers").to_pylist() == [[], [], []]
-    mixed = [*plain, Message(b"c3", b"x", 14, (1, 5), [("origin", b"test"), ("n", b"2")])]
-    got = _from_messages("events", 3, mixed)
-    assert got.equals(_reference(mixed))
-    assert got.column("headers").to_pylist()[3] == [
-        {"key": "origin", "value": b"test"},
-        {"key": "n", "value": b"2"},
+    rows = [
+        _row(b"c1", b'{"a": 1}', 10, 1_796_400_000_123, 0),
+        _row(None, b"", 11, 1_796_400_000_456, 1),
+        _row(b"c2", None, 13, -1, 0),
     ]
-    assert _from_messages("events", 3, plain[:1]).num_rows == 1
+    got = _from_messages("events", 3, plain)
+    assert got.schema == arrow_schema() and got.to_pylist() == rows
+    headers = [("origin", b"test"), ("n", b"2")]
+    mixed = [*plain, Message(b"c3", b"x", 14, (1, 5), headers)]
+    assert _from_messages("events", 3, mixed).to_pylist() == [*rows, _row(b"c3", b"x", 14, 5, 0, headers)]
+    assert _from_messages("events", 3, plain[:1]).to_pylist() == rows[:1]
+    # kafka-python's shape: the fields as lists, Spark's timestamp types already
+    got = _batch("events", 3, [b"c3"], [b"x"], [14], [5], [0], [headers])
+    assert got.to_pylist() == [_row(b"c3", b"x", 14, 5, 0, headers)]
