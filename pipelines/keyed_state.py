@@ -120,19 +120,15 @@ def bucket_labels(buckets: int, partitions: int) -> list[int]:
     >>> bucket_labels(1, 1), bucket_labels(4, 4), bucket_labels(3, 2)
     ([0], [12, 6, 2, 0], [2, 0, 4])
     """
-    if partitions == 1:
-        return list(range(buckets))
-    # each label, in increasing order, goes to the next bucket still waiting on its partition
-    waiting = [list(range(p, buckets, partitions)) for p in range(partitions)]
-    labels, taken, label = [0] * buckets, [0] * partitions, 0
-    for _ in range(buckets):
-        while True:
-            p = spark_partition(label, partitions)
-            label += 1
-            if taken[p] < len(waiting[p]):
-                labels[waiting[p][taken[p]]] = label - 1
-                taken[p] += 1
-                break
+    # each label, in increasing order, goes to the next bucket still waiting on its partition: the
+    # k-th bucket of partition p is p + k * partitions
+    labels, taken, label, done = [0] * buckets, [0] * partitions, 0, 0
+    while done < buckets:
+        p = spark_partition(label, partitions)
+        i = p + taken[p] * partitions
+        if i < buckets:
+            labels[i], taken[p], done = label, taken[p] + 1, done + 1
+        label += 1
     return labels
 
 

@@ -296,8 +296,10 @@ def build_query(
         bucket = F.pmod(F.hash(spec.entity_key), F.lit(buckets))
         # keyed stores: group by labels Spark's hash partitioning spreads over the shuffle partitions
         # (Spark's own store keeps its state under the bucket numbers it started with)
-        parts = query_partitions(checkpoint, int(spark.conf.get("spark.sql.shuffle.partitions")))
-        labels = bucket_labels(buckets, parts) if store != "spark" else None
+        labels = None
+        if store != "spark":
+            parts = query_partitions(checkpoint, int(spark.conf.get("spark.sql.shuffle.partitions")))
+            labels = bucket_labels(buckets, parts)
         if labels is not None and labels != list(range(buckets)):
             bucket = F.element_at(F.array(*[F.lit(v) for v in labels]), bucket + 1)
         events = events.withColumn("_bucket", F.when(F.col("_reason").isNull(), bucket).otherwise(-1))
