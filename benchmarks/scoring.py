@@ -297,6 +297,7 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
     while not any(_idle(p) for p in progress):  # Spark reports an idle trigger every 10 s at most
         if not runner.is_alive() or time.monotonic() - t0 > 900:
             stop.set()
+            runner.join(timeout=120)
             raise RuntimeError("(d): the scoring job did not read the topic's backlog within 900 s")
         time.sleep(0.5)
     caught_up_s = time.monotonic() - t0
