@@ -8,7 +8,8 @@
     micro-batches (--warmup-batches, JIT compilation) to the end of the last; the rate after only the
     first micro-batch is printed too
 (d) produce -> scored latency p50/p99 at a fixed input rate (producer in its own process), steady
-    state after a warm-up of traffic; the warm-up's own figures are printed too
+    state after a warm-up of traffic; the warm-up's own figures are printed too. The traffic starts
+    once the job has read what the topic held (it idles)
 (x) the cost of explanations: (c) four times over the same backlog, each with its own checkpoint and
     sink, with scoring.explain_top_k 0, k, k, 0 (--explain-top-k, default 3); means off and on
 (s) the cost of one shadow model: (c) four times the same way, without, with, with, without @shadow
@@ -281,8 +282,9 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
     """(d) continuous job, events produced at a fixed rate by another process.
 
     Latency = scored_at - Kafka timestamp of the event. The job first reads what the topic already
-    holds (the events produced for (c)); the traffic starts once it idles, so no measured event waits
-    behind that backlog. The first ``warmup`` seconds of traffic are reported apart from the steady state.
+    holds (the events produced for (c), unless (c) read them on this checkpoint); the traffic starts
+    once Spark reports an idle trigger, so no measured event waits behind that backlog. The first
+    ``warmup`` seconds of traffic are reported apart from the steady state.
     """
     import multiprocessing as mp
 
@@ -294,8 +296,11 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
     )
     runner.start()
     t0 = time.monotonic()
-    while not any(_idle(p) for p in progress):  # Spark reports an idle trigger every 10 s at most
-        if not runner.is_alive() or time.monotonic() - t0 > 900:
+    # Spark reports an idle trigger at once at start, else >= 10 s after the last micro-batch
+    while not any(_idle(p) for p in progress):
+        if not runner.is_alive():
+            raise RuntimeError("(d): the scoring job stopped before it was idle (its error is above)")
+        if time.monotonic() - t0 > 900:
             stop.set()
             runner.join(timeout=120)
             raise RuntimeError("(d): the scoring job did not read the topic's backlog within 900 s")
@@ -321,7 +326,7 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
     lat = recent.loc[recent["kafka_timestamp_ms"] >= steady_from, "latency_ms"].to_numpy()
     return {
         "rate_events_per_s": rate,
-        "backlog_read_seconds": round(caught_up_s, 1),  # start-up and the topic's earlier events
+        "backlog_read_seconds": round(caught_up_s, 1),  # start-up, the backlog, Spark's idle report
         "warmup_seconds": warmup,
         "events": int(len(lat)),
         "latency_ms_p50": float(np.percentile(lat, 50)),

@@ -1,12 +1,13 @@
 """The scoring job's view of ``@champion``: it follows only moves that carry an rtml audit record.
 
 Each micro-batch costs one registry call (the registered model: its aliases and its audited-champion
-tag, :mod:`rtml.models.lifecycle.audit`), made in the micro-batch, after Spark has fixed its offsets:
-read ahead (≈20 ms less per batch), events produced after an audited promotion could be scored by
-the previous champion. The record behind an audited move is checked once per move (one more call
-when the champion changes). A ``@champion`` moved around rtml -- a REST call, the MLflow
-UI -- raises one critical alert ``rtml.champion.unaudited`` per incident and the job keeps serving the
-last audited version, unless ``promotion.allow_unaudited_moves`` lets it follow.
+tag, :mod:`rtml.models.lifecycle.audit`), made in the micro-batch, after Spark has fixed its offsets.
+Made ahead of the micro-batch it would save ≈20 ms a batch, but events produced after an audited
+promotion could then be scored by the previous champion. The record behind an audited move is
+checked once per move (one more call when the champion changes). A ``@champion`` moved around rtml
+-- a REST call, the MLflow UI -- raises one critical alert ``rtml.champion.unaudited`` per incident
+and the job keeps serving the last audited version, unless ``promotion.allow_unaudited_moves`` lets
+it follow.
 """
 
 from __future__ import annotations
