@@ -53,7 +53,7 @@ from rtml.infra.config.settings import Settings, load_settings  # noqa: E402
 from rtml.infra.config.spec import load_spec  # noqa: E402
 from rtml.models.lifecycle.registry import alias_version, load_model  # noqa: E402
 from rtml.pipelines.producer import generated_frames, stream_frames  # noqa: E402
-from rtml.pipelines.score_job import run_scoring  # noqa: E402
+from rtml.pipelines.score_job import progress_key, run_scoring  # noqa: E402
 from rtml.pipelines.tables import read_table  # noqa: E402
 
 
@@ -340,8 +340,8 @@ def latency_at_rate(settings: Settings, overrides: dict, rate: float, seconds: f
 
 
 def _idle(progress: dict) -> bool:
-    """A progress record of a trigger that found nothing to read."""
-    return not progress.get("numInputRows") and "addBatch" not in (progress.get("durationMs") or {})
+    """A progress record of a trigger that ran no micro-batch (found nothing to read)."""
+    return not progress_key(progress)[1]
 
 
 def batch_breakdown(settings: Settings, progress: list[dict], since_ms: float) -> dict:
